@@ -1,1 +1,4 @@
-System.Console.WriteLine(PpoSharp.Smoke.Run());
+using PpoSharp;
+using PpoSharp.Cli;
+
+return Cli.Run(args);

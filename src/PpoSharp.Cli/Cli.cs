@@ -1,0 +1,199 @@
+using System.CommandLine;
+using System.Text.Json;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Rewards;
+using PpoSharp.Training;
+using Training = PpoSharp.Training;
+using TorchSharp;
+
+namespace PpoSharp.Cli;
+
+/// <summary>
+/// The <c>ppo-sharp</c> command: parses arguments, builds configs and calls the library. A user mistake prints one
+/// line on stderr and exits with 2; no stack trace.
+/// </summary>
+public static class Cli
+{
+    public const int UserError = 2;
+
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    {
+        var output = stdout ?? Console.Out;
+        var errors = stderr ?? Console.Error;
+        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
+        foreach (var command in Commands.All(output, errors)) root.Subcommands.Add(command);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            errors.WriteLine($"error: {parsed.Errors[0].Message} (see 'ppo-sharp --help')");
+            return UserError;
+        }
+        try
+        {
+            torch.set_num_threads(Environment.ProcessorCount);
+            return parsed.Invoke();
+        }
+        catch (PpoSharpException e)
+        {
+            errors.WriteLine($"error: {e.Message}");
+            return UserError;
+        }
+    }
+}
+
+/// <summary>Options shared by the training commands.</summary>
+internal sealed class TrainingOptions
+{
+    public readonly Option<string?> Config = new("--config") { Description = "JSON file of config keys (snake_case)" };
+    public readonly Option<string[]> Set = new("--set") { Description = "override one config key: --set key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
+    public readonly Option<int?> Seed = new("--seed") { Description = "random seed (overrides the config's seed)" };
+    public readonly Option<bool> Force = new("--force") { Description = "allow writing into a non-empty --out directory" };
+    public readonly Option<bool> SkipInvalid = new("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
+
+    public void AddTo(Command c)
+    {
+        c.Options.Add(Config);
+        c.Options.Add(Set);
+        c.Options.Add(Seed);
+        c.Options.Add(Force);
+        c.Options.Add(SkipInvalid);
+    }
+
+    public SftConfig Sft(ParseResult r)
+    {
+        var sets = (r.GetValue(Set) ?? []).ToList();
+        if (r.GetValue(Seed) is int seed) sets.Add($"seed={seed}");
+        return ConfigLoader.Load(new SftConfig(), r.GetValue(Config), sets, c => c.Validate());
+    }
+}
+
+internal static class Commands
+{
+    public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
+        [Demo(output), Data(output), Sft(output, errors), Generate(output), Eval(output, errors)];
+
+    private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
+
+    private static Command Demo(TextWriter output)
+    {
+        var outDir = new Option<string>("--out") { Description = "run directory", DefaultValueFactory = _ => "runs/demo" };
+        var task = new Option<string>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)), DefaultValueFactory = _ => "sort" };
+        var opts = new TrainingOptions();
+        var c = new Command("demo", "the main job on a built-in task: data -> SFT -> held-out evaluation and samples") { outDir, task };
+        opts.AddTo(c);
+        c.SetAction(r =>
+        {
+            var config = opts.Sft(r);
+            Training.Demo.Run(new DemoOptions(BuiltinTask.Get(r.GetValue(task)!), r.GetValue(outDir)!, config, r.GetValue(opts.Force)), output);
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Data(TextWriter output)
+    {
+        var outDir = Required("--out", "directory for sft.jsonl, prompts.jsonl, eval.jsonl, preferences.jsonl");
+        var task = new Option<string>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)), DefaultValueFactory = _ => "sort" };
+        var train = new Option<int>("--train") { Description = "training records", DefaultValueFactory = _ => 4000 };
+        var eval = new Option<int>("--eval") { Description = "held-out prompts", DefaultValueFactory = _ => 200 };
+        var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with a wrong answer", DefaultValueFactory = _ => 0.0 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed };
+        c.SetAction(r =>
+        {
+            var t = BuiltinTask.Get(r.GetValue(task)!);
+            Check.Positive(r.GetValue(train), "--train");
+            Check.Positive(r.GetValue(eval), "--eval");
+            Check.InRange(r.GetValue(noise), 0, 1, "--noise");
+            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
+            output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}");
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Sft(TextWriter output, TextWriter errors)
+    {
+        var data = Required("--data", "chat records (JSON Lines)");
+        var outDir = Required("--out", "run directory to write");
+        var init = new Option<string?>("--init") { Description = "run directory of a model to start from (default: a new model from the config)" };
+        var opts = new TrainingOptions();
+        var c = new Command("sft", "supervised fine-tuning on chat records (loss on assistant tokens only)") { data, outDir, init };
+        opts.AddTo(c);
+        c.SetAction(r =>
+        {
+            var config = opts.Sft(r);
+            var records = Jsonl.ReadChat(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
+            ReportSkipped(records.Skipped, errors);
+            var dir = r.GetValue(outDir)!;
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
+            var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output);
+            output.WriteLine($"sft: {result.Steps} steps in {result.Seconds:F0} s, loss {result.FinalLoss:F3}, eval loss {result.EvalLoss:F3}, {result.TokensPerSecond:F0} tokens/s -> {dir}");
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Generate(TextWriter output)
+    {
+        var model = Required("--model", "run directory of a policy");
+        var prompt = Required("--prompt", "the user message");
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default)", DefaultValueFactory = _ => 0.0 };
+        var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var c = new Command("generate", "one completion of a user message") { model, prompt, maxNew, temperature, topK, topP, seed };
+        c.SetAction(r =>
+        {
+            Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
+            Check.AtLeast(r.GetValue(temperature), 0, "--temperature");
+            Check.AtLeast(r.GetValue(topK), 0, "--top-k");
+            Check.InRange(r.GetValue(topP), 1e-9, 1, "--top-p");
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            policy.eval();
+            double t = r.GetValue(temperature);
+            var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
+            using var generator = new torch.Generator((ulong)r.GetValue(seed));
+            var text = Evaluator.Complete(policy, tokenizer, [[new ChatMessage(Role.User, r.GetValue(prompt)!)]], options, generator)[0].Text;
+            output.WriteLine(text);
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Eval(TextWriter output, TextWriter errors)
+    {
+        var model = Required("--model", "run directory of a policy");
+        var data = Required("--data", "prompts with solution (JSON Lines)");
+        var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
+        var skipInvalid = new Option<bool>("--skip-invalid");
+        var c = new Command("eval", "greedy decoding on a prompt file; prints one JSON object") { model, data, reward, maxNew, skipInvalid };
+        c.SetAction(r =>
+        {
+            Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
+            var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
+            var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));
+            ReportSkipped(prompts.Skipped, errors);
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
+            output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["n"] = result.N, ["reward_mean"] = result.RewardMean, ["exact_match"] = result.ExactMatch,
+                ["response_length"] = result.ResponseLength, ["reward"] = rewardFunction.Name,
+            }, Json.Compact));
+            return 0;
+        });
+        return c;
+    }
+
+    private static void ReportSkipped(IReadOnlyList<string> skipped, TextWriter errors)
+    {
+        if (skipped.Count == 0) return;
+        errors.WriteLine($"warning: skipped {skipped.Count} invalid record(s):");
+        foreach (var s in skipped.Take(10)) errors.WriteLine($"  {s}");
+        if (skipped.Count > 10) errors.WriteLine($"  ... and {skipped.Count - 10} more");
+    }
+}

@@ -1,0 +1,23 @@
+namespace PpoSharp.Data;
+
+public enum Role { System, User, Assistant }
+
+public sealed record ChatMessage(Role Role, string Content);
+
+/// <summary>Where a record came from, for error messages: "file:line".</summary>
+public readonly record struct Source(string File, int Line)
+{
+    public override string ToString() => $"{File}:{Line}";
+}
+
+/// <summary>An SFT record: <c>{"messages":[{"role":..,"content":..}, ...]}</c>.</summary>
+public sealed record ChatRecord(IReadOnlyList<ChatMessage> Messages, Source Source);
+
+/// <summary>
+/// A prompt for PPO and eval: <c>{"messages":[...], "solution": "..." | ["...", ...]}</c>. <see cref="Solutions"/>
+/// holds the positive answer or group of them (empty when the record has none); rule rewards score against the best.
+/// </summary>
+public sealed record PromptRecord(IReadOnlyList<ChatMessage> Messages, IReadOnlyList<string> Solutions, Source Source);
+
+/// <summary>A preference pair: <c>{"messages":[...], "chosen":"...", "rejected":"...", "margin": 0.0?}</c>.</summary>
+public sealed record PreferenceRecord(IReadOnlyList<ChatMessage> Messages, string Chosen, string Rejected, double Margin, Source Source);

@@ -1,0 +1,124 @@
+using PpoSharp.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Models;
+
+/// <summary>How to pick tokens. <see cref="Greedy"/> takes the arg-max; otherwise temperature, top-k, top-p apply.</summary>
+/// <param name="MaxNewTokens">Cap on generated tokens (also capped by the model's context length).</param>
+/// <param name="Temperature">Logits are divided by it before sampling (and before PPO's log-probabilities).</param>
+/// <param name="TopK">Keep the k most likely tokens; 0 keeps all.</param>
+/// <param name="TopP">Keep the smallest set of most likely tokens whose mass reaches p; 1 keeps all.</param>
+/// <param name="Greedy">Arg-max decoding.</param>
+public sealed record SamplingOptions(int MaxNewTokens = 32, double Temperature = 1.0, int TopK = 0, double TopP = 1.0, bool Greedy = false);
+
+/// <summary>Generated responses: ids (B, N) with pad after the end, and a mask (B, N) of generated tokens up to and including EOS.</summary>
+public sealed record Generation(Tensor Responses, Tensor Mask) : IDisposable
+{
+    public void Dispose()
+    {
+        Responses.Dispose();
+        Mask.Dispose();
+    }
+}
+
+/// <summary>Batched generation from left-padded prompts with a KV cache.</summary>
+public static class Sampling
+{
+    /// <summary>Position ids (B, T) of a left-padded batch from its mask (B, T): 0 at each row's first real token.</summary>
+    public static Tensor PositionIds(Tensor mask) => (mask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0);
+
+    /// <summary>Left-pads token lists into ids (B, P) and a bool mask (B, P).</summary>
+    public static (Tensor Ids, Tensor Mask) LeftPad(IReadOnlyList<IReadOnlyList<int>> rows, int pad, Device? device = null)
+    {
+        int p = rows.Max(r => r.Count);
+        var ids = new long[rows.Count * p];
+        var mask = new bool[rows.Count * p];
+        for (int i = 0; i < rows.Count; i++)
+        {
+            int offset = p - rows[i].Count;
+            for (int j = 0; j < p; j++)
+            {
+                bool real = j >= offset;
+                ids[i * p + j] = real ? rows[i][j - offset] : pad;
+                mask[i * p + j] = real;
+            }
+        }
+        return (tensor(ids, [rows.Count, p], device: device), tensor(mask, [rows.Count, p], device: device));
+    }
+
+    /// <summary>Applies temperature, top-k and top-p to logits (B, V); removed tokens get -inf.</summary>
+    public static Tensor ProcessLogits(Tensor logits, SamplingOptions o)
+    {
+        using var scope = NewDisposeScope();
+        if (o.Temperature != 1.0) logits = logits / o.Temperature;
+        if (o.TopK > 0 && o.TopK < logits.shape[^1])
+        {
+            var kth = logits.topk(o.TopK, dim: -1).values.narrow(-1, o.TopK - 1, 1);   // (B, 1)
+            logits = logits.masked_fill(logits.lt(kth), double.NegativeInfinity);
+        }
+        if (o.TopP < 1.0)
+        {
+            var (sorted, order) = logits.sort(dim: -1, descending: true);               // (B, V)
+            var probs = nn.functional.softmax(sorted, -1);
+            var before = probs.cumsum(-1) - probs;                                       // mass of more likely tokens
+            sorted = sorted.masked_fill(before.gt(o.TopP), double.NegativeInfinity);
+            logits = logits.scatter(-1, order, sorted);
+        }
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Next token ids (B) from last-position logits (B, V).</summary>
+    public static Tensor NextToken(Tensor logits, SamplingOptions o, Generator? generator)
+    {
+        if (o.Greedy) return logits.argmax(-1);
+        using var scope = NewDisposeScope();
+        var probs = nn.functional.softmax(ProcessLogits(logits, o), -1);                   // (B, V)
+        return multinomial(probs, 1, generator: generator).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Generates up to <see cref="SamplingOptions.MaxNewTokens"/> tokens for left-padded prompts (B, P) with mask (B, P),
+    /// stopping rows at EOS and the batch when every row has stopped. <paramref name="useCache"/> = false recomputes the
+    /// whole sequence each step (for tests and the KV-cache benchmark).
+    /// </summary>
+    public static Generation Generate(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+        Generator? generator = null, bool useCache = true)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        long b = prompts.shape[0], p = prompts.shape[1];
+        long n = Math.Min(o.MaxNewTokens, model.Config.ContextLength - p);
+        if (n <= 0) throw new PpoSharpException($"prompt of {p} tokens leaves no room to generate within context_length {model.Config.ContextLength}");
+        using var cache = useCache ? new KvCache(model.Config, b, p + n, model.parameters().First().dtype, prompts.device) : null;
+
+        var keyMask = promptMask.to(ScalarType.Bool);                                        // (B, L)
+        var positions = PositionIds(keyMask);                                               // (B, P)
+        var logits = model.Logits(model.Hidden(prompts, positions, keyMask, cache).select(1, -1));  // (B, V)
+        var nextPos = positions.select(1, -1) + 1;                                          // (B)
+        var sequence = prompts;                                                              // (B, L)
+        var finished = zeros(b, ScalarType.Bool, prompts.device);                            // (B)
+        var tokens = new List<Tensor>();
+        var alive = new List<Tensor>();
+        for (long step = 0; step < n; step++)
+        {
+            var token = NextToken(logits, o, generator).masked_fill(finished, special.Pad);   // (B)
+            tokens.Add(token);
+            alive.Add(finished.logical_not());
+            finished = finished.logical_or(token.eq(special.Eos));
+            if (step == n - 1 || finished.all().item<bool>()) break;
+
+            keyMask = cat([keyMask, ones(b, 1, ScalarType.Bool, prompts.device)], 1);
+            var column = token.view(b, 1);                                                  // (B, 1)
+            sequence = cat([sequence, column], 1);
+            var hidden = useCache
+                ? model.Hidden(column, nextPos.view(b, 1), keyMask, cache)                 // (B, 1, C)
+                : model.Hidden(sequence, PositionIds(keyMask), keyMask);                   // (B, L, C)
+            logits = model.Logits(hidden.select(1, -1));                                    // (B, V)
+            nextPos = nextPos + 1;
+        }
+        var responses = stack(tokens, 1).MoveToOuterDisposeScope();                         // (B, N)
+        var mask = stack(alive, 1).MoveToOuterDisposeScope();                               // (B, N)
+        return new Generation(responses, mask);
+    }
+}

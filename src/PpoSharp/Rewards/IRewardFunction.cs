@@ -1,0 +1,75 @@
+using PpoSharp.Data;
+
+namespace PpoSharp.Rewards;
+
+/// <summary>One scored sample: the prompt text, the decoded response, the record's solutions (may be empty).</summary>
+public sealed record RewardInput(string Prompt, string Response, IReadOnlyList<string> Solutions, Source Source);
+
+/// <summary>
+/// A reward source (the notes' "reward function": rules such as edit distance or repetition). Implement
+/// <see cref="Score"/> to plug in your own: one score per input, batched so that model-based rewards can batch too.
+/// </summary>
+public interface IRewardFunction
+{
+    string Name { get; }
+    IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch);
+}
+
+/// <summary>A rule scored against the record's <c>solution</c>; with a group of solutions the best one counts.</summary>
+public abstract class SolutionReward : IRewardFunction
+{
+    public abstract string Name { get; }
+
+    /// <summary>Score of <paramref name="response"/> against one solution.</summary>
+    protected abstract double ScoreOne(string response, string solution);
+
+    public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch) => batch.Select(x =>
+    {
+        if (x.Solutions.Count == 0) throw new PpoSharpException($"{x.Source}: reward '{Name}' needs a 'solution' field");
+        return x.Solutions.Max(s => ScoreOne(x.Response, s));
+    }).ToArray();
+}
+
+/// <summary>1 when the trimmed response equals a trimmed solution, else 0.</summary>
+public sealed class ExactMatch : SolutionReward
+{
+    public override string Name => "exact-match";
+    protected override double ScoreOne(string response, string solution) => response.Trim() == solution.Trim() ? 1 : 0;
+}
+
+/// <summary>1 - Levenshtein(response, solution) / max(|response|, |solution|), in [0, 1], over Unicode code points.</summary>
+public sealed class EditDistance : SolutionReward
+{
+    public override string Name => "edit-distance";
+
+    protected override double ScoreOne(string response, string solution)
+    {
+        var a = CodePoints(response.Trim());
+        var b = CodePoints(solution.Trim());
+        int longest = Math.Max(a.Length, b.Length);
+        return longest == 0 ? 1 : 1 - (double)Levenshtein(a, b) / longest;
+    }
+
+    /// <summary>Classic two-row dynamic programme: insertions, deletions and substitutions cost 1.</summary>
+    public static int Levenshtein(int[] a, int[] b)
+    {
+        var prev = Enumerable.Range(0, b.Length + 1).ToArray();
+        var cur = new int[b.Length + 1];
+        for (int i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(prev[j] + 1, cur[j - 1] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
+    }
+
+    // Levenshtein packages for .NET compare UTF-16 units; a character outside the BMP must count once.
+    internal static int[] CodePoints(string s)
+    {
+        var list = new List<int>(s.Length);
+        for (int i = 0; i < s.Length; i += char.IsSurrogatePair(s, i) ? 2 : 1) list.Add(char.ConvertToUtf32(s, i));
+        return [.. list];
+    }
+}

@@ -1,0 +1,59 @@
+using System.Text;
+
+namespace PpoSharp.Text;
+
+/// <summary>
+/// One token per character (Unicode code point), for small tasks. Ids: 0 = unknown character, 1..5 = the special
+/// tokens, then the alphabet in ordinal order. The alphabet is built from a data set and saved with the model.
+/// </summary>
+public sealed class CharTokenizer : ITokenizer
+{
+    public const int Unknown = 0;
+    private readonly string[] _symbols;                 // id -> text
+    private readonly Dictionary<string, int> _ids;      // text -> id (alphabet only)
+
+    public CharTokenizer(IEnumerable<string> alphabet)
+    {
+        var chars = alphabet.Distinct().OrderBy(c => c, StringComparer.Ordinal).ToArray();
+        _symbols = ["\uFFFD", .. SpecialTokens.All, .. chars];
+        _ids = chars.Select((c, i) => (c, i)).ToDictionary(p => p.c, p => p.i + 1 + SpecialTokens.All.Length);
+        Special = SpecialTokenIds.FromFirst(1);
+    }
+
+    /// <summary>A tokenizer whose alphabet is every character of <paramref name="texts"/>.</summary>
+    public static CharTokenizer FromTexts(IEnumerable<string> texts) =>
+        new(texts.SelectMany(CodePoints));
+
+    public int VocabSize => _symbols.Length;
+    public SpecialTokenIds Special { get; }
+    public TokenizerSpec Spec => new("char", string.Concat(_symbols.Skip(1 + SpecialTokens.All.Length)));
+
+    public IReadOnlyList<int> Encode(string text) =>
+        CodePoints(text).Select(c => _ids.TryGetValue(c, out var id) ? id : Unknown).ToList();
+
+    public string Decode(IEnumerable<int> ids, bool skipSpecial = true)
+    {
+        var sb = new StringBuilder();
+        foreach (var id in ids)
+        {
+            if (id < 0 || id >= _symbols.Length) continue;
+            if (skipSpecial && Special.Contains(id)) continue;
+            sb.Append(_symbols[id]);
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Splits into code points, so that surrogate pairs stay one token.</summary>
+    internal static IEnumerable<string> CodePoints(string text)
+    {
+        for (int i = 0; i < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                yield return text.Substring(i, 2);
+                i++;
+            }
+            else yield return text[i].ToString();
+        }
+    }
+}

@@ -1,0 +1,78 @@
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace PpoSharp.Training;
+
+/// <summary>
+/// Builds an immutable config from its defaults, an optional JSON file (<c>--config</c>) and <c>--set key=value</c>
+/// overrides, in that order. Unknown keys, wrong types and bad enum values are errors that name the key, where it came
+/// from and what is allowed; the record's own <c>Validate()</c> then checks ranges and combinations.
+/// </summary>
+public static class ConfigLoader
+{
+    public static T Load<T>(T defaults, string? file, IEnumerable<string> sets, Func<T, T> validate) where T : class
+    {
+        var node = JsonSerializer.SerializeToNode(defaults, Json.Options)!.AsObject();
+        var origin = new Dictionary<string, string>();
+        if (file != null) Merge(node, ReadFile(file), file, origin);
+        foreach (var s in sets)
+        {
+            int eq = s.IndexOf('=');
+            if (eq <= 0) throw new PpoSharpException($"--set '{s}': expected key=value");
+            var (key, text) = (s[..eq].Trim(), s[(eq + 1)..]);
+            Merge(node, new JsonObject { [key] = ParseValue(text) }, $"--set {s}", origin);
+        }
+        T config;
+        try { config = node.Deserialize<T>(Json.Options)!; }
+        catch (JsonException e)
+        {
+            var key = e.Path?.TrimStart('$', '.') ?? "?";
+            throw new PpoSharpException($"{origin.GetValueOrDefault(key, "config")}: '{key}' expects {Expected(typeof(T), key)}");
+        }
+        return validate(config);
+    }
+
+    private static JsonObject ReadFile(string file)
+    {
+        if (!File.Exists(file)) throw new PpoSharpException($"{file}: config file not found");
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(file)) as JsonObject
+                ?? throw new PpoSharpException($"{file}: a config file must hold one JSON object");
+        }
+        catch (JsonException e) { throw new PpoSharpException($"{file}: invalid JSON ({e.Message.Split(". ")[0]})"); }
+    }
+
+    private static void Merge(JsonObject target, JsonObject source, string from, Dictionary<string, string> origin)
+    {
+        foreach (var (key, value) in source)
+        {
+            if (!target.ContainsKey(key))
+                throw new PpoSharpException($"{from}: unknown key '{key}'; allowed: {string.Join(", ", target.Select(kv => kv.Key))}");
+            target[key] = value?.DeepClone();
+            origin[key] = from;
+        }
+    }
+
+    /// <summary>A --set value: JSON when it parses (numbers, true/false, quoted strings), else the raw text as a string.</summary>
+    private static JsonNode? ParseValue(string text)
+    {
+        try { return JsonNode.Parse(text); }
+        catch (JsonException) { return JsonValue.Create(text); }
+    }
+
+    private static string Expected(Type type, string key)
+    {
+        var property = type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == key);
+        var t = property?.PropertyType;
+        if (t == null) return "a valid value";
+        t = Nullable.GetUnderlyingType(t) ?? t;
+        if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
+        if (t == typeof(int) || t == typeof(long)) return "an integer";
+        if (t == typeof(double) || t == typeof(float)) return "a number";
+        if (t == typeof(bool)) return "true or false";
+        return t == typeof(string) ? "a string" : $"a {t.Name}";
+    }
+}

@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Text;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Training;
+
+/// <summary>One tokenized conversation: ids and, per id, whether the loss covers it (assistant tokens only).</summary>
+public sealed record SftExample(int[] Ids, bool[] Trained, Source Source);
+
+/// <summary>Figures of a finished SFT run.</summary>
+public sealed record SftResult(int Steps, double FinalLoss, double? EvalLoss, double Seconds, double TokensPerSecond);
+
+/// <summary>
+/// Supervised fine-tuning: next-token cross-entropy on assistant tokens only (prompt tokens masked), AdamW with
+/// weight-decay groups, warm-up + cosine learning rate, gradient clipping, a held-out eval loss, one dispose scope
+/// per step. Writes the model, config, tokenizer and metrics.jsonl into the output directory.
+/// </summary>
+public sealed class SftTrainer(SftConfig config, TextWriter log)
+{
+    public const int IgnoreIndex = -100;
+
+    /// <summary>Builds the tokenizer for a new model: characters of every message plus printable ASCII.</summary>
+    public static ITokenizer NewTokenizer(TokenizerKind kind, IEnumerable<ChatRecord> records) => kind switch
+    {
+        TokenizerKind.Gpt2 => new Gpt2Tokenizer(),
+        _ => CharTokenizer.FromTexts(records.SelectMany(r => r.Messages.Select(m => m.Content))
+                .Append(string.Concat(Enumerable.Range(32, 95).Select(c => (char)c)))),
+    };
+
+    /// <summary>Tokenizes records with the chat template; a record longer than the context is an error naming its line.</summary>
+    public static List<SftExample> Tokenize(IEnumerable<ChatRecord> records, ITokenizer tokenizer, int contextLength)
+    {
+        var list = new List<SftExample>();
+        foreach (var r in records)
+        {
+            var (ids, trained) = ChatTemplate.Encode(tokenizer, r.Messages);
+            if (ids.Count > contextLength)
+                throw new PpoSharpException($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}");
+            list.Add(new SftExample([.. ids], [.. trained], r.Source));
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// Right-pads a batch into inputs (B, T-1) and targets (B, T-1): targets are the next ids where the loss applies,
+    /// <see cref="IgnoreIndex"/> elsewhere.
+    /// </summary>
+    public static (Tensor Inputs, Tensor Targets) Collate(IReadOnlyList<SftExample> batch, int pad)
+    {
+        int t = batch.Max(e => e.Ids.Length) - 1;
+        var inputs = new long[batch.Count * t];
+        var targets = new long[batch.Count * t];
+        Array.Fill(inputs, pad);
+        Array.Fill(targets, IgnoreIndex);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            var e = batch[i];
+            for (int j = 0; j < e.Ids.Length - 1; j++)
+            {
+                inputs[i * t + j] = e.Ids[j];
+                if (e.Trained[j + 1]) targets[i * t + j] = e.Ids[j + 1];
+            }
+        }
+        return (tensor(inputs, [batch.Count, t]), tensor(targets, [batch.Count, t]));
+    }
+
+    /// <summary>Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>.</summary>
+    public static Tensor Loss(Gpt model, Tensor inputs, Tensor targets)
+    {
+        var logits = model.forward(inputs);                                                   // (B, T, V)
+        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
+    }
+
+    /// <summary>Trains <paramref name="model"/> on <paramref name="examples"/> and saves the run into <paramref name="outDir"/>.</summary>
+    public SftResult Train(Gpt model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir)
+    {
+        var rng = new Random(config.Seed);
+        var shuffled = examples.OrderBy(_ => rng.Next()).ToList();
+        int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
+        var heldOut = shuffled.Take(evalCount).ToList();
+        var train = shuffled.Skip(evalCount).ToList();
+        log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
+
+        using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
+        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
+        var clock = Stopwatch.StartNew();
+        long tokens = 0;
+        double loss = double.NaN;
+        double? evalLoss = null;
+        model.train();
+        ProgressBar.Run("sft", config.Steps, log, report =>
+        {
+            for (int step = 0; step < config.Steps; step++)
+            {
+                var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
+                var (stepLoss, gradNorm, lr) = Step(model, optimizer, batch, tokenizer.Special.Pad, step);
+                loss = stepLoss;
+                tokens += batch.Sum(e => e.Ids.Length - 1);
+                var row = new Dictionary<string, object>
+                {
+                    ["step"] = step + 1, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm,
+                    ["tokens_per_second"] = tokens / clock.Elapsed.TotalSeconds,
+                    ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
+                };
+                if (heldOut.Count > 0 && ((step + 1) % config.EvalEvery == 0 || step + 1 == config.Steps))
+                    row["eval_loss"] = (evalLoss = EvalLoss(model, heldOut, tokenizer.Special.Pad)).Value;
+                metrics.Write(row);
+                report(step + 1, $"loss {loss:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {tokens / clock.Elapsed.TotalSeconds:F0} tok/s");
+            }
+        });
+        model.eval();
+        RunDirectory.Save(outDir, RunDirectory.PolicyKind, model, model.Config, tokenizer, config);
+        return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
+    }
+
+    private (double Loss, double GradNorm, double Lr) Step(Gpt model, OptimizerHelper optimizer, List<SftExample> batch, int pad, int step)
+    {
+        using var scope = NewDisposeScope();
+        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.WarmupSteps, config.Lr, config.MinLrRatio);
+        Optimization.SetLearningRate(optimizer, lr);
+        var (inputs, targets) = Collate(batch, pad);                                           // (B, T) each
+        optimizer.zero_grad();
+        var loss = Loss(model, inputs, targets);
+        loss.backward();
+        double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
+        optimizer.step();
+        return (loss.item<float>(), gradNorm, lr);
+    }
+
+    /// <summary>Token-weighted mean loss over the held-out examples.</summary>
+    public static double EvalLoss(Gpt model, IReadOnlyList<SftExample> examples, int pad, int batchSize = 64)
+    {
+        using var noGrad = no_grad();
+        double sum = 0;
+        long count = 0;
+        for (int i = 0; i < examples.Count; i += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, targets) = Collate(examples.Skip(i).Take(batchSize).ToList(), pad);
+            long n = targets.ne(IgnoreIndex).sum().item<long>();
+            sum += Loss(model, inputs, targets).item<float>() * n;
+            count += n;
+        }
+        return count == 0 ? double.NaN : sum / count;
+    }
+}
