@@ -32,7 +32,7 @@ public static class Cli
         try
         {
             torch.set_num_threads(Environment.ProcessorCount);
-            return parsed.Invoke();
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (PpoSharpException e)
         {

@@ -85,6 +85,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var train = shuffled.Skip(evalCount).ToList();
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
+        Directory.CreateDirectory(outDir);
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
         using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
         var clock = Stopwatch.StartNew();

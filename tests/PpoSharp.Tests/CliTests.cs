@@ -1,0 +1,89 @@
+using System.Text.Json;
+
+namespace PpoSharp.Tests;
+
+public class CliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = Cli.Cli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static string Model => Path.Combine(TestSupport.TrainedSortModel, "model");
+    private static string EvalFile => Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl");
+
+    [Fact]
+    public void Eval_PrintsOneJsonObject_WithRequiredKeys()
+    {
+        var (code, output, _) = Run("eval", "--model", Model, "--data", EvalFile, "--reward", "edit-distance", "--max-new-tokens", "12");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(output.Trim());
+        Assert.Equal(100, doc.RootElement.GetProperty("n").GetInt32());
+        Assert.InRange(doc.RootElement.GetProperty("exact_match").GetDouble(), 0.15, 1);
+        Assert.InRange(doc.RootElement.GetProperty("reward_mean").GetDouble(), doc.RootElement.GetProperty("exact_match").GetDouble(), 1);
+    }
+
+    [Fact]
+    public void Generate_PrintsTheModelsAnswer()
+    {
+        var (code, output, _) = Run("generate", "--model", Model, "--prompt", "sort: cba");
+        Assert.Equal(0, code);
+        var answer = output.Trim();
+        Assert.Equal(3, answer.Length);
+        Assert.All(answer, ch => Assert.Contains(ch, "abc"));
+    }
+
+    public static TheoryData<string[], string> UserMistakes => new()
+    {
+        { ["eval", "--model", "/nonexistent", "--data", "/nonexistent.jsonl"], "/nonexistent.jsonl: file not found" },
+        { ["eval", "--model", "/nonexistent", "--data", "{eval}"], "/nonexistent: model directory not found" },
+        { ["eval", "--model", "{model}", "--data", "{eval}", "--reward", "bleu"], "unknown reward 'bleu'" },
+        { ["sft", "--data", "{eval}", "--out", "/tmp/x"], "no assistant message to learn from" },
+        { ["sft", "--data", "x", "--out", "y", "--set", "nope=1"], "unknown key 'nope'" },
+        { ["sft", "--data", "x", "--out", "y", "--set", "batch_size=0"], "batch_size must be > 0 (got 0)" },
+        { ["sft", "--out", "y"], "Option '--data' is required" },
+        { ["generate", "--model", "{model}", "--prompt", "x", "--top-p", "0"], "--top-p must be in" },
+        { ["data", "--out", "/tmp/x", "--task", "chess"], "unknown task 'chess'; allowed: sort, add" },
+        { ["frobnicate"], "error:" },
+    };
+
+    [Theory, MemberData(nameof(UserMistakes))]
+    public void UserMistake_OneLineOnStderr_ExitCode2(string[] args, string message)
+    {
+        var resolved = args.Select(a => a.Replace("{model}", Model).Replace("{eval}", EvalFile)).ToArray();
+        var (code, output, errors) = Run(resolved);
+        Assert.Equal(2, code);
+        Assert.Contains(message, errors);
+        Assert.Single(errors.Trim().Split('\n'));
+        Assert.DoesNotContain("   at ", errors);
+        Assert.Equal("", output);
+    }
+
+    [Fact]
+    public void Sft_IntoNonEmptyOut_IsRefusedAndLeavesItUntouched()
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllText(Path.Combine(dir, "config.json"), "precious");
+        var data = Path.Combine(TestSupport.TrainedSortModel, "data", "sft.jsonl");
+        var (code, _, errors) = Run("sft", "--data", data, "--out", dir, "--set", "steps=1");
+        Assert.Equal(2, code);
+        Assert.Contains("output directory is not empty", errors);
+        Assert.Equal("precious", File.ReadAllText(Path.Combine(dir, "config.json")));
+    }
+
+    [Fact]
+    public void Demo_TinySize_WritesDataModelMetricsAndTable()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "demo");
+        var (code, output, errors) = Run("demo", "--out", dir, "--set", "steps=30", "--set", "d_model=32", "--set", "n_layer=1");
+        Assert.True(code == 0, errors);
+        foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json", "sft/metrics.jsonl" })
+            Assert.True(File.Exists(Path.Combine(dir, f)), f);
+        Assert.Equal(30, File.ReadAllLines(Path.Combine(dir, "sft/metrics.jsonl")).Length);
+        Assert.Contains("exact match", output);
+        Assert.Contains("samples", output);
+    }
+}

@@ -1,0 +1,44 @@
+using PpoSharp.Training;
+
+namespace PpoSharp.Tests;
+
+public class ConfigTests
+{
+    private static SftConfig Load(string? file, params string[] sets) => ConfigLoader.Load(new SftConfig(), file, sets, c => c.Validate());
+
+    [Fact]
+    public void Set_OverridesDefaults_FileThenSetInOrder()
+    {
+        var file = TestSupport.WriteLines(TestSupport.TempDir(), "c.json", """{"lr": 0.01, "steps": 7, "tokenizer": "gpt2"}""");
+        var c = Load(file, "steps=9", "d_model=64");
+        Assert.Equal((0.01, 9, 64, TokenizerKind.Gpt2), (c.Lr, c.Steps, c.DModel, c.Tokenizer));
+        Assert.Equal(new SftConfig().BatchSize, c.BatchSize);
+    }
+
+    [Fact]
+    public void UnknownKey_IsRejectedWithAllowedKeys()
+    {
+        var e = Assert.Throws<PpoSharpException>(() => Load(null, "learning_rate=1"));
+        Assert.StartsWith("--set learning_rate=1: unknown key 'learning_rate'; allowed: steps, batch_size, lr", e.Message);
+    }
+
+    [Theory]
+    [InlineData("steps=abc", "--set steps=abc: 'steps' expects an integer")]
+    [InlineData("lr=fast", "--set lr=fast: 'lr' expects a number")]
+    [InlineData("tokenizer=bpe", "--set tokenizer=bpe: 'tokenizer' expects one of char, gpt2")]
+    [InlineData("lr=-1", "lr must be > 0 (got -1)")]
+    [InlineData("d_model=30", "d_model (30) must be a positive multiple of n_head (4)")]
+    [InlineData("eval_fraction=0.9", "eval_fraction must be in [0, 0.5] (got 0.9)")]
+    [InlineData("steps", "--set 'steps': expected key=value")]
+    public void BadValue_NamesKeyAndProblem(string set, string message) =>
+        Assert.Equal(message, Assert.Throws<PpoSharpException>(() => Load(null, set)).Message);
+
+    [Fact]
+    public void ConfigFile_InvalidJsonOrMissing_NamesTheFile()
+    {
+        var dir = TestSupport.TempDir();
+        var bad = TestSupport.WriteLines(dir, "bad.json", "{ lr: ");
+        Assert.StartsWith($"{bad}: invalid JSON", Assert.Throws<PpoSharpException>(() => Load(bad)).Message);
+        Assert.Equal($"{dir}/none.json: config file not found", Assert.Throws<PpoSharpException>(() => Load($"{dir}/none.json")).Message);
+    }
+}

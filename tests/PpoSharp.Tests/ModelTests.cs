@@ -1,0 +1,168 @@
+using PpoSharp.Models;
+using PpoSharp.Text;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Tests;
+
+public class ModelTests
+{
+    private static readonly SpecialTokenIds Special = SpecialTokenIds.FromFirst(15);   // ids 15..19 of a 20-token vocabulary
+
+    private static (Tensor Ids, Tensor Mask) Prompts(params int[][] rows) => Sampling.LeftPad(rows, Special.Pad);
+
+    [Fact]
+    public void Hidden_ExposesLastLayerStates_WithModelWidth()
+    {
+        var model = TestSupport.TinyModel();
+        var h = model.Hidden(tensor(new long[] { 1, 2, 3 }, [1, 3]));
+        Assert.Equal(new long[] { 1, 3, 16 }, h.shape);
+        Assert.True(model.Logits(h).allclose(model.forward(tensor(new long[] { 1, 2, 3 }, [1, 3]))));
+    }
+
+    [Fact]
+    public void Generate_GreedyWithCache_EqualsUncachedRecomputation()
+    {
+        var model = TestSupport.TinyModel(seed: 3);
+        var (ids, mask) = Prompts([1, 2, 3, 4, 5], [6, 7], [8, 9, 10]);
+        var o = new SamplingOptions(MaxNewTokens: 12, Greedy: true);
+        using var cached = Sampling.Generate(model, ids, mask, o, Special, useCache: true);
+        using var uncached = Sampling.Generate(model, ids, mask, o, Special, useCache: false);
+        Assert.Equal(uncached.Responses.data<long>().ToArray(), cached.Responses.data<long>().ToArray());
+        Assert.Equal(new long[] { 3, 12 }, cached.Responses.shape);
+    }
+
+    [Fact]
+    public void Generate_SampledWithCache_EqualsUncachedForSameSeed()
+    {
+        var model = TestSupport.TinyModel(seed: 4);
+        var (ids, mask) = Prompts([1, 2, 3], [4]);
+        var o = new SamplingOptions(MaxNewTokens: 10, Temperature: 1.5);
+        using var a = Sampling.Generate(model, ids, mask, o, Special, new Generator(7), useCache: true);
+        using var b = Sampling.Generate(model, ids, mask, o, Special, new Generator(7), useCache: false);
+        Assert.Equal(b.Responses.data<long>().ToArray(), a.Responses.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void LeftPadding_DoesNotChangeRowLogits()
+    {
+        var model = TestSupport.TinyModel(seed: 5);
+        var row = new[] { 3, 1, 4, 1, 5 };
+        var (alone, aloneMask) = Prompts(row);
+        var (batch, batchMask) = Prompts([2, 7, 1, 8, 2, 8, 1, 8], row);          // row gets 3 pads on the left
+        var h1 = model.Logits(model.Hidden(alone, Sampling.PositionIds(aloneMask), aloneMask));       // (1, 5, V)
+        var h2 = model.Logits(model.Hidden(batch, Sampling.PositionIds(batchMask), batchMask));       // (2, 8, V)
+        Assert.True(h1[0].allclose(h2[1].narrow(0, 3, 5), rtol: 1e-4, atol: 1e-5));
+        Assert.False(h2.isnan().any().item<bool>());
+    }
+
+    [Fact]
+    public void LeftPadding_DoesNotChangeSamples()
+    {
+        var model = TestSupport.TinyModel(seed: 6);
+        var o = new SamplingOptions(MaxNewTokens: 10, Temperature: 1.3);
+        var (alone, aloneMask) = Prompts([3, 1, 4]);
+        var padded = tensor(new long[] { Special.Pad, Special.Pad, 3, 1, 4 }, [1, 5]);
+        var paddedMask = tensor(new[] { false, false, true, true, true }, [1, 5]);
+        using var a = Sampling.Generate(model, alone, aloneMask, o, Special, new Generator(11));
+        using var b = Sampling.Generate(model, padded, paddedMask, o, Special, new Generator(11));
+        Assert.Equal(a.Responses.data<long>().ToArray(), b.Responses.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Generate_FixedSeed_GivesIdenticalSamples_OtherSeedDiffers()
+    {
+        var model = TestSupport.TinyModel(seed: 8);
+        var (ids, mask) = Prompts([1, 2], [3, 4], [5, 6], [7, 8]);
+        var o = new SamplingOptions(MaxNewTokens: 16, Temperature: 2.0);
+        long[] Sample(ulong seed)
+        {
+            using var g = Sampling.Generate(model, ids, mask, o, Special, new Generator(seed));
+            return g.Responses.data<long>().ToArray();
+        }
+        Assert.Equal(Sample(42), Sample(42));
+        Assert.NotEqual(Sample(42), Sample(43));
+    }
+
+    /// <summary>Makes every hidden state the unit vector e_0 (final LayerNorm gain 0, bias e_0) and the LM head pick <paramref name="favourite"/>.</summary>
+    private static void ForceArgMax(Gpt model, int favourite)
+    {
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (name == "ln_f.weight") p.zero_();
+            if (name == "ln_f.bias") { p.zero_(); p[0] = 1; }
+            if (name == "lm_head.weight") { p.zero_(); p[favourite, 0] = 1; }
+        }
+    }
+
+    [Fact]
+    public void Generate_EosChosen_StopsAfterOneTokenWithEosInMask()
+    {
+        var model = TestSupport.TinyModel(seed: 9);
+        ForceArgMax(model, Special.Eos);
+        var (ids, mask) = Prompts([1, 2, 3], [4]);
+        using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 8, Greedy: true), Special);
+        Assert.Equal(new long[] { 2, 1 }, g.Responses.shape);
+        Assert.Equal(new long[] { Special.Eos, Special.Eos }, g.Responses.data<long>().ToArray());
+        Assert.Equal(new[] { true, true }, g.Mask.data<bool>().ToArray());
+    }
+
+    [Fact]
+    public void Generate_EosNeverChosen_RunsToMaxNewTokens()
+    {
+        var model = TestSupport.TinyModel(seed: 9);
+        ForceArgMax(model, 5);
+        var (ids, mask) = Prompts([1, 2, 3]);
+        using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 7, Greedy: true), Special);
+        Assert.Equal(Enumerable.Repeat(5L, 7), g.Responses.data<long>().ToArray());
+        Assert.All(g.Mask.data<bool>().ToArray(), Assert.True);
+    }
+
+    [Fact]
+    public void Generate_CapsNewTokensAtContextLength()
+    {
+        var model = TestSupport.TinyModel(seed: 9, context: 8);
+        ForceArgMax(model, 5);
+        var (ids, mask) = Prompts([1, 2, 3]);
+        using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 50, Greedy: true), Special);
+        Assert.Equal(5, g.Responses.shape[1]);
+    }
+
+    [Fact]
+    public void ProcessLogits_TopK_KeepsKLargest()
+    {
+        var logits = tensor(new float[] { 1, 5, 3, 4, 2 }, [1, 5]);
+        var kept = Sampling.ProcessLogits(logits, new SamplingOptions(TopK: 2)).isfinite().data<bool>().ToArray();
+        Assert.Equal(new[] { false, true, false, true, false }, kept);
+    }
+
+    [Fact]
+    public void ProcessLogits_TopP_KeepsSmallestSetReachingP()
+    {
+        // probabilities 0.5, 0.3, 0.15, 0.05: with p = 0.7 the set {0.5, 0.3} is the smallest whose mass reaches p.
+        var logits = tensor(new[] { 0.5f, 0.3f, 0.15f, 0.05f }, [1, 4]).log();
+        var kept = Sampling.ProcessLogits(logits, new SamplingOptions(TopP: 0.7)).isfinite().data<bool>().ToArray();
+        Assert.Equal(new[] { true, true, false, false }, kept);
+    }
+
+    [Fact]
+    public void ProcessLogits_Temperature_DividesLogits()
+    {
+        var logits = tensor(new float[] { 2, 4 }, [1, 2]);
+        Assert.Equal(new float[] { 1, 2 }, Sampling.ProcessLogits(logits, new SamplingOptions(Temperature: 2)).data<float>().ToArray());
+    }
+
+    [Fact]
+    public void PositionIds_LeftPadded_StartAtFirstRealToken()
+    {
+        var mask = tensor(new[] { false, false, true, true, true, true }, [2, 3]);
+        Assert.Equal(new long[] { 0, 0, 0, 0, 1, 2 }, Sampling.PositionIds(mask).data<long>().ToArray());
+    }
+
+    [Fact]
+    public void GptConfig_HeadsNotDividingWidth_IsRejected()
+    {
+        var e = Assert.Throws<PpoSharpException>(() => new GptConfig(10, DModel: 10, NHead: 3).Validate());
+        Assert.Contains("n_head", e.Message);
+    }
+}

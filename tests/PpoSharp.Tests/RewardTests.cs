@@ -1,0 +1,54 @@
+using PpoSharp.Data;
+using PpoSharp.Rewards;
+
+namespace PpoSharp.Tests;
+
+public class RewardTests
+{
+    private static double Score(IRewardFunction f, string response, params string[] solutions) =>
+        f.Score([new RewardInput("p", response, solutions, new Source("t", 1))])[0];
+
+    [Theory]
+    [InlineData("abc", "abc", 1.0)]
+    [InlineData("abd", "abc", 2.0 / 3)]
+    [InlineData("", "abcd", 0.0)]
+    [InlineData("kitten", "sitting", 1 - 3.0 / 7)]
+    [InlineData("", "", 1.0)]
+    [InlineData("a😀", "a😀", 1.0)]
+    [InlineData("a😀", "ab", 0.5)]
+    public void EditDistance_HandComputed(string response, string solution, double expected) =>
+        Assert.Equal(expected, Score(new EditDistance(), response, solution), 12);
+
+    [Fact]
+    public void EditDistance_Group_ScoresAgainstBestSolution() =>
+        Assert.Equal(1.0, Score(new EditDistance(), "yes", "no", "yes", "maybe"));
+
+    [Theory]
+    [InlineData(" 42 ", "42", 1.0)]
+    [InlineData("42", "43", 0.0)]
+    [InlineData("", "43", 0.0)]
+    public void ExactMatch_TrimsThenCompares(string response, string solution, double expected) =>
+        Assert.Equal(expected, Score(new ExactMatch(), response, solution));
+
+    [Fact]
+    public void SolutionReward_RecordWithoutSolution_ErrorNamesRecord()
+    {
+        var e = Assert.Throws<PpoSharpException>(() => Score(new ExactMatch(), "x"));
+        Assert.Equal("t:1: reward 'exact-match' needs a 'solution' field", e.Message);
+    }
+
+    [Fact]
+    public void RewardSpec_WeightedSum_AddsWeightedScores()
+    {
+        var r = RewardSpec.Parse("exact-match,edit-distance:0.5");
+        Assert.Equal(0.5 * (2.0 / 3), Score(r, "abd", "abc"), 12);
+        Assert.Equal(1.5, Score(r, "abc", "abc"), 12);
+        Assert.Equal("exact-match,edit-distance:0.5", r.Name);
+    }
+
+    [Theory]
+    [InlineData("edit", "unknown reward 'edit'; allowed: exact-match, edit-distance")]
+    [InlineData("exact-match:x", "weight 'x' of 'exact-match' is not a number")]
+    public void RewardSpec_Bad_NamesTheProblem(string spec, string message) =>
+        Assert.Contains(message, Assert.Throws<PpoSharpException>(() => RewardSpec.Parse(spec)).Message);
+}

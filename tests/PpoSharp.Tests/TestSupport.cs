@@ -1,0 +1,53 @@
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Text;
+using PpoSharp.Training;
+using static TorchSharp.torch;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace PpoSharp.Tests;
+
+/// <summary>Temporary directories and small models for tests.</summary>
+public static class TestSupport
+{
+    public static string TempDir()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "ppo-sharp-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    public static string WriteLines(string dir, string name, params string[] lines)
+    {
+        var path = Path.Combine(dir, name);
+        File.WriteAllLines(path, lines);
+        return path;
+    }
+
+    public static Gpt TinyModel(int vocab = 20, int seed = 0, int context = 32)
+    {
+        manual_seed(seed);
+        var model = new Gpt(new GptConfig(vocab, context, NLayer: 2, NHead: 2, DModel: 16));
+        model.eval();
+        return model;
+    }
+
+    /// <summary>SFT config of a tiny, fast model for the built-in tasks.</summary>
+    public static SftConfig TinySft(int steps) => new()
+    {
+        Steps = steps, BatchSize = 32, Lr = 3e-3, WarmupSteps = 10, EvalEvery = 1000, DModel = 64, NLayer = 2, NHead = 2, ContextLength = 32,
+    };
+
+    /// <summary>A policy trained on the sort task once per test run, shared by the CLI and eval tests.</summary>
+    public static string TrainedSortModel => LazyModel.Value;
+
+    private static readonly Lazy<string> LazyModel = new(() =>
+    {
+        var dir = TempDir();
+        TaskData.Write(new SortLettersTask(), Path.Combine(dir, "data"), 2000, 100, 0, seed: 3);
+        var records = Jsonl.ReadChat(Path.Combine(dir, "data", TaskData.SftFile)).Records;
+        Demo.RunSft(records, null, Path.Combine(dir, "model"), TinySft(400), TextWriter.Null);
+        return dir;
+    });
+}
