@@ -39,6 +39,11 @@ public static class Cli
             errors.WriteLine($"error: {e.Message}");
             return UserError;
         }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("PPOSHARP_TRACE") != "1")
+        {
+            errors.WriteLine($"internal error: {e.GetType().Name}: {e.Message.Split('\n')[0]} (a bug: please report it; PPOSHARP_TRACE=1 shows the stack trace)");
+            return 1;
+        }
     }
 }
 
@@ -60,18 +65,22 @@ internal sealed class TrainingOptions
         c.Options.Add(SkipInvalid);
     }
 
-    public SftConfig Sft(ParseResult r)
+    public SftConfig Sft(ParseResult r) => Load(r, new SftConfig(), c => c.Validate());
+
+    public PpoConfig Ppo(ParseResult r) => Load(r, new PpoConfig(), c => c.Validate());
+
+    private T Load<T>(ParseResult r, T defaults, Func<T, T> validate) where T : class
     {
         var sets = (r.GetValue(Set) ?? []).ToList();
         if (r.GetValue(Seed) is int seed) sets.Add($"seed={seed}");
-        return ConfigLoader.Load(new SftConfig(), r.GetValue(Config), sets, c => c.Validate());
+        return ConfigLoader.Load(defaults, r.GetValue(Config), sets, validate);
     }
 }
 
 internal static class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Generate(output), Eval(output, errors)];
+        [Demo(output), Data(output), Sft(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors)];
 
     private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -97,7 +106,7 @@ internal static class Commands
         var task = new Option<string>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)), DefaultValueFactory = _ => "sort" };
         var train = new Option<int>("--train") { Description = "training records", DefaultValueFactory = _ => 4000 };
         var eval = new Option<int>("--eval") { Description = "held-out prompts", DefaultValueFactory = _ => 200 };
-        var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with a wrong answer", DefaultValueFactory = _ => 0.0 };
+        var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with the task's systematic flaw (sort: descending; add: no carries)", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
         var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed };
         c.SetAction(r =>
@@ -130,6 +139,31 @@ internal static class Commands
             RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
             var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output);
             output.WriteLine($"sft: {result.Steps} steps in {result.Seconds:F0} s, loss {result.FinalLoss:F3}, eval loss {result.EvalLoss:F3}, {result.TokensPerSecond:F0} tokens/s -> {dir}");
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Ppo(TextWriter output, TextWriter errors)
+    {
+        var data = Required("--data", "prompts with solution (JSON Lines)");
+        var init = Required("--init", "run directory of the SFT model (actor, reference and critic start from it)");
+        var reward = Required("--reward", "reward spec, e.g. edit-distance or exact-match,repetition:0.2");
+        var outDir = Required("--out", "run directory to write");
+        var eval = new Option<string?>("--eval") { Description = "held-out prompts: greedy reward of the initial and final model" };
+        var opts = new TrainingOptions();
+        var c = new Command("ppo", "PPO from prompts with a reward (the notes' pipeline)") { data, init, reward, outDir, eval };
+        opts.AddTo(c);
+        c.SetAction(r =>
+        {
+            var config = opts.Ppo(r);
+            var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
+            var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
+            ReportSkipped(prompts.Skipped, errors);
+            var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
+            var dir = r.GetValue(outDir)!;
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
+            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output);
             return 0;
         });
         return c;

@@ -15,8 +15,14 @@ public abstract class BuiltinTask
     /// <summary>A new prompt text and its correct answer.</summary>
     public abstract (string Prompt, string Answer) Sample(Random rng);
 
-    /// <summary>A wrong answer close to <paramref name="answer"/>.</summary>
+    /// <summary>A wrong answer close to <paramref name="answer"/> (rejected answers of preference pairs).</summary>
     public abstract string Corrupt(string answer, Random rng);
+
+    /// <summary>
+    /// The systematic mistake of a careless annotator (imperfect SFT demonstrations). Unlike random corruption,
+    /// SFT imitates it, so that a rule reward on <c>solution</c> has something to correct.
+    /// </summary>
+    public abstract string Flawed(string prompt, string answer);
 
     public static IReadOnlyList<BuiltinTask> All { get; } = [new SortLettersTask(), new AddNumbersTask()];
 
@@ -25,7 +31,7 @@ public abstract class BuiltinTask
         ?? throw new PpoSharpException($"unknown task '{name}'; allowed: {string.Join(", ", All.Select(t => t.Name))}");
 }
 
-/// <summary>"sort: qzmb" -> "bmqz": the letters of a word in alphabetical order.</summary>
+/// <summary>"sort: qzmb" -> "bmqz": the letters of a word in alphabetical order. Flawed demonstrations sort descending.</summary>
 public sealed class SortLettersTask : BuiltinTask
 {
     public override string Name => "sort";
@@ -47,9 +53,11 @@ public sealed class SortLettersTask : BuiltinTask
         c[i] = wrong;                                   // one letter replaced
         return new string(c);
     }
+
+    public override string Flawed(string prompt, string answer) => new(answer.Reverse().ToArray());
 }
 
-/// <summary>"add: 48+175" -> "223": the sum of two numbers of 1-3 digits.</summary>
+/// <summary>"add: 48+175" -> "223": the sum of two numbers of 1-3 digits. Flawed demonstrations forget the carries.</summary>
 public sealed class AddNumbersTask : BuiltinTask
 {
     public override string Name => "add";
@@ -68,6 +76,14 @@ public sealed class AddNumbersTask : BuiltinTask
         c[i] = (char)('0' + (c[i] - '0' + 1 + rng.Next(9)) % 10);   // one digit changed
         return new string(c);
     }
+
+    public override string Flawed(string prompt, string answer)
+    {
+        var terms = prompt["add: ".Length..].Split('+');
+        string a = terms[0].PadLeft(3, '0'), b = terms[1].PadLeft(3, '0');
+        var digits = a.Zip(b, (x, y) => (char)('0' + (x - '0' + y - '0') % 10)).ToArray();   // digit-wise, no carry
+        return new string(digits).TrimStart('0') is { Length: > 0 } t ? t : "0";
+    }
 }
 
 /// <summary>Writes a task's data files in the notes' format.</summary>
@@ -76,7 +92,7 @@ public static class TaskData
     public const string SftFile = "sft.jsonl", PromptsFile = "prompts.jsonl", EvalFile = "eval.jsonl", PreferencesFile = "preferences.jsonl";
 
     /// <summary>
-    /// Writes <c>sft.jsonl</c> (chat records; a share <paramref name="noise"/> of the answers are wrong),
+    /// Writes <c>sft.jsonl</c> (chat records; a share <paramref name="noise"/> of the answers carry the task's systematic flaw),
     /// <c>prompts.jsonl</c> (training prompts with solution), <c>eval.jsonl</c> (held-out prompts, disjoint from the
     /// others) and <c>preferences.jsonl</c> (chosen = correct, rejected = a corrupted answer) into <paramref name="directory"/>.
     /// </summary>
@@ -88,7 +104,7 @@ public static class TaskData
         var eval = Unique(evalCount);
         var train = Unique(trainCount);
         Jsonl.Write(Path.Combine(directory, SftFile), train.Select(p =>
-            ChatJson(p.Prompt, rng.NextDouble() < noise ? task.Corrupt(p.Answer, rng) : p.Answer)));
+            ChatJson(p.Prompt, rng.NextDouble() < noise ? task.Flawed(p.Prompt, p.Answer) : p.Answer)));
         Jsonl.Write(Path.Combine(directory, PromptsFile), train.Select(p => PromptJson(p.Prompt, p.Answer)));
         Jsonl.Write(Path.Combine(directory, EvalFile), eval.Select(p => PromptJson(p.Prompt, p.Answer)));
         Jsonl.Write(Path.Combine(directory, PreferencesFile), train.Select(p => PreferenceJson(p.Prompt, p.Answer, task.Corrupt(p.Answer, rng))));

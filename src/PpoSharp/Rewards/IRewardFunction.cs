@@ -73,3 +73,38 @@ public sealed class EditDistance : SolutionReward
         return [.. list];
     }
 }
+
+/// <summary>
+/// The notes' repetition ("重复度") penalty: -(repeated n-grams / all n-grams) over code points, in [-1, 0];
+/// 0 for a response shorter than n. Needs no solution.
+/// </summary>
+public sealed class Repetition(int n = 3) : IRewardFunction
+{
+    public string Name => "repetition";
+
+    public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch) => batch.Select(x => Penalty(x.Response)).ToArray();
+
+    public double Penalty(string text)
+    {
+        var cps = EditDistance.CodePoints(text);
+        int count = cps.Length - n + 1;
+        if (count <= 0) return 0;
+        var grams = Enumerable.Range(0, count).Select(i => string.Join(",", cps.Skip(i).Take(n))).ToList();
+        return -(double)(count - grams.Distinct().Count()) / count;
+    }
+}
+
+/// <summary>
+/// Length in the solution's range: -|len(response) - len(solution)| / max(len(solution), 1), capped at -1, against the
+/// closest solution of the group (0 when the length matches).
+/// </summary>
+public sealed class LengthReward : SolutionReward
+{
+    public override string Name => "length";
+
+    protected override double ScoreOne(string response, string solution)
+    {
+        int r = EditDistance.CodePoints(response.Trim()).Length, s = EditDistance.CodePoints(solution.Trim()).Length;
+        return -Math.Min(1, (double)Math.Abs(r - s) / Math.Max(s, 1));
+    }
+}

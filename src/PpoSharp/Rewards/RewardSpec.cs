@@ -27,6 +27,8 @@ public static class RewardSpec
     {
         ["exact-match"] = () => new ExactMatch(),
         ["edit-distance"] = () => new EditDistance(),
+        ["repetition"] = () => new Repetition(),
+        ["length"] = () => new LengthReward(),
     };
 
     public static IReadOnlyCollection<string> Names => Builtins.Keys;

@@ -38,8 +38,11 @@ public static class RunDirectory
         var run = new RunConfig(kind, config, JsonSerializer.SerializeToNode(training, training.GetType(), Json.Options));
         WriteAtomically(Path.Combine(dir, ConfigFile), tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(run, Json.Options)));
         Tokenizers.Save(tokenizer, dir);
-        WriteAtomically(Path.Combine(dir, ModelFile), tmp => model.save_safetensors(tmp));
+        SaveModule(Path.Combine(dir, ModelFile), model);
     }
+
+    /// <summary>Writes a module's parameters to a safetensors file, atomically.</summary>
+    public static void SaveModule(string path, nn.Module module) => WriteAtomically(path, tmp => module.save_safetensors(tmp));
 
     public static RunConfig ReadConfig(string dir)
     {

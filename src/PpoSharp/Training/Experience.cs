@@ -1,0 +1,54 @@
+using static TorchSharp.torch;
+
+namespace PpoSharp.Training;
+
+/// <summary>
+/// One rollout batch in the buffer (OpenRLHF's Experience). B = prompts, P = padded prompt length, N = response
+/// length. Sequences are prompt (left-padded) followed by response (right-padded).
+/// </summary>
+public sealed record Experience : IDisposable
+{
+    /// <summary>(B, P+N) token ids.</summary>
+    public required Tensor Sequences { get; init; }
+    /// <summary>(B, P+N) true at real (non-pad) tokens.</summary>
+    public required Tensor AttentionMask { get; init; }
+    /// <summary>(B, N) true at generated tokens up to and including EOS.</summary>
+    public required Tensor ResponseMask { get; init; }
+    /// <summary>(B, N) log pi_old(a_t | s_t), at the sampling temperature.</summary>
+    public required Tensor OldLogProbs { get; init; }
+    /// <summary>(B, N) log pi_ref(a_t | s_t) of the frozen reference.</summary>
+    public required Tensor RefLogProbs { get; init; }
+    /// <summary>(B, N) V_old(s_t) of the critic at rollout time.</summary>
+    public required Tensor OldValues { get; init; }
+    /// <summary>(B) sequence score from the reward (after EOS penalty and clipping).</summary>
+    public required Tensor Scores { get; init; }
+    /// <summary>(B, N) per-token rewards: -beta KL_t, plus the score at the last token.</summary>
+    public Tensor? Rewards { get; init; }
+    /// <summary>(B, N) GAE advantages (whitened if configured).</summary>
+    public Tensor? Advantages { get; init; }
+    /// <summary>(B, N) returns R_t = A_t + V_old(s_t), the critic's targets.</summary>
+    public Tensor? Returns { get; init; }
+
+    public long PromptLength => Sequences.shape[1] - ResponseMask.shape[1];
+
+    /// <summary>The rows <paramref name="index"/> (M) of every field: a minibatch.</summary>
+    public Experience Select(Tensor index) => new()
+    {
+        Sequences = Sequences.index_select(0, index),
+        AttentionMask = AttentionMask.index_select(0, index),
+        ResponseMask = ResponseMask.index_select(0, index),
+        OldLogProbs = OldLogProbs.index_select(0, index),
+        RefLogProbs = RefLogProbs.index_select(0, index),
+        OldValues = OldValues.index_select(0, index),
+        Scores = Scores.index_select(0, index),
+        Rewards = Rewards?.index_select(0, index),
+        Advantages = Advantages?.index_select(0, index),
+        Returns = Returns?.index_select(0, index),
+    };
+
+    public void Dispose()
+    {
+        foreach (var t in new[] { Sequences, AttentionMask, ResponseMask, OldLogProbs, RefLogProbs, OldValues, Scores, Rewards, Advantages, Returns })
+            t?.Dispose();
+    }
+}

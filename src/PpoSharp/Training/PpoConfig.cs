@@ -1,0 +1,94 @@
+using PpoSharp.Algorithms;
+using PpoSharp.Models;
+
+namespace PpoSharp.Training;
+
+/// <summary>
+/// PPO settings, with TRL's names where TRL has one. Defaults fit the built-in tasks on 2 cores (a run of a few minutes).
+/// </summary>
+public sealed record PpoConfig
+{
+    /// <summary>Rollout-update iterations (each samples a fresh prompt batch).</summary>
+    public int Iterations { get; init; } = 60;
+    /// <summary>Prompts per iteration (the rollout batch).</summary>
+    public int BatchSize { get; init; } = 64;
+    /// <summary>Minibatches per PPO epoch; must divide batch_size.</summary>
+    public int NumMiniBatches { get; init; } = 4;
+    /// <summary>Passes over the rollout buffer per iteration.</summary>
+    public int NumPpoEpochs { get; init; } = 4;
+    /// <summary>AdamW learning rate of actor and critic.</summary>
+    public double Lr { get; init; } = 1e-4;
+    public double WeightDecay { get; init; } = 0.0;
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>Initial KL coefficient beta of the per-token penalty -beta * KL_t.</summary>
+    public double KlCoef { get; init; } = 0.05;
+    public KlEstimator KlEstimator { get; init; } = KlEstimator.K1;
+    /// <summary>Adapt beta towards <see cref="KlTarget"/> (Ziegler et al. 2019) instead of keeping it fixed.</summary>
+    public bool AdaptiveKl { get; init; } = false;
+    /// <summary>Target KL (per sequence) of the adaptive controller.</summary>
+    public double KlTarget { get; init; } = 1.0;
+    /// <summary>Horizon of the adaptive controller, in samples.</summary>
+    public double KlHorizon { get; init; } = 10000;
+    /// <summary>Stop the epoch loop of an iteration early once the mean approx KL exceeds this; 0 = never.</summary>
+    public double TargetKl { get; init; } = 0.0;
+
+    /// <summary>PPO's epsilon: the ratio is clipped to [1 - eps, 1 + eps].</summary>
+    public double Cliprange { get; init; } = 0.2;
+    /// <summary>Value clipping range around the rollout's values.</summary>
+    public double CliprangeValue { get; init; } = 0.2;
+    /// <summary>c1: weight of the value loss.</summary>
+    public double VfCoef { get; init; } = 0.1;
+    /// <summary>c2: weight of the entropy bonus.</summary>
+    public double EntCoef { get; init; } = 0.0;
+    public double Gamma { get; init; } = 1.0;
+    public double Lam { get; init; } = 0.95;
+    /// <summary>Whiten advantages over valid tokens.</summary>
+    public bool WhitenAdvantages { get; init; } = true;
+    /// <summary>Whiten per-token rewards (mean kept) before GAE.</summary>
+    public bool WhitenRewards { get; init; } = false;
+    /// <summary>Subtracted from the score of a response that hit the length cap without EOS; 0 = off.</summary>
+    public double MissingEosPenalty { get; init; } = 0.0;
+    /// <summary>Scores are clipped to [-score_clip, score_clip]; 0 = off.</summary>
+    public double ScoreClip { get; init; } = 0.0;
+
+    public double Temperature { get; init; } = 1.0;
+    public int TopK { get; init; } = 0;
+    public double TopP { get; init; } = 1.0;
+    /// <summary>Cap on generated tokens per response.</summary>
+    public int ResponseLength { get; init; } = 16;
+    public CriticArrangement Critic { get; init; } = CriticArrangement.Separate;
+    public int Seed { get; init; } = 1;
+
+    public int MiniBatchSize => BatchSize / NumMiniBatches;
+
+    public PpoConfig Validate()
+    {
+        Check.Positive(Iterations, "iterations");
+        Check.Positive(BatchSize, "batch_size");
+        Check.Positive(NumMiniBatches, "num_mini_batches");
+        if (BatchSize % NumMiniBatches != 0)
+            throw new PpoSharpException($"num_mini_batches ({NumMiniBatches}) must divide batch_size ({BatchSize})");
+        Check.Positive(NumPpoEpochs, "num_ppo_epochs");
+        Check.Positive(Lr, "lr");
+        Check.AtLeast(WeightDecay, 0, "weight_decay");
+        Check.Positive(MaxGradNorm, "max_grad_norm");
+        Check.AtLeast(KlCoef, 0, "kl_coef");
+        Check.Positive(KlTarget, "kl_target");
+        Check.Positive(KlHorizon, "kl_horizon");
+        Check.AtLeast(TargetKl, 0, "target_kl");
+        Check.Positive(Cliprange, "cliprange");
+        Check.Positive(CliprangeValue, "cliprange_value");
+        Check.AtLeast(VfCoef, 0, "vf_coef");
+        Check.AtLeast(EntCoef, 0, "ent_coef");
+        Check.InRange(Gamma, 0, 1, "gamma");
+        Check.InRange(Lam, 0, 1, "lam");
+        Check.AtLeast(MissingEosPenalty, 0, "missing_eos_penalty");
+        Check.AtLeast(ScoreClip, 0, "score_clip");
+        Check.Positive(Temperature, "temperature");
+        Check.AtLeast(TopK, 0, "top_k");
+        Check.InRange(TopP, 1e-9, 1, "top_p");
+        Check.Positive(ResponseLength, "response_length");
+        return this;
+    }
+}

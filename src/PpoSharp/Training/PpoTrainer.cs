@@ -1,0 +1,301 @@
+using System.Diagnostics;
+using PpoSharp.Algorithms;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Rewards;
+using PpoSharp.Text;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Training;
+
+/// <summary>Figures of a finished PPO run.</summary>
+public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds);
+
+/// <summary>
+/// PPO for a causal LM, as in the notes: prompt batch -> actor generates (old log-probs) -> reward -> critic values ->
+/// buffer -> several epochs of clipped updates -> resample. One iteration is
+/// <see cref="CollectRollouts"/> -> <see cref="ComputeAdvantages"/> -> <see cref="Update"/> -> <see cref="LogMetrics"/>.
+/// </summary>
+public sealed class PpoTrainer : IDisposable
+{
+    private readonly PpoConfig _config;
+    private readonly Gpt _actor, _reference;
+    private readonly CriticModel _critic;
+    private readonly ITokenizer _tokenizer;
+    private readonly IRewardFunction _reward;
+    private readonly IReadOnlyList<PromptRecord> _prompts;
+    private readonly List<int>[] _encodedPrompts;
+    private readonly AdamW _optimizer;
+    private readonly KlController _kl;
+    private readonly Generator _generator;
+    private readonly Random _rng;
+    private readonly TextWriter _log;
+    private int[] _order = [];
+    private int _cursor;
+
+    public PpoTrainer(Gpt actor, Gpt reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
+        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log)
+    {
+        (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log) = (actor, reference, critic, tokenizer, reward, prompts, config, log);
+        _reference.eval();
+        foreach (var p in _reference.parameters()) p.requires_grad = false;
+        _encodedPrompts = prompts.Select(p => ChatTemplate.EncodePrompt(tokenizer, p.Messages)).ToArray();
+        foreach (var (ids, p) in _encodedPrompts.Zip(prompts))
+            if (ids.Count >= actor.Config.ContextLength)
+                throw new PpoSharpException($"{p.Source}: prompt is {ids.Count} tokens, leaving no room to respond within context_length {actor.Config.ContextLength}");
+        var parameters = actor.parameters().Concat(critic.parameters()).Distinct().ToList();
+        _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
+        _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
+        _generator = new Generator((ulong)config.Seed);
+        _rng = new Random(config.Seed);
+    }
+
+    /// <summary>Actor and reference from an SFT run directory, and a critic (own backbone from the same run, or shared).</summary>
+    public static PpoTrainer FromRunDirectory(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log)
+    {
+        manual_seed(config.Seed);
+        var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir);
+        var (reference, _) = RunDirectory.LoadPolicy(initDir);
+        var critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel);
+        return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log);
+    }
+
+    public Gpt Actor => _actor;
+    public ITokenizer Tokenizer => _tokenizer;
+    public double KlCoef => _kl.Value;
+
+    /// <summary>Runs every iteration, appending metrics to <c>metrics.jsonl</c>, and saves the actor (and critic) into <paramref name="outDir"/>.</summary>
+    public PpoResult Train(string outDir)
+    {
+        Directory.CreateDirectory(outDir);
+        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
+        var clock = Stopwatch.StartNew();
+        var rewards = new List<double>();
+        double kl = 0;
+        ProgressBar.Run("ppo", _config.Iterations, _log, report =>
+        {
+            for (int i = 1; i <= _config.Iterations; i++)
+            {
+                var row = Iteration(i);
+                metrics.Write(row);
+                rewards.Add((double)row["reward_mean"]);
+                kl = (double)row["kl"];
+                report(i, $"reward {row["reward_mean"]:F3} kl {kl:F3} entropy {row["entropy"]:F3}");
+            }
+        });
+        Save(outDir);
+        int k = Math.Max(1, rewards.Count / 10);
+        return new PpoResult(_config.Iterations, rewards.Take(k).Average(), rewards.TakeLast(k).Average(), kl, clock.Elapsed.TotalSeconds);
+    }
+
+    public void Save(string outDir)
+    {
+        RunDirectory.Save(outDir, RunDirectory.PolicyKind, _actor, _actor.Config, _tokenizer, _config);
+        RunDirectory.SaveModule(Path.Combine(outDir, "critic.safetensors"), _critic);
+    }
+
+    /// <summary>One iteration of the notes' loop; returns its metrics row.</summary>
+    public Dictionary<string, object> Iteration(int iteration)
+    {
+        using var scope = NewDisposeScope();
+        var clock = Stopwatch.StartNew();
+        var batch = NextBatch();
+        var rollout = CollectRollouts(batch);                 // tensors owned by this iteration's scope
+        double rolloutSeconds = clock.Elapsed.TotalSeconds;
+        var experience = ComputeAdvantages(rollout);
+        var update = Update(experience);
+        double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
+        return LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+    }
+
+    private List<int> NextBatch()
+    {
+        var batch = new List<int>(_config.BatchSize);
+        while (batch.Count < _config.BatchSize)
+        {
+            if (_cursor >= _order.Length)
+            {
+                _order = Enumerable.Range(0, _prompts.Count).OrderBy(_ => _rng.Next()).ToArray();
+                _cursor = 0;
+            }
+            batch.Add(_order[_cursor++]);
+        }
+        return batch;
+    }
+
+    /// <summary>
+    /// The policy's log-probabilities at the sampling temperature for the response part of full sequences, and the
+    /// hidden states: logits (B, N, V), hidden (B, L, C). Rollout and update share this path, so that the first
+    /// minibatch's ratio is exactly 1.
+    /// </summary>
+    private (Tensor Logits, Tensor Hidden, Tensor Positions) ResponseLogits(Gpt model, Tensor sequences, Tensor mask, long promptLength, long n)
+    {
+        var positions = Sampling.PositionIds(mask);                                       // (B, L)
+        var hidden = model.Hidden(sequences, positions, mask);                           // (B, L, C)
+        var logits = model.Logits(hidden.narrow(1, promptLength - 1, n)) / _config.Temperature;   // (B, N, V)
+        return (logits, hidden, positions);
+    }
+
+    /// <summary>Phase 1 (no grad): generate, then old log-probs, reference log-probs, values and scores into an <see cref="Experience"/>.</summary>
+    public Experience CollectRollouts(IReadOnlyList<int> batch)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        _actor.eval();
+        var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad);   // (B, P)
+        var sampling = new SamplingOptions(_config.ResponseLength, _config.Temperature, _config.TopK, _config.TopP);
+        var generation = Sampling.Generate(_actor, prompts, promptMask, sampling, _tokenizer.Special, _generator);   // owned by the scope
+        var responses = generation.Responses;                                           // (B, N)
+        var responseMask = generation.Mask;                                             // (B, N)
+        long p = prompts.shape[1], n = responses.shape[1];
+        var sequences = cat([prompts, responses], 1);                                   // (B, P+N)
+        var mask = cat([promptMask, responseMask], 1);                                  // (B, P+N)
+
+        var (logits, hidden, positions) = ResponseLogits(_actor, sequences, mask, p, n);
+        var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
+        var refLogProbs = LogProbs.OfActions(ResponseLogits(_reference, sequences, mask, p, n).Logits, responses);   // (B, N)
+        var values = _critic.Values(hidden, sequences, positions, mask, p - 1, n);      // (B, N)
+        var scores = Score(batch, generation);                                          // (B)
+        var experience = new Experience
+        {
+            Sequences = sequences, AttentionMask = mask, ResponseMask = responseMask,
+            OldLogProbs = oldLogProbs, RefLogProbs = refLogProbs, OldValues = values, Scores = scores,
+        };
+        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores }) t.MoveToOuterDisposeScope();
+        return experience;
+    }
+
+    /// <summary>The reward's scores (B) of decoded responses, minus the missing-EOS penalty, clipped if configured.</summary>
+    private Tensor Score(IReadOnlyList<int> batch, Generation generation)
+    {
+        var texts = Evaluator.Decode(_tokenizer, generation);
+        var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages[^1].Content, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
+        var scores = tensor(_reward.Score(inputs).Select(s => (float)s).ToArray());    // (B)
+        if (_config.MissingEosPenalty > 0)
+        {
+            var hasEos = generation.Responses.eq(_tokenizer.Special.Eos).logical_and(generation.Mask).any(1);
+            scores = scores - _config.MissingEosPenalty * hasEos.logical_not().to(scores.dtype);
+        }
+        if (_config.ScoreClip > 0) scores = scores.clamp(-_config.ScoreClip, _config.ScoreClip);
+        return scores;
+    }
+
+    /// <summary>Phase 2: per-token rewards (score + KL penalty), GAE advantages and returns, whitening.</summary>
+    public Experience ComputeAdvantages(Experience e)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var kl = Kl.PerToken(e.OldLogProbs, e.RefLogProbs, _config.KlEstimator);      // (B, N)
+        var rewards = RewardShaping.Rewards(e.Scores, kl, e.ResponseMask, _kl.Value);   // (B, N)
+        if (_config.WhitenRewards) rewards = Masked.Whiten(rewards, e.ResponseMask, shiftMean: false);
+        var (advantages, returns) = Gae.Compute(rewards, e.OldValues, e.ResponseMask, _config.Gamma, _config.Lam);
+        if (_config.WhitenAdvantages) advantages = Masked.Whiten(advantages, e.ResponseMask);
+        return e with
+        {
+            Rewards = rewards.MoveToOuterDisposeScope(),
+            Advantages = advantages.MoveToOuterDisposeScope(),
+            Returns = returns.MoveToOuterDisposeScope(),
+        };
+    }
+
+    /// <summary>Averages of the update's diagnostics over every minibatch step taken.</summary>
+    public sealed record UpdateStats(double PolicyLoss, double ValueLoss, double Entropy, double ApproxKl, double ClipFrac,
+        double ValueClipFrac, double RatioMean, double RatioMax, double FirstRatioMean, double FirstRatioMax, int Epochs, double GradNorm);
+
+    /// <summary>
+    /// Phase 3: <c>num_ppo_epochs</c> passes over the buffer in <c>num_mini_batches</c> shuffled minibatches, each
+    /// minimising L = L^CLIP_loss + c1 L^value - c2 H (the notes' L^PPO, maximised); early stop on <c>target_kl</c>.
+    /// </summary>
+    public UpdateStats Update(Experience e)
+    {
+        _actor.train();
+        long p = e.PromptLength, n = e.ResponseMask.shape[1];
+        var sums = new double[9];
+        int steps = 0, epochs = 0;
+        double firstRatioMean = double.NaN, firstRatioMax = double.NaN;
+        for (int epoch = 0; epoch < _config.NumPpoEpochs; epoch++)
+        {
+            using var order = randperm(e.Sequences.shape[0], generator: _generator);
+            double epochKl = 0;
+            for (int mb = 0; mb < _config.NumMiniBatches; mb++)
+            {
+                using var scope = NewDisposeScope();
+                using var m = e.Select(order.narrow(0, mb * _config.MiniBatchSize, _config.MiniBatchSize));
+                var responses = m.Sequences.narrow(1, p, n);                                          // (M, N)
+                var (logits, hidden, positions) = ResponseLogits(_actor, m.Sequences, m.AttentionMask, p, n);   // (M, N, V)
+                var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
+                var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
+                var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, m.ResponseMask, _config.Cliprange);
+                var (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues, m.Returns!, m.ResponseMask, _config.CliprangeValue);
+                var entropy = Masked.Mean(LogProbs.Entropy(logits), m.ResponseMask);
+                var loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
+
+                _optimizer.zero_grad();
+                loss.backward();
+                double gradNorm = nn.utils.clip_grad_norm_(_optimizer.parameters(), _config.MaxGradNorm);
+                _optimizer.step();
+
+                if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
+                double[] values9 = [policyLoss.item<float>(), valueLoss.item<float>(), entropy.item<float>(), ps.ApproxKl, ps.ClipFrac, valueClipFrac, ps.RatioMean, ps.RatioMax, gradNorm];
+                for (int k = 0; k < sums.Length; k++) sums[k] = k == 7 ? Math.Max(sums[k], values9[k]) : sums[k] + values9[k];
+                epochKl += ps.ApproxKl / _config.NumMiniBatches;
+                steps++;
+            }
+            epochs++;
+            if (_config.TargetKl > 0 && epochKl > _config.TargetKl) break;
+        }
+        _actor.eval();
+        double Avg(int k) => sums[k] / steps;
+        return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8));
+    }
+
+    /// <summary>Phase 4: the iteration's metrics row (flat snake_case keys); updates the adaptive KL controller.</summary>
+    private Dictionary<string, object> LogMetrics(int iteration, Experience e, UpdateStats u, double rolloutSeconds, double updateSeconds)
+    {
+        using var scope = NewDisposeScope();
+        var mask = e.ResponseMask.to(ScalarType.Float32);
+        var seqKl = (Kl.PerToken(e.OldLogProbs, e.RefLogProbs, KlEstimator.K1) * mask).sum(1);   // (B)
+        double kl = seqKl.mean().item<float>();
+        double lengthMean = mask.sum(1).mean().item<float>();
+        double eosRate = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]).eq(_tokenizer.Special.Eos)
+            .logical_and(e.ResponseMask).any(1).to(ScalarType.Float32).mean().item<float>();
+        if (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2)
+            _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
+        var row = new Dictionary<string, object>
+        {
+            ["iteration"] = iteration,
+            ["reward_mean"] = (double)e.Scores.mean().item<float>(),
+            ["reward_std"] = (double)e.Scores.std().item<float>(),
+            ["kl"] = kl,
+            ["kl_coef"] = _kl.Value,
+            ["approx_kl"] = u.ApproxKl,
+            ["clipfrac"] = u.ClipFrac,
+            ["value_clipfrac"] = u.ValueClipFrac,
+            ["entropy"] = u.Entropy,
+            ["policy_loss"] = u.PolicyLoss,
+            ["value_loss"] = u.ValueLoss,
+            ["explained_variance"] = ValueLoss.ExplainedVariance(e.OldValues, e.Returns!, e.ResponseMask),
+            ["ratio_mean"] = u.RatioMean,
+            ["ratio_max"] = u.RatioMax,
+            ["first_ratio_mean"] = u.FirstRatioMean,
+            ["grad_norm"] = u.GradNorm,
+            ["ppo_epochs"] = u.Epochs,
+            ["response_length"] = lengthMean,
+            ["eos_rate"] = eosRate,
+            ["rollout_seconds"] = rolloutSeconds,
+            ["update_seconds"] = updateSeconds,
+            ["tokens_per_second"] = lengthMean * e.Scores.shape[0] / (rolloutSeconds + updateSeconds),
+            ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
+        };
+        _kl.Update(kl, (int)e.Scores.shape[0]);
+        return row;
+    }
+
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        _generator.Dispose();
+    }
+}
