@@ -52,3 +52,36 @@ public class RewardTests
     public void RewardSpec_Bad_NamesTheProblem(string spec, string message) =>
         Assert.Contains(message, Assert.Throws<PpoSharpException>(() => RewardSpec.Parse(spec)).Message);
 }
+
+public class RuleRewardTests
+{
+    private static double Score(IRewardFunction f, string response, params string[] solutions) =>
+        f.Score([new RewardInput("p", response, solutions, new Source("t", 1))])[0];
+
+    [Theory]
+    [InlineData("abcdef", 0.0)]          // 4 distinct 3-grams
+    [InlineData("aaaaaa", -0.75)]        // 4 x "aaa": 3 repeated of 4
+    [InlineData("abcabc", -0.25)]        // abc, bca, cab, abc: 1 repeated of 4
+    [InlineData("ab", 0.0)]              // shorter than n
+    [InlineData("", 0.0)]
+    [InlineData("😀😀😀😀", -0.5)]        // code points, not UTF-16 units: 2 x one 3-gram
+    public void Repetition_HandComputed(string response, double expected) =>
+        Assert.Equal(expected, Score(new Repetition(), response), 12);
+
+    [Theory]
+    [InlineData("abcd", 0.0, "wxyz")]
+    [InlineData("ab", -0.5, "wxyz")]
+    [InlineData("", -1.0, "wxyz")]
+    [InlineData("abcdefghijkl", -1.0, "wxyz")]   // capped
+    [InlineData("abc", 0.0, "wxyz", "xyz")]      // closest solution of the group
+    public void Length_HandComputed(string response, double expected, params string[] solutions) =>
+        Assert.Equal(expected, Score(new LengthReward(), response, solutions), 12);
+
+    [Fact]
+    public void RewardSpec_KnowsAllRuleRewards()
+    {
+        var r = RewardSpec.Parse("edit-distance,repetition:0.2,length:0.1,exact-match");
+        Assert.Equal(4, r.Parts.Count);
+        Assert.Equal(1 + 0.2 * 0 + 0.1 * 0 + 1, Score(r, "abc", "abc"), 12);
+    }
+}

@@ -42,12 +42,19 @@ public static class TestSupport
     /// <summary>A policy trained on the sort task once per test run, shared by the CLI and eval tests.</summary>
     public static string TrainedSortModel => LazyModel.Value;
 
-    private static readonly Lazy<string> LazyModel = new(() =>
+    private static readonly Lazy<string> LazyModel = new(() => TrainSort(noise: 0, steps: 400));
+
+    /// <summary>A policy trained on sort demonstrations of which 60% are sorted descending (the task's systematic flaw).</summary>
+    public static string FlawedSortModel => LazyFlawedModel.Value;
+
+    private static readonly Lazy<string> LazyFlawedModel = new(() => TrainSort(noise: 0.6, steps: 600));
+
+    private static string TrainSort(double noise, int steps)
     {
         var dir = TempDir();
-        TaskData.Write(new SortLettersTask(), Path.Combine(dir, "data"), 2000, 100, 0, seed: 3);
+        TaskData.Write(new SortLettersTask(), Path.Combine(dir, "data"), 2000, 100, noise, seed: 3);
         var records = Jsonl.ReadChat(Path.Combine(dir, "data", TaskData.SftFile)).Records;
-        Demo.RunSft(records, null, Path.Combine(dir, "model"), TinySft(400), TextWriter.Null);
+        Demo.RunSft(records, null, Path.Combine(dir, "model"), TinySft(steps), TextWriter.Null);
         return dir;
-    });
+    }
 }
