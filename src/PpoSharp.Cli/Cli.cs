@@ -69,6 +69,8 @@ internal sealed class TrainingOptions
 
     public PpoConfig Ppo(ParseResult r) => Load(r, new PpoConfig(), c => c.Validate());
 
+    public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
+
     private T Load<T>(ParseResult r, T defaults, Func<T, T> validate) where T : class
     {
         var sets = (r.GetValue(Set) ?? []).ToList();
@@ -87,14 +89,15 @@ internal static class Commands
     private static Command Demo(TextWriter output)
     {
         var outDir = new Option<string>("--out") { Description = "run directory", DefaultValueFactory = _ => "runs/demo" };
-        var task = new Option<string>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)), DefaultValueFactory = _ => "sort" };
+        var task = new Option<string?>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)) + " (default sort)" };
         var opts = new TrainingOptions();
-        var c = new Command("demo", "the main job on a built-in task: data -> SFT -> held-out evaluation and samples") { outDir, task };
+        var c = new Command("demo", "the main job on a built-in task: data -> SFT -> PPO -> held-out table and samples") { outDir, task };
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Sft(r);
-            Training.Demo.Run(new DemoOptions(BuiltinTask.Get(r.GetValue(task)!), r.GetValue(outDir)!, config, r.GetValue(opts.Force)), output);
+            var config = opts.Demo(r);
+            if (r.GetValue(task) is string t) config = (config with { Task = t }).Validate();
+            Training.Demo.Run(config, r.GetValue(outDir)!, r.GetValue(opts.Force), output);
             return 0;
         });
         return c;

@@ -75,15 +75,20 @@ public class CliTests
     }
 
     [Fact]
-    public void Demo_TinySize_WritesDataModelMetricsAndTable()
+    public void Demo_TinySize_WritesDataModelsMetricsAndTable()
     {
         var dir = Path.Combine(TestSupport.TempDir(), "demo");
-        var (code, output, errors) = Run("demo", "--out", dir, "--set", "steps=30", "--set", "d_model=32", "--set", "n_layer=1");
+        var (code, output, errors) = Run("demo", "--out", dir, "--set", "train_records=300", "--set", "eval_prompts=20",
+            "--set", "sft.steps=30", "--set", "sft.d_model=32", "--set", "sft.n_layer=1",
+            "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10");
         Assert.True(code == 0, errors);
-        foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json", "sft/metrics.jsonl" })
+        foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json",
+                     "sft/metrics.jsonl", "ppo/model.safetensors", "ppo/critic.safetensors", "ppo/metrics.jsonl" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
         Assert.Equal(30, File.ReadAllLines(Path.Combine(dir, "sft/metrics.jsonl")).Length);
-        Assert.Contains("exact match", output);
+        Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "ppo/metrics.jsonl")).Length);
+        Assert.Contains("KL to reference", output);
+        Assert.Contains("PPO", output);
         Assert.Contains("samples", output);
     }
 }

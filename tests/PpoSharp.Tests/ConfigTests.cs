@@ -41,4 +41,22 @@ public class ConfigTests
         Assert.StartsWith($"{bad}: invalid JSON", Assert.Throws<PpoSharpException>(() => Load(bad)).Message);
         Assert.Equal($"{dir}/none.json: config file not found", Assert.Throws<PpoSharpException>(() => Load($"{dir}/none.json")).Message);
     }
+
+    [Fact]
+    public void NestedSections_DottedSetAndFileObjects_Merge()
+    {
+        var file = TestSupport.WriteLines(TestSupport.TempDir(), "demo.json", """{"ppo": {"iterations": 7}, "noise": 0.25}""");
+        var c = ConfigLoader.Load(new DemoConfig(), file, ["sft.steps=11", "seed=4"], d => d.Validate());
+        Assert.Equal((7, 11, 0.25), (c.Ppo.Iterations, c.Sft.Steps, c.Noise));
+        Assert.Equal(new PpoConfig().Lr, c.Ppo.Lr);
+        Assert.Equal((4, 4), (c.Sft.Seed, c.Ppo.Seed));
+    }
+
+    [Theory]
+    [InlineData("ppo.nope=1", "--set ppo.nope=1: unknown key 'ppo.nope'; allowed: ppo.iterations,")]
+    [InlineData("ppo.lr=abc", "--set ppo.lr=abc: 'ppo.lr' expects a number")]
+    [InlineData("ppo.num_mini_batches=5", "num_mini_batches (5) must divide batch_size (64)")]
+    [InlineData("task=chess", "unknown task 'chess'")]
+    public void NestedSections_BadKeyOrValue_NamesTheDottedKey(string set, string message) =>
+        Assert.Contains(message, Assert.Throws<PpoSharpException>(() => ConfigLoader.Load(new DemoConfig(), null, [set], d => d.Validate())).Message);
 }

@@ -44,14 +44,25 @@ public static class ConfigLoader
         catch (JsonException e) { throw new PpoSharpException($"{file}: invalid JSON ({e.Message.Split(". ")[0]})"); }
     }
 
-    private static void Merge(JsonObject target, JsonObject source, string from, Dictionary<string, string> origin)
+    /// <summary>Copies keys of <paramref name="source"/> into <paramref name="target"/>; nested objects merge key by key,
+    /// and a dotted key (<c>ppo.lr</c>) addresses a nested section.</summary>
+    private static void Merge(JsonObject target, JsonObject source, string from, Dictionary<string, string> origin, string prefix = "")
     {
-        foreach (var (key, value) in source)
+        foreach (var (rawKey, value) in source)
         {
+            int dot = rawKey.IndexOf('.');
+            var key = dot > 0 ? rawKey[..dot] : rawKey;
             if (!target.ContainsKey(key))
-                throw new PpoSharpException($"{from}: unknown key '{key}'; allowed: {string.Join(", ", target.Select(kv => kv.Key))}");
-            target[key] = value?.DeepClone();
-            origin[key] = from;
+                throw new PpoSharpException($"{from}: unknown key '{prefix}{key}'; allowed: {string.Join(", ", target.Select(kv => prefix + kv.Key))}");
+            if (dot > 0 && target[key] is JsonObject section)
+                Merge(section, new JsonObject { [rawKey[(dot + 1)..]] = value?.DeepClone() }, from, origin, $"{prefix}{key}.");
+            else if (value is JsonObject nested && target[key] is JsonObject existing)
+                Merge(existing, nested, from, origin, $"{prefix}{key}.");
+            else
+            {
+                target[key] = value?.DeepClone();
+                origin[prefix + key] = from;
+            }
         }
     }
 
@@ -64,9 +75,10 @@ public static class ConfigLoader
 
     private static string Expected(Type type, string key)
     {
-        var property = type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == key);
-        var t = property?.PropertyType;
+        Type? t = type;
+        foreach (var part in key.Split('.'))
+            t = t?.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+                .FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == part)?.PropertyType;
         if (t == null) return "a valid value";
         t = Nullable.GetUnderlyingType(t) ?? t;
         if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));

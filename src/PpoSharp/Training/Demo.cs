@@ -7,33 +7,73 @@ using TorchSharp;
 
 namespace PpoSharp.Training;
 
-/// <summary>What the demo runs on: a built-in task, a run directory, the SFT settings and data sizes.</summary>
-public sealed record DemoOptions(BuiltinTask Task, string OutDir, SftConfig Sft, bool Force = false,
-    int TrainRecords = 4000, int EvalPrompts = 200, double Noise = 0.0, int MaxNewTokens = 32);
+/// <summary>
+/// Settings of the demo: the built-in task and its data, then the SFT and PPO sections (addressed as
+/// <c>--set sft.steps=600</c>, <c>--set ppo.iterations=30</c>). <see cref="Seed"/> seeds data, SFT and PPO.
+/// </summary>
+public sealed record DemoConfig
+{
+    public string Task { get; init; } = "sort";
+    public int TrainRecords { get; init; } = 4000;
+    public int EvalPrompts { get; init; } = 200;
+    /// <summary>Share of SFT demonstrations with the task's systematic flaw: room that PPO with the rule reward can close.</summary>
+    public double Noise { get; init; } = 0.6;
+    public int Seed { get; init; } = 1;
+    public SftConfig Sft { get; init; } = new();
+    public PpoConfig Ppo { get; init; } = new();
+
+    public DemoConfig Validate()
+    {
+        BuiltinTask.Get(Task);
+        Check.Positive(TrainRecords, "train_records");
+        Check.Positive(EvalPrompts, "eval_prompts");
+        Check.InRange(Noise, 0, 1, "noise");
+        Sft.Validate();
+        Ppo.Validate();
+        return this with { Sft = Sft with { Seed = Seed }, Ppo = Ppo with { Seed = Seed } };
+    }
+}
+
+/// <summary>The demo's held-out comparison of the SFT and PPO models.</summary>
+public sealed record DemoResult(EvalResult Sft, EvalResult Ppo, double SftKl, double PpoKl, PpoResult Training);
 
 /// <summary>
-/// The main job, end to end on a built-in task: writes the task's data in the chat format, trains the policy with SFT,
-/// and evaluates it greedily on held-out prompts (table and samples). The PPO and reward-model stages join it as
-/// they are built.
+/// The main job, end to end on a built-in task: writes the task's data in the chat format (a share of the
+/// demonstrations flawed), trains the policy with SFT, improves it with PPO and the rule reward on <c>solution</c>,
+/// and compares both on held-out prompts (table and samples side by side).
 /// </summary>
 public static class Demo
 {
-    public static EvalResult Run(DemoOptions o, TextWriter log)
+    public static DemoResult Run(DemoConfig c, string outDir, bool force, TextWriter log)
     {
-        RunDirectory.PrepareOutput(o.OutDir, o.Force);
-        var dataDir = Path.Combine(o.OutDir, "data");
-        TaskData.Write(o.Task, dataDir, o.TrainRecords, o.EvalPrompts, o.Noise, o.Sft.Seed);
-        log.WriteLine($"data: task '{o.Task.Name}' ({o.Task.Description}): {o.TrainRecords} chat records, {o.EvalPrompts} held-out prompts -> {dataDir}");
+        RunDirectory.PrepareOutput(outDir, force);
+        var task = BuiltinTask.Get(c.Task);
+        var dataDir = Path.Combine(outDir, "data");
+        TaskData.Write(task, dataDir, c.TrainRecords, c.EvalPrompts, c.Noise, c.Seed);
+        log.WriteLine($"data: task '{task.Name}' ({task.Description}); {c.TrainRecords} demonstrations, {c.Noise:P0} of them flawed; {c.EvalPrompts} held-out prompts -> {dataDir}");
 
-        var sftDir = Path.Combine(o.OutDir, "sft");
-        Directory.CreateDirectory(sftDir);
+        var sftDir = Path.Combine(outDir, "sft");
         var records = Jsonl.ReadChat(Path.Combine(dataDir, TaskData.SftFile)).Records;
-        var sft = RunSft(records, null, sftDir, o.Sft, log);
+        var sft = RunSft(records, null, sftDir, c.Sft, log);
         log.WriteLine($"sft: {sft.Steps} steps in {sft.Seconds:F0} s, loss {sft.FinalLoss:F3}, eval loss {sft.EvalLoss:F3}, {sft.TokensPerSecond:F0} tokens/s -> {sftDir}");
 
-        var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.EvalFile)).Records;
-        var (model, tokenizer) = RunDirectory.LoadPolicy(sftDir);
-        var result = Evaluator.Evaluate(model, tokenizer, prompts, new EditDistance(), o.MaxNewTokens);
+        var reward = new EditDistance();
+        var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.PromptsFile)).Records;
+        var heldOut = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.EvalFile)).Records;
+        var ppoDir = Path.Combine(outDir, "ppo");
+        using var trainer = PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log);
+        var (sftModel, tokenizer) = RunDirectory.LoadPolicy(sftDir);
+        var training = trainer.Train(ppoDir);
+        log.WriteLine($"ppo: {training.Iterations} iterations in {training.Seconds:F0} s; sampled reward {training.FirstRewardMean:F3} (first 10%) -> {training.LastRewardMean:F3} (last 10%), kl {training.LastKl:F3} -> {ppoDir}");
+
+        using var generator = new torch.Generator((ulong)c.Seed);
+        int maxNew = c.Ppo.ResponseLength;
+        var result = new DemoResult(
+            Evaluator.Evaluate(sftModel, tokenizer, heldOut, reward, maxNew),
+            Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, reward, maxNew),
+            Evaluator.KlToReference(sftModel, sftModel, tokenizer, heldOut, maxNew, generator),
+            Evaluator.KlToReference(trainer.Actor, sftModel, tokenizer, heldOut, maxNew, generator),
+            training);
         PrintSummary(result, log);
         return result;
     }
@@ -69,18 +109,22 @@ public static class Demo
         return (result, before, after);
     }
 
-    private static void PrintSummary(EvalResult r, TextWriter log)
+    private static void PrintSummary(DemoResult r, TextWriter log)
     {
         var console = ReferenceEquals(log, Console.Out) ? AnsiConsole.Console
             : AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(log), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors });
-        var table = new Table().Title($"held-out prompts (n = {r.N}, greedy)").AddColumn("metric").AddColumn(new TableColumn("SFT").RightAligned());
-        table.AddRow("exact match", $"{r.ExactMatch:P1}");
-        table.AddRow("edit-distance reward", $"{r.RewardMean:F3}");
-        table.AddRow("response length (tokens)", $"{r.ResponseLength:F1}");
+        var table = new Table().Title($"held-out prompts (n = {r.Sft.N}, greedy)").AddColumn("metric")
+            .AddColumn(new TableColumn("SFT").RightAligned()).AddColumn(new TableColumn("PPO").RightAligned());
+        table.AddRow("edit-distance reward", $"{r.Sft.RewardMean:F3}", $"{r.Ppo.RewardMean:F3}");
+        table.AddRow("exact match", $"{r.Sft.ExactMatch:P1}", $"{r.Ppo.ExactMatch:P1}");
+        table.AddRow("KL to reference (nats/sequence)", $"{r.SftKl:F3}", $"{r.PpoKl:F3}");
+        table.AddRow("response length (tokens)", $"{r.Sft.ResponseLength:F1}", $"{r.Ppo.ResponseLength:F1}");
         console.Write(table);
-        var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution").AddColumn("SFT answer").AddColumn("ok");
-        foreach (var s in r.Samples.Take(6))
-            samples.AddRow(Markup.Escape(s.Prompt), Markup.Escape(string.Join(" | ", s.Solutions)), Markup.Escape(s.Response), s.ExactMatch ? "yes" : "no");
+        var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution").AddColumn("SFT").AddColumn("PPO");
+        foreach (var (s, p) in r.Sft.Samples.Zip(r.Ppo.Samples).Take(8))
+            samples.AddRow(Markup.Escape(s.Prompt), Markup.Escape(string.Join(" | ", s.Solutions)), Mark(s), Mark(p));
         console.Write(samples);
+
+        static string Mark(EvalSample s) => Markup.Escape(s.Response) + (s.ExactMatch ? " ok" : "");
     }
 }

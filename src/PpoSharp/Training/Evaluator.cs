@@ -42,6 +42,30 @@ public static class Evaluator
         return Decode(tokenizer, generation);
     }
 
+    /// <summary>
+    /// Monte-Carlo KL(pi || pi_ref) per sequence: responses sampled from <paramref name="policy"/> at temperature 1,
+    /// mean over prompts of sum_t (log pi - log pi_ref). Zero when the two models are the same.
+    /// </summary>
+    public static double KlToReference(Gpt policy, Gpt reference, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts,
+        int maxNewTokens, Generator generator, int batchSize = 64)
+    {
+        using var noGrad = no_grad();
+        double total = 0;
+        for (int i = 0; i < prompts.Count; i += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var encoded = prompts.Skip(i).Take(batchSize).Select(p => (IReadOnlyList<int>)ChatTemplate.EncodePrompt(tokenizer, p.Messages)).ToList();
+            var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);                    // (B, P)
+            var g = Sampling.Generate(policy, ids, mask, new SamplingOptions(maxNewTokens), tokenizer.Special, generator);
+            var sequences = cat([ids, g.Responses], 1);                                           // (B, P+N)
+            var full = cat([mask, g.Mask], 1);
+            long p = ids.shape[1];
+            var kl = ResponseScoring.LogProbs(policy, sequences, full, p, 1.0) - ResponseScoring.LogProbs(reference, sequences, full, p, 1.0);   // (B, N)
+            total += (kl * g.Mask.to(kl.dtype)).sum().item<float>();
+        }
+        return total / prompts.Count;
+    }
+
     /// <summary>Greedy decoding on every prompt, scored with <paramref name="reward"/> and exact match against <c>solution</c>.</summary>
     public static EvalResult Evaluate(Gpt model, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts, IRewardFunction reward,
         int maxNewTokens, int batchSize = 64)

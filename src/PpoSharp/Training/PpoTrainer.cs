@@ -125,19 +125,6 @@ public sealed class PpoTrainer : IDisposable
         return batch;
     }
 
-    /// <summary>
-    /// The policy's log-probabilities at the sampling temperature for the response part of full sequences, and the
-    /// hidden states: logits (B, N, V), hidden (B, L, C). Rollout and update share this path, so that the first
-    /// minibatch's ratio is exactly 1.
-    /// </summary>
-    private (Tensor Logits, Tensor Hidden, Tensor Positions) ResponseLogits(Gpt model, Tensor sequences, Tensor mask, long promptLength, long n)
-    {
-        var positions = Sampling.PositionIds(mask);                                       // (B, L)
-        var hidden = model.Hidden(sequences, positions, mask);                           // (B, L, C)
-        var logits = model.Logits(hidden.narrow(1, promptLength - 1, n)) / _config.Temperature;   // (B, N, V)
-        return (logits, hidden, positions);
-    }
-
     /// <summary>Phase 1 (no grad): generate, then old log-probs, reference log-probs, values and scores into an <see cref="Experience"/>.</summary>
     public Experience CollectRollouts(IReadOnlyList<int> batch)
     {
@@ -153,9 +140,9 @@ public sealed class PpoTrainer : IDisposable
         var sequences = cat([prompts, responses], 1);                                   // (B, P+N)
         var mask = cat([promptMask, responseMask], 1);                                  // (B, P+N)
 
-        var (logits, hidden, positions) = ResponseLogits(_actor, sequences, mask, p, n);
+        var (logits, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);
         var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
-        var refLogProbs = LogProbs.OfActions(ResponseLogits(_reference, sequences, mask, p, n).Logits, responses);   // (B, N)
+        var refLogProbs = ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
         var values = _critic.Values(hidden, sequences, positions, mask, p - 1, n);      // (B, N)
         var scores = Score(batch, generation);                                          // (B)
         var experience = new Experience
@@ -224,7 +211,7 @@ public sealed class PpoTrainer : IDisposable
                 using var scope = NewDisposeScope();
                 using var m = e.Select(order.narrow(0, mb * _config.MiniBatchSize, _config.MiniBatchSize));
                 var responses = m.Sequences.narrow(1, p, n);                                          // (M, N)
-                var (logits, hidden, positions) = ResponseLogits(_actor, m.Sequences, m.AttentionMask, p, n);   // (M, N, V)
+                var (logits, hidden, positions) = ResponseScoring.Forward(_actor, m.Sequences, m.AttentionMask, p, _config.Temperature);   // (M, N, V)
                 var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
                 var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
                 var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, m.ResponseMask, _config.Cliprange);
