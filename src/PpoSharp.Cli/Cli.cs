@@ -71,6 +71,8 @@ internal sealed class TrainingOptions
 
     public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
 
+    public RmConfig Rm(ParseResult r) => Load(r, new RmConfig(), c => c.Validate());
+
     private T Load<T>(ParseResult r, T defaults, Func<T, T> validate) where T : class
     {
         var sets = (r.GetValue(Set) ?? []).ToList();
@@ -82,7 +84,7 @@ internal sealed class TrainingOptions
 internal static class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors)];
 
     private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -154,8 +156,10 @@ internal static class Commands
         var reward = Required("--reward", "reward spec, e.g. edit-distance or exact-match,repetition:0.2");
         var outDir = Required("--out", "run directory to write");
         var eval = new Option<string?>("--eval") { Description = "held-out prompts: greedy reward of the initial and final model" };
+        var gold = new Option<string?>("--gold") { Description = "rule reward logged as gold_reward_mean beside a model reward (and used by --eval)" };
+        var criticInit = new Option<string?>("--critic-init") { Description = "reward-model directory to initialise the critic from" };
         var opts = new TrainingOptions();
-        var c = new Command("ppo", "PPO from prompts with a reward (the notes' pipeline)") { data, init, reward, outDir, eval };
+        var c = new Command("ppo", "PPO from prompts with a reward (the notes' pipeline)") { data, init, reward, outDir, eval, gold, criticInit };
         opts.AddTo(c);
         c.SetAction(r =>
         {
@@ -166,7 +170,29 @@ internal static class Commands
             var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
             var dir = r.GetValue(outDir)!;
             RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
-            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output);
+            var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g) : null;
+            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit));
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Rm(TextWriter output, TextWriter errors)
+    {
+        var data = Required("--data", "preference pairs (JSON Lines)");
+        var init = Required("--init", "run directory of the SFT model whose backbone the reward model starts from");
+        var outDir = Required("--out", "run directory to write");
+        var opts = new TrainingOptions();
+        var c = new Command("rm", "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)") { data, init, outDir };
+        opts.AddTo(c);
+        c.SetAction(r =>
+        {
+            var config = opts.Rm(r);
+            var records = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
+            ReportSkipped(records.Skipped, errors);
+            var dir = r.GetValue(outDir)!;
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
+            Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output);
             return 0;
         });
         return c;
@@ -202,14 +228,26 @@ internal static class Commands
 
     private static Command Eval(TextWriter output, TextWriter errors)
     {
-        var model = Required("--model", "run directory of a policy");
-        var data = Required("--data", "prompts with solution (JSON Lines)");
+        var model = Required("--model", "run directory of a policy, or of a reward model (then --data holds preference pairs)");
+        var data = Required("--data", "prompts with solution, or preference pairs for a reward model (JSON Lines)");
         var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
         var skipInvalid = new Option<bool>("--skip-invalid");
-        var c = new Command("eval", "greedy decoding on a prompt file; prints one JSON object") { model, data, reward, maxNew, skipInvalid };
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid };
         c.SetAction(r =>
         {
+            if (RunDirectory.ReadConfig(r.GetValue(model)!).Kind == RunDirectory.RewardModelKind)
+            {
+                var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid));
+                ReportSkipped(pairs.Skipped, errors);
+                var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(r.GetValue(model)!);
+                var e = RewardTrainer.Evaluate(rm, RewardTrainer.Tokenize(pairs.Records, rmTokenizer, rm.Backbone.Config.ContextLength), rmTokenizer.Special.Pad);
+                output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["n"] = e.N, ["accuracy"] = e.Accuracy, ["reward_margin"] = e.RewardMargin, ["loss"] = e.Loss,
+                }, Json.Compact));
+                return 0;
+            }
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
             var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));

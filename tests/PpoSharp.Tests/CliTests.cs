@@ -38,7 +38,7 @@ public class CliTests
 
     public static TheoryData<string[], string> UserMistakes => new()
     {
-        { ["eval", "--model", "/nonexistent", "--data", "/nonexistent.jsonl"], "/nonexistent.jsonl: file not found" },
+        { ["eval", "--model", "{model}", "--data", "/nonexistent.jsonl"], "/nonexistent.jsonl: file not found" },
         { ["eval", "--model", "/nonexistent", "--data", "{eval}"], "/nonexistent: model directory not found" },
         { ["eval", "--model", "{model}", "--data", "{eval}", "--reward", "bleu"], "unknown reward 'bleu'" },
         { ["sft", "--data", "{eval}", "--out", "/tmp/x"], "no assistant message to learn from" },

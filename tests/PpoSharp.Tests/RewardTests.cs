@@ -6,7 +6,7 @@ namespace PpoSharp.Tests;
 public class RewardTests
 {
     private static double Score(IRewardFunction f, string response, params string[] solutions) =>
-        f.Score([new RewardInput("p", response, solutions, new Source("t", 1))])[0];
+        f.Score([new RewardInput([new ChatMessage(Role.User, "p")], response, solutions, new Source("t", 1))])[0];
 
     [Theory]
     [InlineData("abc", "abc", 1.0)]
@@ -56,7 +56,7 @@ public class RewardTests
 public class RuleRewardTests
 {
     private static double Score(IRewardFunction f, string response, params string[] solutions) =>
-        f.Score([new RewardInput("p", response, solutions, new Source("t", 1))])[0];
+        f.Score([new RewardInput([new ChatMessage(Role.User, "p")], response, solutions, new Source("t", 1))])[0];
 
     [Theory]
     [InlineData("abcdef", 0.0)]          // 4 distinct 3-grams

@@ -94,7 +94,7 @@ public static class TaskData
     /// <summary>
     /// Writes <c>sft.jsonl</c> (chat records; a share <paramref name="noise"/> of the answers carry the task's systematic flaw),
     /// <c>prompts.jsonl</c> (training prompts with solution), <c>eval.jsonl</c> (held-out prompts, disjoint from the
-    /// others) and <c>preferences.jsonl</c> (chosen = correct, rejected = a corrupted answer) into <paramref name="directory"/>.
+    /// others) and <c>preferences.jsonl</c> (chosen = correct, rejected = flawed or corrupted) into <paramref name="directory"/>.
     /// </summary>
     public static void Write(BuiltinTask task, string directory, int trainCount, int evalCount, double noise, int seed)
     {
@@ -107,7 +107,11 @@ public static class TaskData
             ChatJson(p.Prompt, rng.NextDouble() < noise ? task.Flawed(p.Prompt, p.Answer) : p.Answer)));
         Jsonl.Write(Path.Combine(directory, PromptsFile), train.Select(p => PromptJson(p.Prompt, p.Answer)));
         Jsonl.Write(Path.Combine(directory, EvalFile), eval.Select(p => PromptJson(p.Prompt, p.Answer)));
-        Jsonl.Write(Path.Combine(directory, PreferencesFile), train.Select(p => PreferenceJson(p.Prompt, p.Answer, task.Corrupt(p.Answer, rng))));
+        Jsonl.Write(Path.Combine(directory, PreferencesFile), train.Select(p => PreferenceJson(p.Prompt, p.Answer, Rejected(p.Prompt, p.Answer))));
+
+        // Half the rejected answers carry the systematic flaw, half a random corruption; never the correct answer.
+        string Rejected(string prompt, string answer) =>
+            rng.NextDouble() < 0.5 && task.Flawed(prompt, answer) is var flawed && flawed != answer ? flawed : task.Corrupt(answer, rng);
 
         List<(string Prompt, string Answer)> Unique(int count)
         {

@@ -56,6 +56,13 @@ public sealed class CriticModel : Module
 
     public bool Shared => backbone is null;
 
+    /// <summary>Copies a reward model's head into the value head (critic initialised from a reward model, as OpenRLHF and DeepSpeed-Chat do).</summary>
+    public void InitHeadFrom(ScalarHead head)
+    {
+        using var _ = no_grad();
+        foreach (var (target, source) in value_head.parameters().Zip(head.parameters())) target.copy_(source);
+    }
+
     /// <summary>
     /// V(s_t) (B, N) for the <paramref name="length"/> positions from <paramref name="start"/>: read from the actor's hidden
     /// states (B, L, C) when shared, else from the critic's own pass over the same ids, positions and mask (B, L).

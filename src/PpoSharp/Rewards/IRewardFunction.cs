@@ -2,8 +2,12 @@ using PpoSharp.Data;
 
 namespace PpoSharp.Rewards;
 
-/// <summary>One scored sample: the prompt text, the decoded response, the record's solutions (may be empty).</summary>
-public sealed record RewardInput(string Prompt, string Response, IReadOnlyList<string> Solutions, Source Source);
+/// <summary>One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty).</summary>
+public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source)
+{
+    /// <summary>The last prompt message: what the response answers.</summary>
+    public string Prompt => Messages[^1].Content;
+}
 
 /// <summary>
 /// A reward source (the notes' "reward function": rules such as edit distance or repetition). Implement

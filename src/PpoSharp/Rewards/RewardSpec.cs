@@ -33,19 +33,36 @@ public static class RewardSpec
 
     public static IReadOnlyCollection<string> Names => Builtins.Keys;
 
+    /// <summary>
+    /// Parses SPEC. <c>model:DIR</c> loads a reward model (a weight may follow the directory: <c>model:runs/rm:0.5</c>).
+    /// </summary>
     public static CompositeReward Parse(string spec)
     {
         var parts = new List<(IRewardFunction, double)>();
         foreach (var item in spec.Split(',', StringSplitOptions.TrimEntries))
         {
-            var (name, weightText) = item.LastIndexOf(':') is var i and > 0 ? (item[..i], item[(i + 1)..]) : (item, null);
+            var (name, weight) = SplitWeight(item);
+            if (name.StartsWith("model:", StringComparison.Ordinal))
+            {
+                if (name.Length == "model:".Length) throw new PpoSharpException("--reward: 'model:' needs a reward-model directory, as in model:runs/rm");
+                parts.Add((RewardModelScorer.Load(name["model:".Length..]), weight));
+                continue;
+            }
             if (!Builtins.TryGetValue(name, out var make))
-                throw new PpoSharpException($"--reward: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}");
-            double weight = 1;
-            if (weightText != null && (!double.TryParse(weightText, NumberStyles.Float, CultureInfo.InvariantCulture, out weight) || !double.IsFinite(weight)))
-                throw new PpoSharpException($"--reward: weight '{weightText}' of '{name}' is not a number");
+                throw new PpoSharpException($"--reward: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, model:DIR");
             parts.Add((make(), weight));
         }
         return new CompositeReward(parts);
+    }
+
+    /// <summary>"name:weight" -> (name, weight); a model path keeps its colons unless a number follows the last one.</summary>
+    private static (string Name, double Weight) SplitWeight(string item)
+    {
+        int i = item.LastIndexOf(':');
+        if (i <= 0) return (item, 1);
+        var suffix = item[(i + 1)..];
+        if (double.TryParse(suffix, NumberStyles.Float, CultureInfo.InvariantCulture, out var w) && double.IsFinite(w)) return (item[..i], w);
+        if (item.StartsWith("model:", StringComparison.Ordinal)) return (item, 1);
+        throw new PpoSharpException($"--reward: weight '{suffix}' of '{item[..i]}' is not a number");
     }
 }

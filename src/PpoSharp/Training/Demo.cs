@@ -94,18 +94,29 @@ public static class Demo
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir);
     }
 
+    /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
+    public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log)
+    {
+        torch.manual_seed(config.Seed);
+        var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
+        var model = new RewardModel(backbone);
+        var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
+        return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir);
+    }
+
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
-        IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log)
+        IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null)
     {
-        using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log);
-        EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, reward, config.ResponseLength);
+        using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir);
+        var evalReward = gold ?? reward;
+        EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
         var before = Eval();
         var result = trainer.Train(outDir);
         var after = Eval();
         log.WriteLine($"ppo: {result.Iterations} iterations in {result.Seconds:F0} s; sampled reward {result.FirstRewardMean:F3} (first 10%) -> {result.LastRewardMean:F3} (last 10%), kl {result.LastKl:F3} -> {outDir}");
         if (before != null && after != null)
-            log.WriteLine($"ppo: held-out greedy reward {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
+            log.WriteLine($"ppo: held-out greedy {(gold is null ? "reward" : $"gold reward ({gold.Name})")} {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
         return (result, before, after);
     }
 

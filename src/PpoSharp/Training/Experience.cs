@@ -22,6 +22,8 @@ public sealed record Experience : IDisposable
     public required Tensor OldValues { get; init; }
     /// <summary>(B) sequence score from the reward (after EOS penalty and clipping).</summary>
     public required Tensor Scores { get; init; }
+    /// <summary>(B) score of a gold rule reward, logged beside a proxy (model) reward; null without one.</summary>
+    public Tensor? GoldScores { get; init; }
     /// <summary>(B, N) per-token rewards: -beta KL_t, plus the score at the last token.</summary>
     public Tensor? Rewards { get; init; }
     /// <summary>(B, N) GAE advantages (whitened if configured).</summary>
@@ -41,6 +43,7 @@ public sealed record Experience : IDisposable
         RefLogProbs = RefLogProbs.index_select(0, index),
         OldValues = OldValues.index_select(0, index),
         Scores = Scores.index_select(0, index),
+        GoldScores = GoldScores?.index_select(0, index),
         Rewards = Rewards?.index_select(0, index),
         Advantages = Advantages?.index_select(0, index),
         Returns = Returns?.index_select(0, index),
@@ -48,7 +51,7 @@ public sealed record Experience : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in new[] { Sequences, AttentionMask, ResponseMask, OldLogProbs, RefLogProbs, OldValues, Scores, Rewards, Advantages, Returns })
+        foreach (var t in new[] { Sequences, AttentionMask, ResponseMask, OldLogProbs, RefLogProbs, OldValues, Scores, GoldScores, Rewards, Advantages, Returns })
             t?.Dispose();
     }
 }

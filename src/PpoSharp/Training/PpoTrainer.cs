@@ -25,6 +25,7 @@ public sealed class PpoTrainer : IDisposable
     private readonly CriticModel _critic;
     private readonly ITokenizer _tokenizer;
     private readonly IRewardFunction _reward;
+    private readonly IRewardFunction? _gold;
     private readonly IReadOnlyList<PromptRecord> _prompts;
     private readonly List<int>[] _encodedPrompts;
     private readonly AdamW _optimizer;
@@ -35,10 +36,11 @@ public sealed class PpoTrainer : IDisposable
     private int[] _order = [];
     private int _cursor;
 
+    /// <summary>A trainer over ready models. <c>gold</c>: a rule reward logged as <c>gold_reward_mean</c> beside a proxy reward, to show over-optimisation; not trained on.</summary>
     public PpoTrainer(Gpt actor, Gpt reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
-        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log)
+        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold = null)
     {
-        (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log) = (actor, reference, critic, tokenizer, reward, prompts, config, log);
+        (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
         _reference.eval();
         foreach (var p in _reference.parameters()) p.requires_grad = false;
         _encodedPrompts = prompts.Select(p => ChatTemplate.EncodePrompt(tokenizer, p.Messages)).ToArray();
@@ -52,14 +54,27 @@ public sealed class PpoTrainer : IDisposable
         _rng = new Random(config.Seed);
     }
 
-    /// <summary>Actor and reference from an SFT run directory, and a critic (own backbone from the same run, or shared).</summary>
-    public static PpoTrainer FromRunDirectory(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log)
+    /// <summary>
+    /// Actor and reference from an SFT run directory; the critic gets its own backbone from the same run (or shares the
+    /// actor's), or, with <paramref name="criticInitDir"/>, the backbone and head of a trained reward model.
+    /// </summary>
+    public static PpoTrainer FromRunDirectory(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts, PpoConfig config,
+        TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null)
     {
         manual_seed(config.Seed);
         var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir);
         var (reference, _) = RunDirectory.LoadPolicy(initDir);
-        var critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel);
-        return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log);
+        CriticModel critic;
+        if (criticInitDir != null)
+        {
+            if (config.Critic == CriticArrangement.Shared)
+                throw new PpoSharpException("--critic-init: a shared critic uses the actor's backbone; set critic=separate to start it from a reward model");
+            var (rm, _) = RunDirectory.LoadRewardModel(criticInitDir);
+            critic = new CriticModel(rm.Backbone, rm.Backbone.Config.DModel);
+            critic.InitHeadFrom(rm.Head);
+        }
+        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel);
+        return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
     }
 
     public Gpt Actor => _actor;
@@ -144,29 +159,33 @@ public sealed class PpoTrainer : IDisposable
         var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
         var refLogProbs = ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
         var values = _critic.Values(hidden, sequences, positions, mask, p - 1, n);      // (B, N)
-        var scores = Score(batch, generation);                                          // (B)
+        var (scores, gold) = Score(batch, generation);                                  // (B), (B)?
         var experience = new Experience
         {
             Sequences = sequences, AttentionMask = mask, ResponseMask = responseMask,
-            OldLogProbs = oldLogProbs, RefLogProbs = refLogProbs, OldValues = values, Scores = scores,
+            OldLogProbs = oldLogProbs, RefLogProbs = refLogProbs, OldValues = values, Scores = scores, GoldScores = gold,
         };
-        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores }) t.MoveToOuterDisposeScope();
+        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores, gold }) t?.MoveToOuterDisposeScope();
         return experience;
     }
 
-    /// <summary>The reward's scores (B) of decoded responses, minus the missing-EOS penalty, clipped if configured.</summary>
-    private Tensor Score(IReadOnlyList<int> batch, Generation generation)
+    /// <summary>
+    /// The reward's scores (B) of decoded responses, minus the missing-EOS penalty, clipped if configured; and the gold
+    /// rule's raw scores (B) when one is set.
+    /// </summary>
+    private (Tensor Scores, Tensor? Gold) Score(IReadOnlyList<int> batch, Generation generation)
     {
         var texts = Evaluator.Decode(_tokenizer, generation);
-        var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages[^1].Content, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
+        var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
         var scores = tensor(_reward.Score(inputs).Select(s => (float)s).ToArray());    // (B)
+        var gold = _gold is null ? null : tensor(_gold.Score(inputs).Select(s => (float)s).ToArray());   // (B)
         if (_config.MissingEosPenalty > 0)
         {
             var hasEos = generation.Responses.eq(_tokenizer.Special.Eos).logical_and(generation.Mask).any(1);
             scores = scores - _config.MissingEosPenalty * hasEos.logical_not().to(scores.dtype);
         }
         if (_config.ScoreClip > 0) scores = scores.clamp(-_config.ScoreClip, _config.ScoreClip);
-        return scores;
+        return (scores, gold);
     }
 
     /// <summary>Phase 2: per-token rewards (score + KL penalty), GAE advantages and returns, whitening.</summary>
@@ -276,6 +295,7 @@ public sealed class PpoTrainer : IDisposable
             ["tokens_per_second"] = lengthMean * e.Scores.shape[0] / (rolloutSeconds + updateSeconds),
             ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
+        if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.mean().item<float>();
         _kl.Update(kl, (int)e.Scores.shape[0]);
         return row;
     }

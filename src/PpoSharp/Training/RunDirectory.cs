@@ -20,7 +20,7 @@ public sealed record RunConfig(string Kind, GptConfig Model, JsonNode? Training)
 public static class RunDirectory
 {
     public const string ConfigFile = "config.json", ModelFile = "model.safetensors";
-    public const string PolicyKind = "policy";
+    public const string PolicyKind = "policy", RewardModelKind = "reward_model";
     private const long MaxHeaderBytes = 100L << 20;
 
     /// <summary>Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/>, so no run is overwritten by mistake.</summary>
@@ -64,13 +64,31 @@ public static class RunDirectory
     /// <summary>Loads the policy (GPT + LM head) and tokenizer of a run directory.</summary>
     public static (Gpt Model, ITokenizer Tokenizer) LoadPolicy(string dir)
     {
-        var run = ReadConfig(dir);
-        var tokenizer = Tokenizers.Load(dir);
-        if (tokenizer.VocabSize != run.Model.VocabSize)
-            throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {run.Model.VocabSize} does not match the tokenizer's {tokenizer.VocabSize}");
+        var (run, tokenizer) = ReadChecked(dir, PolicyKind);
         var model = new Gpt(run.Model);
         LoadWeights(model, Path.Combine(dir, ModelFile));
         return (model, tokenizer);
+    }
+
+    /// <summary>Loads a reward model (backbone + head + offset) and its tokenizer.</summary>
+    public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir)
+    {
+        var (run, tokenizer) = ReadChecked(dir, RewardModelKind);
+        var model = new RewardModel(new Gpt(run.Model));
+        LoadWeights(model, Path.Combine(dir, ModelFile));
+        model.eval();
+        return (model, tokenizer);
+    }
+
+    private static (RunConfig Run, ITokenizer Tokenizer) ReadChecked(string dir, string kind)
+    {
+        var run = ReadConfig(dir);
+        if (run.Kind != kind)
+            throw new PpoSharpException($"{dir}: holds a {run.Kind.Replace('_', ' ')}, but a {kind.Replace('_', ' ')} is needed here");
+        var tokenizer = Tokenizers.Load(dir);
+        if (tokenizer.VocabSize != run.Model.VocabSize)
+            throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {run.Model.VocabSize} does not match the tokenizer's {tokenizer.VocabSize}");
+        return (run, tokenizer);
     }
 
     /// <summary>Copies safetensors weights into <paramref name="model"/> after checking names, dtypes and shapes.</summary>

@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using PpoSharp.Algorithms;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Text;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Training;
+
+/// <summary>Reward-model training settings (JSON keys in snake_case).</summary>
+public sealed record RmConfig
+{
+    public int Steps { get; init; } = 400;
+    /// <summary>Preference pairs per step.</summary>
+    public int BatchSize { get; init; } = 32;
+    public double Lr { get; init; } = 5e-4;
+    public int WarmupSteps { get; init; } = 20;
+    public double MinLrRatio { get; init; } = 0.1;
+    public double WeightDecay { get; init; } = 0.1;
+    public double MaxGradNorm { get; init; } = 1.0;
+    public double EvalFraction { get; init; } = 0.1;
+    public int EvalEvery { get; init; } = 100;
+    /// <summary>Subtract the mean training reward, stored with the model, so that rewards have mean 0.</summary>
+    public bool Normalize { get; init; } = true;
+    public int Seed { get; init; } = 1;
+
+    public RmConfig Validate()
+    {
+        Check.Positive(Steps, "steps");
+        Check.Positive(BatchSize, "batch_size");
+        Check.Positive(Lr, "lr");
+        Check.AtLeast(WarmupSteps, 0, "warmup_steps");
+        Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
+        Check.AtLeast(WeightDecay, 0, "weight_decay");
+        Check.Positive(MaxGradNorm, "max_grad_norm");
+        Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
+        Check.Positive(EvalEvery, "eval_every");
+        return this;
+    }
+}
+
+/// <summary>A tokenized preference pair: prompt + chosen and prompt + rejected, each ending with the end token.</summary>
+public sealed record PreferencePair(int[] Chosen, int[] Rejected, float Margin, Source Source);
+
+/// <summary>Accuracy and mean margin of a reward model on preference pairs.</summary>
+public sealed record PairEval(int N, double Loss, double Accuracy, double RewardMargin);
+
+/// <summary>
+/// Trains a <see cref="RewardModel"/> on preference pairs with the pairwise loss, AdamW, warm-up + cosine, clipping,
+/// a held-out split; writes <c>metrics.jsonl</c> (loss, accuracy, reward_margin) and the run directory.
+/// </summary>
+public sealed class RewardTrainer(RmConfig config, TextWriter log)
+{
+    public static List<PreferencePair> Tokenize(IEnumerable<PreferenceRecord> records, ITokenizer tokenizer, int contextLength)
+    {
+        var pairs = new List<PreferencePair>();
+        foreach (var r in records)
+        {
+            var chosen = ChatTemplate.EncodeWithResponse(tokenizer, r.Messages, r.Chosen);
+            var rejected = ChatTemplate.EncodeWithResponse(tokenizer, r.Messages, r.Rejected);
+            int longest = Math.Max(chosen.Count, rejected.Count);
+            if (longest > contextLength)
+                throw new PpoSharpException($"{r.Source}: pair is {longest} tokens, longer than context_length {contextLength}");
+            pairs.Add(new PreferencePair([.. chosen], [.. rejected], (float)r.Margin, r.Source));
+        }
+        return pairs;
+    }
+
+    /// <summary>Scores of the chosen (B) and rejected (B) sequences of a batch, one forward pass over all 2B.</summary>
+    public static (Tensor Chosen, Tensor Rejected) ScorePairs(RewardModel model, IReadOnlyList<PreferencePair> batch, int pad)
+    {
+        var rows = batch.Select(p => (IReadOnlyList<int>)p.Chosen).Concat(batch.Select(p => (IReadOnlyList<int>)p.Rejected)).ToList();
+        var (ids, mask) = Sampling.LeftPad(rows, pad);                                  // (2B, T)
+        var scores = model.Score(ids, mask);                                            // (2B)
+        return (scores.narrow(0, 0, batch.Count), scores.narrow(0, batch.Count, batch.Count));
+    }
+
+    public PairEval Train(RewardModel model, ITokenizer tokenizer, IReadOnlyList<PreferencePair> pairs, string outDir)
+    {
+        Directory.CreateDirectory(outDir);
+        var rng = new Random(config.Seed);
+        var shuffled = pairs.OrderBy(_ => rng.Next()).ToList();
+        int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
+        var heldOut = shuffled.Take(evalCount).ToList();
+        var train = shuffled.Skip(evalCount).ToList();
+        log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
+        using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
+        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
+        var clock = Stopwatch.StartNew();
+        PairEval? eval = null;
+        model.train();
+        ProgressBar.Run("rm", config.Steps, log, report =>
+        {
+            for (int step = 0; step < config.Steps; step++)
+            {
+                var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
+                var row = Step(model, optimizer, batch, tokenizer.Special.Pad, step);
+                if (heldOut.Count > 0 && ((step + 1) % config.EvalEvery == 0 || step + 1 == config.Steps))
+                {
+                    eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
+                    (row["eval_loss"], row["eval_accuracy"], row["eval_reward_margin"]) = (eval.Loss, eval.Accuracy, eval.RewardMargin);
+                }
+                metrics.Write(row);
+                report(step + 1, $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}");
+            }
+        });
+        model.eval();
+        if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
+        RunDirectory.Save(outDir, RunDirectory.RewardModelKind, model, model.Backbone.Config, tokenizer, config);
+        log.WriteLine($"rm: {config.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s; held-out accuracy {eval?.Accuracy:P1}, margin {eval?.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
+        return eval ?? Evaluate(model, train, tokenizer.Special.Pad);
+    }
+
+    private Dictionary<string, object> Step(RewardModel model, OptimizerHelper optimizer, List<PreferencePair> batch, int pad, int step)
+    {
+        using var scope = NewDisposeScope();
+        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.WarmupSteps, config.Lr, config.MinLrRatio);
+        Optimization.SetLearningRate(optimizer, lr);
+        optimizer.zero_grad();
+        var (chosen, rejected) = ScorePairs(model, batch, pad);
+        var (loss, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
+        loss.backward();
+        double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
+        optimizer.step();
+        return new Dictionary<string, object>
+        {
+            ["step"] = step + 1, ["loss"] = (double)loss.item<float>(), ["accuracy"] = accuracy, ["reward_margin"] = margin,
+            ["lr"] = lr, ["grad_norm"] = gradNorm, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
+        };
+    }
+
+    /// <summary>Loss, accuracy and margin over pairs (no grad, batched).</summary>
+    public static PairEval Evaluate(RewardModel model, IReadOnlyList<PreferencePair> pairs, int pad, int batchSize = 64)
+    {
+        using var noGrad = no_grad();
+        double loss = 0, accuracy = 0, margin = 0;
+        for (int i = 0; i < pairs.Count; i += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var batch = pairs.Skip(i).Take(batchSize).ToList();
+            var (chosen, rejected) = ScorePairs(model, batch, pad);
+            var (l, a, m) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
+            loss += l.item<float>() * batch.Count;
+            accuracy += a * batch.Count;
+            margin += m * batch.Count;
+        }
+        return new PairEval(pairs.Count, loss / pairs.Count, accuracy / pairs.Count, margin / pairs.Count);
+    }
+
+    private static double MeanScore(RewardModel model, IReadOnlyList<PreferencePair> pairs, int pad)
+    {
+        using var noGrad = no_grad();
+        double sum = 0;
+        for (int i = 0; i < pairs.Count; i += 64)
+        {
+            using var scope = NewDisposeScope();
+            var (chosen, rejected) = ScorePairs(model, pairs.Skip(i).Take(64).ToList(), pad);
+            sum += chosen.sum().item<float>() + rejected.sum().item<float>();
+        }
+        return sum / (2.0 * pairs.Count);
+    }
+}
