@@ -84,7 +84,7 @@ internal sealed class TrainingOptions
 internal static class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors), ReportCommand(output)];
 
     private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -193,6 +193,18 @@ internal static class Commands
             var dir = r.GetValue(outDir)!;
             RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
             Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output);
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command ReportCommand(TextWriter output)
+    {
+        var dir = new Argument<string>("dir") { Description = "run directory (a demo run, or one sft, rm or ppo run)" };
+        var c = new Command("report", "(re)writes a run's plots and report.html from its metrics.jsonl") { dir };
+        c.SetAction(r =>
+        {
+            output.WriteLine($"report: {PpoSharp.Reporting.Report.Write(r.GetValue(dir)!)}");
             return 0;
         });
         return c;

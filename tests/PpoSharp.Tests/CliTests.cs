@@ -80,15 +80,25 @@ public class CliTests
         var dir = Path.Combine(TestSupport.TempDir(), "demo");
         var (code, output, errors) = Run("demo", "--out", dir, "--set", "train_records=300", "--set", "eval_prompts=20",
             "--set", "sft.steps=30", "--set", "sft.d_model=32", "--set", "sft.n_layer=1",
-            "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10");
+            "--set", "rm.steps=5", "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10");
         Assert.True(code == 0, errors);
         foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json",
-                     "sft/metrics.jsonl", "ppo/model.safetensors", "ppo/critic.safetensors", "ppo/metrics.jsonl" })
+                     "sft/metrics.jsonl", "rm/model.safetensors", "rm/metrics.jsonl", "ppo/model.safetensors", "ppo/critic.safetensors",
+                     "ppo/metrics.jsonl", "summary.json", "report.html", "plots/sft_loss.png", "plots/rm_loss.png", "plots/rm_accuracy.png",
+                     "plots/ppo_reward.png", "plots/ppo_kl.png", "plots/ppo_entropy.png", "plots/ppo_clipfrac.png", "plots/ppo_value_loss.png",
+                     "plots/ppo_explained_variance.png" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
         Assert.Equal(30, File.ReadAllLines(Path.Combine(dir, "sft/metrics.jsonl")).Length);
         Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "ppo/metrics.jsonl")).Length);
         Assert.Contains("KL to reference", output);
         Assert.Contains("PPO", output);
         Assert.Contains("samples", output);
+
+        // The report command regenerates the page from the files alone.
+        File.Delete(Path.Combine(dir, "report.html"));
+        var again = Run("report", dir);
+        Assert.Equal(0, again.Code);
+        Assert.Contains("report.html", again.Out);
+        Assert.Contains("ppo_reward.png", File.ReadAllText(Path.Combine(dir, "report.html")));
     }
 }

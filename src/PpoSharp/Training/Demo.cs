@@ -1,8 +1,10 @@
 using PpoSharp.Data;
 using PpoSharp.Models;
+using PpoSharp.Reporting;
 using PpoSharp.Rewards;
 using PpoSharp.Text;
 using Spectre.Console;
+using TableRow = PpoSharp.Reporting.TableRow;
 using TorchSharp;
 
 namespace PpoSharp.Training;
@@ -19,7 +21,10 @@ public sealed record DemoConfig
     /// <summary>Share of SFT demonstrations with the task's systematic flaw: room that PPO with the rule reward can close.</summary>
     public double Noise { get; init; } = 0.6;
     public int Seed { get; init; } = 1;
+    /// <summary>PPO's reward: the rule (edit distance to the solution) or the reward model trained in the demo (the rule is then logged as gold).</summary>
+    public DemoReward Reward { get; init; } = DemoReward.Rule;
     public SftConfig Sft { get; init; } = new();
+    public RmConfig Rm { get; init; } = new() { Steps = 300 };
     public PpoConfig Ppo { get; init; } = new();
 
     public DemoConfig Validate()
@@ -29,13 +34,29 @@ public sealed record DemoConfig
         Check.Positive(EvalPrompts, "eval_prompts");
         Check.InRange(Noise, 0, 1, "noise");
         Sft.Validate();
+        Rm.Validate();
         Ppo.Validate();
-        return this with { Sft = Sft with { Seed = Seed }, Ppo = Ppo with { Seed = Seed } };
+        return this with { Sft = Sft with { Seed = Seed }, Rm = Rm with { Seed = Seed }, Ppo = Ppo with { Seed = Seed } };
     }
 }
 
-/// <summary>The demo's held-out comparison of the SFT and PPO models.</summary>
-public sealed record DemoResult(EvalResult Sft, EvalResult Ppo, double SftKl, double PpoKl, PpoResult Training);
+public enum DemoReward { Rule, Model }
+
+/// <summary>The demo's held-out comparison of the SFT and PPO models, and the reward model's held-out ranking.</summary>
+public sealed record DemoResult(EvalResult Sft, EvalResult Ppo, double SftKl, double PpoKl, PpoResult Training, PairEval RewardModel)
+{
+    public List<TableRow> Table() =>
+    [
+        new("edit-distance reward", $"{Sft.RewardMean:F3}", $"{Ppo.RewardMean:F3}"),
+        new("exact match", $"{Sft.ExactMatch:P1}", $"{Ppo.ExactMatch:P1}"),
+        new("KL to reference (nats/sequence)", $"{SftKl:F3}", $"{PpoKl:F3}"),
+        new("response length (tokens)", $"{Sft.ResponseLength:F1}", $"{Ppo.ResponseLength:F1}"),
+    ];
+
+    public List<DemoSample> Samples(int count) => Sft.Samples.Zip(Ppo.Samples).Take(count)
+        .Select(p => new DemoSample(p.First.Prompt, string.Join(" | ", p.First.Solutions), p.First.Response, p.First.ExactMatch, p.Second.Response, p.Second.ExactMatch))
+        .ToList();
+}
 
 /// <summary>
 /// The main job, end to end on a built-in task: writes the task's data in the chat format (a share of the
@@ -57,11 +78,16 @@ public static class Demo
         var sft = RunSft(records, null, sftDir, c.Sft, log);
         log.WriteLine($"sft: {sft.Steps} steps in {sft.Seconds:F0} s, loss {sft.FinalLoss:F3}, eval loss {sft.EvalLoss:F3}, {sft.TokensPerSecond:F0} tokens/s -> {sftDir}");
 
-        var reward = new EditDistance();
+        var rmDir = Path.Combine(outDir, "rm");
+        var pairs = Jsonl.ReadPreferences(Path.Combine(dataDir, TaskData.PreferencesFile)).Records;
+        var rm = RunRm(pairs, sftDir, rmDir, c.Rm, log);
+
+        var rule = new EditDistance();
+        IRewardFunction reward = c.Reward == DemoReward.Model ? RewardModelScorer.Load(rmDir) : rule;
         var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.PromptsFile)).Records;
         var heldOut = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.EvalFile)).Records;
         var ppoDir = Path.Combine(outDir, "ppo");
-        using var trainer = PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log);
+        using var trainer = PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log, gold: c.Reward == DemoReward.Model ? rule : null);
         var (sftModel, tokenizer) = RunDirectory.LoadPolicy(sftDir);
         var training = trainer.Train(ppoDir);
         log.WriteLine($"ppo: {training.Iterations} iterations in {training.Seconds:F0} s; sampled reward {training.FirstRewardMean:F3} (first 10%) -> {training.LastRewardMean:F3} (last 10%), kl {training.LastKl:F3} -> {ppoDir}");
@@ -69,12 +95,15 @@ public static class Demo
         using var generator = new torch.Generator((ulong)c.Seed);
         int maxNew = c.Ppo.ResponseLength;
         var result = new DemoResult(
-            Evaluator.Evaluate(sftModel, tokenizer, heldOut, reward, maxNew),
-            Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, reward, maxNew),
+            Evaluator.Evaluate(sftModel, tokenizer, heldOut, rule, maxNew),
+            Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, rule, maxNew),
             Evaluator.KlToReference(sftModel, sftModel, tokenizer, heldOut, maxNew, generator),
             Evaluator.KlToReference(trainer.Actor, sftModel, tokenizer, heldOut, maxNew, generator),
-            training);
+            training, rm);
         PrintSummary(result, log);
+        var summary = new DemoSummary(task.Name, heldOut.Count, reward.Name, result.Table(), result.Samples(12));
+        File.WriteAllText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        log.WriteLine($"report: {Report.Write(outDir)}");
         return result;
     }
 
@@ -126,16 +155,14 @@ public static class Demo
             : AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(log), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors });
         var table = new Table().Title($"held-out prompts (n = {r.Sft.N}, greedy)").AddColumn("metric")
             .AddColumn(new TableColumn("SFT").RightAligned()).AddColumn(new TableColumn("PPO").RightAligned());
-        table.AddRow("edit-distance reward", $"{r.Sft.RewardMean:F3}", $"{r.Ppo.RewardMean:F3}");
-        table.AddRow("exact match", $"{r.Sft.ExactMatch:P1}", $"{r.Ppo.ExactMatch:P1}");
-        table.AddRow("KL to reference (nats/sequence)", $"{r.SftKl:F3}", $"{r.PpoKl:F3}");
-        table.AddRow("response length (tokens)", $"{r.Sft.ResponseLength:F1}", $"{r.Ppo.ResponseLength:F1}");
+        foreach (var row in r.Table()) table.AddRow(Markup.Escape(row.Metric), row.Sft, row.Ppo);
         console.Write(table);
         var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution").AddColumn("SFT").AddColumn("PPO");
-        foreach (var (s, p) in r.Sft.Samples.Zip(r.Ppo.Samples).Take(8))
-            samples.AddRow(Markup.Escape(s.Prompt), Markup.Escape(string.Join(" | ", s.Solutions)), Mark(s), Mark(p));
+        foreach (var s in r.Samples(8))
+            samples.AddRow(Markup.Escape(s.Prompt), Markup.Escape(s.Solution), Mark(s.Sft, s.SftOk), Mark(s.Ppo, s.PpoOk));
         console.Write(samples);
+        log.WriteLine($"reward model: held-out pair accuracy {r.RewardModel.Accuracy:P1}, margin {r.RewardModel.RewardMargin:F3}");
 
-        static string Mark(EvalSample s) => Markup.Escape(s.Response) + (s.ExactMatch ? " ok" : "");
+        static string Mark(string text, bool ok) => Markup.Escape(text) + (ok ? " ok" : "");
     }
 }
