@@ -15,7 +15,7 @@ namespace PpoSharp.Cli;
 /// </summary>
 public static class Cli
 {
-    public const int UserError = 2;
+    public const int UserError = 2, Interrupted = 130;
 
     public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
     {
@@ -33,6 +33,11 @@ public static class Cli
         {
             torch.set_num_threads(Environment.ProcessorCount);
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
+        }
+        catch (TrainingStoppedException e)
+        {
+            errors.WriteLine(e.Message);
+            return e.Interrupted ? Interrupted : 1;
         }
         catch (PpoSharpException e)
         {
@@ -53,7 +58,8 @@ internal sealed class TrainingOptions
     public readonly Option<string?> Config = new("--config") { Description = "JSON file of config keys (snake_case)" };
     public readonly Option<string[]> Set = new("--set") { Description = "override one config key: --set key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
     public readonly Option<int?> Seed = new("--seed") { Description = "random seed (overrides the config's seed)" };
-    public readonly Option<bool> Force = new("--force") { Description = "allow writing into a non-empty --out directory" };
+    public readonly Option<bool> Force = new("--force") { Description = "start over in a non-empty --out directory (its metrics and checkpoints are removed)" };
+    public readonly Option<bool> Resume = new("--resume") { Description = "continue the run in --out from its newest usable checkpoint" };
     public readonly Option<bool> SkipInvalid = new("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
 
     public void AddTo(Command c)
@@ -63,6 +69,7 @@ internal sealed class TrainingOptions
         c.Options.Add(Seed);
         c.Options.Add(Force);
         c.Options.Add(SkipInvalid);
+        if (c.Name != "demo") c.Options.Add(Resume);
     }
 
     public SftConfig Sft(ParseResult r) => Load(r, new SftConfig(), c => c.Validate());
@@ -141,8 +148,9 @@ internal static class Commands
             var records = Jsonl.ReadChat(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
             ReportSkipped(records.Skipped, errors);
             var dir = r.GetValue(outDir)!;
-            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
-            var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output);
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
+            using var stop = StopSignal.Listen();
+            var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop);
             output.WriteLine($"sft: {result.Steps} steps in {result.Seconds:F0} s, loss {result.FinalLoss:F3}, eval loss {result.EvalLoss:F3}, {result.TokensPerSecond:F0} tokens/s -> {dir}");
             return 0;
         });
@@ -169,9 +177,11 @@ internal static class Commands
             ReportSkipped(prompts.Skipped, errors);
             var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
             var dir = r.GetValue(outDir)!;
-            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g) : null;
-            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit));
+            using var stop = StopSignal.Listen();
+            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit),
+                r.GetValue(opts.Resume), stop);
             return 0;
         });
         return c;
@@ -191,8 +201,9 @@ internal static class Commands
             var records = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
             ReportSkipped(records.Skipped, errors);
             var dir = r.GetValue(outDir)!;
-            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force));
-            Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output);
+            RunDirectory.PrepareOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
+            using var stop = StopSignal.Listen();
+            Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop);
             return 0;
         });
         return c;

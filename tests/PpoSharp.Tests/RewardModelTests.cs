@@ -84,15 +84,20 @@ public class RewardModelTests
     }
 
     [Fact]
-    public void ModelRewardSpec_ScoresCorrectAboveFlawed_AndMixesWithRules()
+    public void ModelRewardSpec_RanksPairsLikeTheModel_AndMixesWithRules()
     {
         var (dir, _) = Trained.Value;
         var spec = RewardSpec.Parse($"model:{dir},repetition:0.2");
         Assert.Equal(2, spec.Parts.Count);
         var scorer = Assert.IsType<RewardModelScorer>(spec.Parts[0].Function);
-        var prompt = new[] { new ChatMessage(Role.User, "sort: dcba") };
-        var s = scorer.Score([new RewardInput(prompt, "abcd", ["abcd"], new Source("t", 1)), new RewardInput(prompt, "abzd", ["abcd"], new Source("t", 2))]);
-        Assert.True(s[0] > s[1], $"correct {s[0]:F3} vs corrupted {s[1]:F3}");
+        var pairs = Jsonl.ReadPreferences(Path.Combine(TestSupport.TrainedSortModel, "data", TaskData.PreferencesFile)).Records.Take(200).ToList();
+        var chosen = scorer.Score(pairs.Select(p => new RewardInput(p.Messages, p.Chosen, [], p.Source)).ToList());
+        var rejected = scorer.Score(pairs.Select(p => new RewardInput(p.Messages, p.Rejected, [], p.Source)).ToList());
+        double accuracy = chosen.Zip(rejected).Count(x => x.First > x.Second) / (double)pairs.Count;
+        Assert.True(accuracy > 0.7, $"model:DIR ranks {accuracy:P0} of pairs correctly");
+        var mixed = spec.Score([new RewardInput(pairs[0].Messages, "aaaaa", [], pairs[0].Source)])[0];
+        var modelOnly = scorer.Score([new RewardInput(pairs[0].Messages, "aaaaa", [], pairs[0].Source)])[0];
+        Assert.Equal(modelOnly + 0.2 * -2.0 / 3, mixed, 5);          // repetition of "aaaaa": 2 of 3 trigrams repeated
     }
 
     [Fact]

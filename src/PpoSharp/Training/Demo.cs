@@ -108,7 +108,8 @@ public static class Demo
     }
 
     /// <summary>SFT from a new model (tokenizer built from the data) or from the run directory <paramref name="initDir"/>.</summary>
-    public static SftResult RunSft(IReadOnlyList<ChatRecord> records, string? initDir, string outDir, SftConfig config, TextWriter log)
+    public static SftResult RunSft(IReadOnlyList<ChatRecord> records, string? initDir, string outDir, SftConfig config, TextWriter log,
+        bool resume = false, StopSignal? stop = null)
     {
         torch.manual_seed(config.Seed);
         Gpt model;
@@ -120,28 +121,30 @@ public static class Demo
             model = new Gpt(config.ModelConfig(tokenizer.VocabSize));
         }
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
-        return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir);
+        return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
     }
 
     /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
-    public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log)
+    public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log,
+        bool resume = false, StopSignal? stop = null)
     {
         torch.manual_seed(config.Seed);
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
         var model = new RewardModel(backbone);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
-        return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir);
+        return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }
 
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
-        IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null)
+        IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,
+        bool resume = false, StopSignal? stop = null)
     {
         using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir);
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
         var before = Eval();
-        var result = trainer.Train(outDir);
+        var result = trainer.Train(outDir, resume, stop);
         var after = Eval();
         log.WriteLine($"ppo: {result.Iterations} iterations in {result.Seconds:F0} s; sampled reward {result.FirstRewardMean:F3} (first 10%) -> {result.LastRewardMean:F3} (last 10%), kl {result.LastKl:F3} -> {outDir}");
         if (before != null && after != null)

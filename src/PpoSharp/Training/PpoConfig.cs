@@ -60,6 +60,13 @@ public sealed record PpoConfig
     public CriticArrangement Critic { get; init; } = CriticArrangement.Separate;
     public int Seed { get; init; } = 1;
 
+    /// <summary>Write a checkpoint (models, optimizer, RNG and controller state, data position) every this many iterations.</summary>
+    public int CheckpointEvery { get; init; } = 10;
+    /// <summary>Checkpoints kept on disk (the newest).</summary>
+    public int KeepCheckpoints { get; init; } = 2;
+    /// <summary>Optimizer steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
+    public int MaxSkippedSteps { get; init; } = 10;
+
     public int MiniBatchSize => BatchSize / NumMiniBatches;
 
     public PpoConfig Validate()
@@ -89,6 +96,9 @@ public sealed record PpoConfig
         Check.AtLeast(TopK, 0, "top_k");
         Check.InRange(TopP, 1e-9, 1, "top_p");
         Check.Positive(ResponseLength, "response_length");
+        Check.Positive(CheckpointEvery, "checkpoint_every");
+        Check.Positive(KeepCheckpoints, "keep_checkpoints");
+        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         return this;
     }
 }

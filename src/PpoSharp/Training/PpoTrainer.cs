@@ -6,9 +6,13 @@ using PpoSharp.Rewards;
 using PpoSharp.Text;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Training;
+
+/// <summary>What a PPO checkpoint records beside the weights and the optimizer: everything else the next iteration depends on.</summary>
+public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished PPO run.</summary>
 public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds);
@@ -31,10 +35,13 @@ public sealed class PpoTrainer : IDisposable
     private readonly AdamW _optimizer;
     private readonly KlController _kl;
     private readonly Generator _generator;
-    private readonly Random _rng;
     private readonly TextWriter _log;
     private int[] _order = [];
-    private int _cursor;
+    private int _dataEpoch = -1, _cursor;
+    private int _skippedInARow, _skippedTotal;
+
+    /// <summary>Test seam: transforms each minibatch loss before backward (e.g. to inject NaN).</summary>
+    internal Func<Tensor, Tensor>? LossFault { get; set; }
 
     /// <summary>A trainer over ready models. <c>gold</c>: a rule reward logged as <c>gold_reward_mean</c> beside a proxy reward, to show over-optimisation; not trained on.</summary>
     public PpoTrainer(Gpt actor, Gpt reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
@@ -51,7 +58,6 @@ public sealed class PpoTrainer : IDisposable
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
-        _rng = new Random(config.Seed);
     }
 
     /// <summary>
@@ -81,34 +87,66 @@ public sealed class PpoTrainer : IDisposable
     public ITokenizer Tokenizer => _tokenizer;
     public double KlCoef => _kl.Value;
 
-    /// <summary>Runs every iteration, appending metrics to <c>metrics.jsonl</c>, and saves the actor (and critic) into <paramref name="outDir"/>.</summary>
-    public PpoResult Train(string outDir)
+    /// <summary>
+    /// Runs the iterations, appending metrics to <c>metrics.jsonl</c>, writing checkpoints every <c>checkpoint_every</c>
+    /// iterations, and saves the actor (and critic) into <paramref name="outDir"/>. With <paramref name="resume"/> it
+    /// continues from the newest usable checkpoint, exactly: same seed, same metrics as an uninterrupted run. A stop
+    /// request (Ctrl+C, SIGTERM) ends it after the current iteration with a checkpoint.
+    /// </summary>
+    public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
-        Directory.CreateDirectory(outDir);
-        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
         var clock = Stopwatch.StartNew();
-        var rewards = new List<double>();
-        double kl = 0;
-        ProgressBar.Run("ppo", _config.Iterations, _log, report =>
-        {
-            for (int i = 1; i <= _config.Iterations; i++)
-            {
-                var row = Iteration(i);
-                metrics.Write(row);
-                rewards.Add((double)row["reward_mean"]);
-                kl = (double)row["kl"];
-                report(i, $"reward {row["reward_mean"]:F3} kl {kl:F3} entropy {row["entropy"]:F3}");
-            }
-        });
+        new ResumableLoop("ppo", _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
+            Iteration,
+            row => $"reward {row["reward_mean"]:F3} kl {row["kl"]:F3} entropy {row["entropy"]:F3}",
+            (dir, i) => SaveCheckpoint(dir, i),
+            Restore,
+            () => _skippedInARow >= _config.MaxSkippedSteps ? $"{_skippedInARow} optimizer steps in a row had a non-finite loss or gradient (lower lr?)" : null);
         Save(outDir);
-        int k = Math.Max(1, rewards.Count / 10);
-        return new PpoResult(_config.Iterations, rewards.Take(k).Average(), rewards.TakeLast(k).Average(), kl, clock.Elapsed.TotalSeconds);
+        var rows = MetricsWriter.Read(Path.Combine(outDir, MetricsWriter.FileName));
+        int k = Math.Max(1, rows.Count / 10);
+        double Mean(IEnumerable<Dictionary<string, System.Text.Json.JsonElement>> r) => r.Average(x => x["reward_mean"].GetDouble());
+        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), rows[^1]["kl"].GetDouble(), clock.Elapsed.TotalSeconds);
     }
+
+    private void SaveCheckpoint(string dir, int iteration)
+    {
+        _actor.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
+        _critic.save_safetensors(Path.Combine(dir, CriticFile));
+        _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
+        using var state = _generator.get_state();
+        Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, _dataEpoch, _cursor,
+            Convert.ToBase64String(state.data<byte>().ToArray()), _skippedInARow, _skippedTotal));
+    }
+
+    /// <summary>Restores a checkpoint (throws <see cref="PpoSharpException"/> if it is incomplete or corrupt); returns its iteration.</summary>
+    private int Restore(string dir)
+    {
+        var state = Checkpoints.ReadState<PpoState>(dir);
+        RunDirectory.LoadWeights(_actor, Path.Combine(dir, RunDirectory.ModelFile));
+        RunDirectory.LoadWeights(_critic, Path.Combine(dir, CriticFile));
+        Checkpoints.LoadOptimizer(_optimizer, dir);
+        try
+        {
+            using var generatorState = tensor(Convert.FromBase64String(state.GeneratorState));
+            _generator.set_state(generatorState);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or System.Runtime.InteropServices.ExternalException)
+        {
+            throw new PpoSharpException($"{Path.Combine(dir, Checkpoints.StateFile)}: bad generator state ({e.Message.Split('\n')[0]})");
+        }
+        _kl.Restore(state.KlCoef);
+        (_dataEpoch, _cursor, _skippedInARow, _skippedTotal) = (state.DataEpoch, state.DataCursor, state.SkippedInARow, state.SkippedTotal);
+        _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
+        return state.Iteration;
+    }
+
+    public const string CriticFile = "critic.safetensors";
 
     public void Save(string outDir)
     {
         RunDirectory.Save(outDir, RunDirectory.PolicyKind, _actor, _actor.Config, _tokenizer, _config);
-        RunDirectory.SaveModule(Path.Combine(outDir, "critic.safetensors"), _critic);
+        RunDirectory.SaveModule(Path.Combine(outDir, CriticFile), _critic);
     }
 
     /// <summary>One iteration of the notes' loop; returns its metrics row.</summary>
@@ -132,12 +170,19 @@ public sealed class PpoTrainer : IDisposable
         {
             if (_cursor >= _order.Length)
             {
-                _order = Enumerable.Range(0, _prompts.Count).OrderBy(_ => _rng.Next()).ToArray();
+                _order = EpochOrder(++_dataEpoch);
                 _cursor = 0;
             }
             batch.Add(_order[_cursor++]);
         }
         return batch;
+    }
+
+    /// <summary>The prompt order of one pass over the data: a function of (seed, epoch) alone, so a checkpoint needs only the position.</summary>
+    private int[] EpochOrder(int epoch)
+    {
+        var rng = new Random(Seeds.Derive(_config.Seed, epoch));
+        return Enumerable.Range(0, _prompts.Count).OrderBy(_ => rng.Next()).ToArray();
     }
 
     /// <summary>Phase 1 (no grad): generate, then old log-probs, reference log-probs, values and scores into an <see cref="Experience"/>.</summary>
@@ -208,7 +253,7 @@ public sealed class PpoTrainer : IDisposable
 
     /// <summary>Averages of the update's diagnostics over every minibatch step taken.</summary>
     public sealed record UpdateStats(double PolicyLoss, double ValueLoss, double Entropy, double ApproxKl, double ClipFrac,
-        double ValueClipFrac, double RatioMean, double RatioMax, double FirstRatioMean, double FirstRatioMax, int Epochs, double GradNorm);
+        double ValueClipFrac, double RatioMean, double RatioMax, double FirstRatioMean, double FirstRatioMax, int Epochs, double GradNorm, int SkippedSteps);
 
     /// <summary>
     /// Phase 3: <c>num_ppo_epochs</c> passes over the buffer in <c>num_mini_batches</c> shuffled minibatches, each
@@ -219,7 +264,7 @@ public sealed class PpoTrainer : IDisposable
         _actor.train();
         long p = e.PromptLength, n = e.ResponseMask.shape[1];
         var sums = new double[9];
-        int steps = 0, epochs = 0;
+        int steps = 0, epochs = 0, skipped = 0;
         double firstRatioMean = double.NaN, firstRatioMax = double.NaN;
         for (int epoch = 0; epoch < _config.NumPpoEpochs; epoch++)
         {
@@ -237,10 +282,20 @@ public sealed class PpoTrainer : IDisposable
                 var (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues, m.Returns!, m.ResponseMask, _config.CliprangeValue);
                 var entropy = Masked.Mean(LogProbs.Entropy(logits), m.ResponseMask);
                 var loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
+                if (LossFault != null) loss = LossFault(loss);
 
                 _optimizer.zero_grad();
                 loss.backward();
                 double gradNorm = nn.utils.clip_grad_norm_(_optimizer.parameters(), _config.MaxGradNorm);
+                if (!double.IsFinite(gradNorm) || !double.IsFinite(loss.item<float>()))
+                {
+                    _optimizer.zero_grad();                      // non-finite: skip this step, count it
+                    (skipped, _skippedInARow, _skippedTotal) = (skipped + 1, _skippedInARow + 1, _skippedTotal + 1);
+                    _log.WriteLine($"warning: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
+                    if (_skippedInARow >= _config.MaxSkippedSteps) break;
+                    continue;
+                }
+                _skippedInARow = 0;
                 _optimizer.step();
 
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
@@ -250,11 +305,11 @@ public sealed class PpoTrainer : IDisposable
                 steps++;
             }
             epochs++;
-            if (_config.TargetKl > 0 && epochKl > _config.TargetKl) break;
+            if (_config.TargetKl > 0 && epochKl > _config.TargetKl || _skippedInARow >= _config.MaxSkippedSteps) break;
         }
         _actor.eval();
-        double Avg(int k) => sums[k] / steps;
-        return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8));
+        double Avg(int k) => steps == 0 ? double.NaN : sums[k] / steps;
+        return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8), skipped);
     }
 
     /// <summary>Phase 4: the iteration's metrics row (flat snake_case keys); updates the adaptive KL controller.</summary>
@@ -267,7 +322,7 @@ public sealed class PpoTrainer : IDisposable
         double lengthMean = mask.sum(1).mean().item<float>();
         double eosRate = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]).eq(_tokenizer.Special.Eos)
             .logical_and(e.ResponseMask).any(1).to(ScalarType.Float32).mean().item<float>();
-        if (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2)
+        if (double.IsFinite(u.FirstRatioMean) && (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2))
             _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
         var row = new Dictionary<string, object>
         {
@@ -288,6 +343,7 @@ public sealed class PpoTrainer : IDisposable
             ["first_ratio_mean"] = u.FirstRatioMean,
             ["grad_norm"] = u.GradNorm,
             ["ppo_epochs"] = u.Epochs,
+            ["skipped_steps"] = u.SkippedSteps,
             ["response_length"] = lengthMean,
             ["eos_rate"] = eosRate,
             ["rollout_seconds"] = rolloutSeconds,

@@ -5,6 +5,7 @@ using PpoSharp.Models;
 using PpoSharp.Text;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Training;
@@ -25,6 +26,9 @@ public sealed record RmConfig
     /// <summary>Subtract the mean training reward, stored with the model, so that rewards have mean 0.</summary>
     public bool Normalize { get; init; } = true;
     public int Seed { get; init; } = 1;
+    public int CheckpointEvery { get; init; } = 100;
+    public int KeepCheckpoints { get; init; } = 2;
+    public int MaxSkippedSteps { get; init; } = 10;
 
     public RmConfig Validate()
     {
@@ -37,6 +41,9 @@ public sealed record RmConfig
         Check.Positive(MaxGradNorm, "max_grad_norm");
         Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
         Check.Positive(EvalEvery, "eval_every");
+        Check.Positive(CheckpointEvery, "checkpoint_every");
+        Check.Positive(KeepCheckpoints, "keep_checkpoints");
+        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         return this;
     }
 }
@@ -77,40 +84,55 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         return (scores.narrow(0, 0, batch.Count), scores.narrow(0, batch.Count, batch.Count));
     }
 
-    public PairEval Train(RewardModel model, ITokenizer tokenizer, IReadOnlyList<PreferencePair> pairs, string outDir)
+    private int _skippedInARow, _skippedTotal;
+
+    public PairEval Train(RewardModel model, ITokenizer tokenizer, IReadOnlyList<PreferencePair> pairs, string outDir, bool resume = false, StopSignal? stop = null)
     {
-        Directory.CreateDirectory(outDir);
-        var rng = new Random(config.Seed);
-        var shuffled = pairs.OrderBy(_ => rng.Next()).ToList();
+        var split = new Random(config.Seed);
+        var shuffled = pairs.OrderBy(_ => split.Next()).ToList();
         int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
         var heldOut = shuffled.Take(evalCount).ToList();
         var train = shuffled.Skip(evalCount).ToList();
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
-        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
         var clock = Stopwatch.StartNew();
         PairEval? eval = null;
         model.train();
-        ProgressBar.Run("rm", config.Steps, log, report =>
-        {
-            for (int step = 0; step < config.Steps; step++)
+        new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
+            step =>
             {
+                var rng = new Random(Seeds.Derive(config.Seed, step));
                 var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
-                var row = Step(model, optimizer, batch, tokenizer.Special.Pad, step);
-                if (heldOut.Count > 0 && ((step + 1) % config.EvalEvery == 0 || step + 1 == config.Steps))
+                var row = Step(model, optimizer, batch, tokenizer.Special.Pad, step - 1);
+                if (heldOut.Count > 0 && (step % config.EvalEvery == 0 || step == config.Steps))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
                     (row["eval_loss"], row["eval_accuracy"], row["eval_reward_margin"]) = (eval.Loss, eval.Accuracy, eval.RewardMargin);
                 }
-                metrics.Write(row);
-                report(step + 1, $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}");
-            }
-        });
+                return row;
+            },
+            row => $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}",
+            (dir, step) =>
+            {
+                model.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
+                optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
+                Checkpoints.WriteState(dir, new StepState(step, _skippedInARow, _skippedTotal));
+            },
+            dir =>
+            {
+                var state = Checkpoints.ReadState<StepState>(dir);
+                RunDirectory.LoadWeights(model, Path.Combine(dir, RunDirectory.ModelFile));
+                Checkpoints.LoadOptimizer(optimizer, dir);
+                (_skippedInARow, _skippedTotal) = (state.SkippedInARow, state.SkippedTotal);
+                return state.Step;
+            },
+            () => _skippedInARow >= config.MaxSkippedSteps ? $"{_skippedInARow} steps in a row had a non-finite loss or gradient (lower lr?)" : null);
         model.eval();
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
         RunDirectory.Save(outDir, RunDirectory.RewardModelKind, model, model.Backbone.Config, tokenizer, config);
-        log.WriteLine($"rm: {config.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s; held-out accuracy {eval?.Accuracy:P1}, margin {eval?.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
-        return eval ?? Evaluate(model, train, tokenizer.Special.Pad);
+        eval ??= Evaluate(model, heldOut.Count > 0 ? heldOut : train, tokenizer.Special.Pad);
+        log.WriteLine($"rm: {config.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
+        return eval;
     }
 
     private Dictionary<string, object> Step(RewardModel model, OptimizerHelper optimizer, List<PreferencePair> batch, int pad, int step)
@@ -123,11 +145,22 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         var (loss, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
         loss.backward();
         double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
-        optimizer.step();
+        double value = loss.item<float>();
+        if (double.IsFinite(value) && double.IsFinite(gradNorm))
+        {
+            _skippedInARow = 0;
+            optimizer.step();
+        }
+        else
+        {
+            optimizer.zero_grad();                                  // non-finite: skip this step, count it
+            (_skippedInARow, _skippedTotal) = (_skippedInARow + 1, _skippedTotal + 1);
+            log.WriteLine($"warning: rm step {step + 1}: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
+        }
         return new Dictionary<string, object>
         {
-            ["step"] = step + 1, ["loss"] = (double)loss.item<float>(), ["accuracy"] = accuracy, ["reward_margin"] = margin,
-            ["lr"] = lr, ["grad_norm"] = gradNorm, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
+            ["step"] = step + 1, ["loss"] = value, ["accuracy"] = accuracy, ["reward_margin"] = margin, ["lr"] = lr,
+            ["grad_norm"] = gradNorm, ["skipped_steps"] = _skippedTotal, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
     }
 

@@ -23,13 +23,23 @@ public static class RunDirectory
     public const string PolicyKind = "policy", RewardModelKind = "reward_model";
     private const long MaxHeaderBytes = 100L << 20;
 
-    /// <summary>Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/>, so no run is overwritten by mistake.</summary>
-    public static void PrepareOutput(string dir, bool force)
+    /// <summary>
+    /// Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/> (start over: old metrics and
+    /// checkpoints are removed) or <paramref name="resume"/> (continue it), so no run is overwritten by mistake.
+    /// </summary>
+    public static void PrepareOutput(string dir, bool force, bool resume = false)
     {
+        if (resume)
+        {
+            if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: nothing to resume (directory not found)");
+            return;
+        }
         if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !force)
-            throw new PpoSharpException($"{dir}: output directory is not empty (use --force to overwrite, or choose another --out)");
+            throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
         Directory.CreateDirectory(dir);
-        if (force) File.Delete(Path.Combine(dir, MetricsWriter.FileName));
+        if (!force) return;
+        File.Delete(Path.Combine(dir, MetricsWriter.FileName));
+        if (Directory.Exists(Checkpoints.Root(dir))) Directory.Delete(Checkpoints.Root(dir), recursive: true);
     }
 
     public static void Save(string dir, string kind, nn.Module model, GptConfig config, ITokenizer tokenizer, object training)

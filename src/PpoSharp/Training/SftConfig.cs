@@ -31,6 +31,11 @@ public sealed record SftConfig
     /// <summary>Held-out loss every this many steps (and at the end).</summary>
     public int EvalEvery { get; init; } = 200;
     public int Seed { get; init; } = 1;
+    /// <summary>Write a checkpoint (model, optimizer, step) every this many steps.</summary>
+    public int CheckpointEvery { get; init; } = 200;
+    public int KeepCheckpoints { get; init; } = 2;
+    /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
+    public int MaxSkippedSteps { get; init; } = 10;
 
     /// <summary>Tokenizer of a new model: char (alphabet from the data plus printable ASCII) or gpt2.</summary>
     public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
@@ -54,6 +59,9 @@ public sealed record SftConfig
         Check.Positive(MaxGradNorm, "max_grad_norm");
         Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
         Check.Positive(EvalEvery, "eval_every");
+        Check.Positive(CheckpointEvery, "checkpoint_every");
+        Check.Positive(KeepCheckpoints, "keep_checkpoints");
+        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         ModelConfig(2);
         return this;
     }

@@ -4,12 +4,16 @@ using PpoSharp.Models;
 using PpoSharp.Text;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Training;
 
 /// <summary>One tokenized conversation: ids and, per id, whether the loss covers it (assistant tokens only).</summary>
 public sealed record SftExample(int[] Ids, bool[] Trained, Source Source);
+
+/// <summary>What an SFT or reward-model checkpoint records beside the weights and the optimizer.</summary>
+public sealed record StepState(int Step, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished SFT run.</summary>
 public sealed record SftResult(int Steps, double FinalLoss, double? EvalLoss, double Seconds, double TokensPerSecond);
@@ -75,44 +79,64 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
     }
 
-    /// <summary>Trains <paramref name="model"/> on <paramref name="examples"/> and saves the run into <paramref name="outDir"/>.</summary>
-    public SftResult Train(Gpt model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir)
+    /// <summary>Test seam: transforms each step's loss before backward (e.g. to inject NaN).</summary>
+    internal Func<Tensor, Tensor>? LossFault { get; set; }
+
+    private int _skippedInARow, _skippedTotal;
+
+    /// <summary>
+    /// Trains <paramref name="model"/> on <paramref name="examples"/> and saves the run into <paramref name="outDir"/>;
+    /// checkpoints every <c>checkpoint_every</c> steps, resumes exactly with <paramref name="resume"/>.
+    /// </summary>
+    public SftResult Train(Gpt model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir, bool resume = false, StopSignal? stop = null)
     {
-        var rng = new Random(config.Seed);
-        var shuffled = examples.OrderBy(_ => rng.Next()).ToList();
+        var split = new Random(config.Seed);
+        var shuffled = examples.OrderBy(_ => split.Next()).ToList();
         int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
         var heldOut = shuffled.Take(evalCount).ToList();
         var train = shuffled.Skip(evalCount).ToList();
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
-        Directory.CreateDirectory(outDir);
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
-        using var metrics = new MetricsWriter(Path.Combine(outDir, MetricsWriter.FileName));
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         double loss = double.NaN;
         double? evalLoss = null;
         model.train();
-        ProgressBar.Run("sft", config.Steps, log, report =>
-        {
-            for (int step = 0; step < config.Steps; step++)
+        new ResumableLoop("sft", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
+            step =>
             {
+                var rng = new Random(Seeds.Derive(config.Seed, step));
                 var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
-                var (stepLoss, gradNorm, lr) = Step(model, optimizer, batch, tokenizer.Special.Pad, step);
+                var (stepLoss, gradNorm, lr) = Step(model, optimizer, batch, tokenizer.Special.Pad, step - 1);
                 loss = stepLoss;
                 tokens += batch.Sum(e => e.Ids.Length - 1);
                 var row = new Dictionary<string, object>
                 {
-                    ["step"] = step + 1, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm,
+                    ["step"] = step, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm, ["skipped_steps"] = _skippedTotal,
                     ["tokens_per_second"] = tokens / clock.Elapsed.TotalSeconds,
                     ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
                 };
-                if (heldOut.Count > 0 && ((step + 1) % config.EvalEvery == 0 || step + 1 == config.Steps))
+                if (heldOut.Count > 0 && (step % config.EvalEvery == 0 || step == config.Steps))
                     row["eval_loss"] = (evalLoss = EvalLoss(model, heldOut, tokenizer.Special.Pad)).Value;
-                metrics.Write(row);
-                report(step + 1, $"loss {loss:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {tokens / clock.Elapsed.TotalSeconds:F0} tok/s");
-            }
-        });
+                return row;
+            },
+            row => $"loss {row["loss"]:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {row["tokens_per_second"]:F0} tok/s",
+            (dir, step) =>
+            {
+                model.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
+                optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
+                Checkpoints.WriteState(dir, new StepState(step, _skippedInARow, _skippedTotal));
+            },
+            dir =>
+            {
+                var state = Checkpoints.ReadState<StepState>(dir);
+                RunDirectory.LoadWeights(model, Path.Combine(dir, RunDirectory.ModelFile));
+                Checkpoints.LoadOptimizer(optimizer, dir);
+                (_skippedInARow, _skippedTotal) = (state.SkippedInARow, state.SkippedTotal);
+                return state.Step;
+            },
+            () => _skippedInARow >= config.MaxSkippedSteps ? $"{_skippedInARow} steps in a row had a non-finite loss or gradient (lower lr?)" : null);
         model.eval();
         RunDirectory.Save(outDir, RunDirectory.PolicyKind, model, model.Config, tokenizer, config);
         return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
@@ -126,10 +150,20 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var (inputs, targets) = Collate(batch, pad);                                           // (B, T) each
         optimizer.zero_grad();
         var loss = Loss(model, inputs, targets);
+        if (LossFault != null) loss = LossFault(loss);
         loss.backward();
         double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
+        double value = loss.item<float>();
+        if (!double.IsFinite(value) || !double.IsFinite(gradNorm))
+        {
+            optimizer.zero_grad();                                  // non-finite: skip this step, count it
+            (_skippedInARow, _skippedTotal) = (_skippedInARow + 1, _skippedTotal + 1);
+            log.WriteLine($"warning: sft step {step + 1}: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
+            return (value, gradNorm, lr);
+        }
+        _skippedInARow = 0;
         optimizer.step();
-        return (loss.item<float>(), gradNorm, lr);
+        return (value, gradNorm, lr);
     }
 
     /// <summary>Token-weighted mean loss over the held-out examples.</summary>

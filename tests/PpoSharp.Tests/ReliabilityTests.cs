@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PpoSharp.Data;
+using PpoSharp.Rewards;
+using PpoSharp.Training;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Tests;
+
+public class ReliabilityTests
+{
+    /// <summary>Metrics that measure time or memory differ between runs; every other key must match exactly.</summary>
+    private static readonly HashSet<string> Timing = ["rollout_seconds", "update_seconds", "tokens_per_second", "live_tensors"];
+
+    private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
+    private static string Prompts => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile);
+
+    private static readonly string[] PpoSets =
+        ["iterations=6", "batch_size=16", "num_mini_batches=2", "num_ppo_epochs=2", "response_length=8", "checkpoint_every=2", "keep_checkpoints=2", "lr=3e-4"];
+
+    private static PpoConfig Config => ConfigLoader.Load(new PpoConfig(), null, PpoSets, c => c.Validate());
+
+    private static List<Dictionary<string, JsonElement>> Rows(string dir) => MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
+
+    private static void AssertSameMetrics(string expectedDir, string actualDir)
+    {
+        var expected = Rows(expectedDir);
+        var actual = Rows(actualDir);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            foreach (var (key, value) in expected[i].Where(kv => !Timing.Contains(kv.Key)))
+                Assert.True(actual[i].TryGetValue(key, out var other) && other.ToString() == value.ToString(),
+                    $"row {i + 1} '{key}': {value} vs {(actual[i].TryGetValue(key, out var o) ? o.ToString() : "missing")}");
+    }
+
+    /// <summary>An uninterrupted 6-iteration PPO run, the yardstick for every resumed one (computed once).</summary>
+    private static readonly Lazy<string> Uninterrupted = new(() =>
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "full");
+        var prompts = Jsonl.ReadPrompts(Prompts).Records;
+        using var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, TextWriter.Null);
+        trainer.Train(dir);
+        return dir;
+    });
+
+    /// <summary>A reward that raises the stop signal (as Ctrl+C would) on its n-th call, i.e. during iteration n.</summary>
+    private sealed class StopOnCall(StopSignal stop, int n) : IRewardFunction
+    {
+        private readonly EditDistance _inner = new();
+        private int _calls;
+        public string Name => "edit-distance";
+
+        public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch)
+        {
+            if (++_calls == n) stop.Request();
+            return _inner.Score(batch);
+        }
+    }
+
+    [Fact]
+    public void Interrupt_WritesCheckpointAndStops_ResumeGivesIdenticalMetrics()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "interrupted");
+        var prompts = Jsonl.ReadPrompts(Prompts).Records;
+        using var stop = StopSignal.Manual();
+        using (var trainer = PpoTrainer.FromRunDirectory(Init, new StopOnCall(stop, 3), prompts, Config, TextWriter.Null))
+        {
+            var e = Assert.Throws<TrainingStoppedException>(() => trainer.Train(dir, stop: stop));
+            Assert.True(e.Interrupted);
+            Assert.Contains("interrupted after step 3", e.Message);
+            Assert.Contains("--resume", e.Message);
+        }
+        Assert.Equal("step-000003", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
+        Assert.Equal(3, Rows(dir).Count);
+
+        using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, TextWriter.Null))
+            resumed.Train(dir, resume: true);
+        AssertSameMetrics(Uninterrupted.Value, dir);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+    }
+
+    [Fact]
+    public void CorruptLatestCheckpoint_FallsBackToThePreviousWithWarning_StillIdentical()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "corrupt");
+        var prompts = Jsonl.ReadPrompts(Prompts).Records;
+        using var stop = StopSignal.Manual();
+        using (var trainer = PpoTrainer.FromRunDirectory(Init, new StopOnCall(stop, 4), prompts, Config, TextWriter.Null))
+            Assert.Throws<TrainingStoppedException>(() => trainer.Train(dir, stop: stop));
+        var checkpoints = Path.Combine(dir, "checkpoints");
+        Assert.Equal(new[] { "step-000002", "step-000004" }, Directory.GetDirectories(checkpoints).Select(d => Path.GetFileName(d)!).Order().ToArray());
+        var model = Path.Combine(checkpoints, "step-000004", "model.safetensors");
+        File.WriteAllBytes(model, File.ReadAllBytes(model)[..100]);                   // truncated, as by a full disk
+
+        var log = new StringWriter();
+        using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, log))
+            resumed.Train(dir, resume: true);
+        Assert.Contains("step-000004 is unusable", log.ToString());
+        Assert.Contains("resuming at step 3", log.ToString());
+        AssertSameMetrics(Uninterrupted.Value, dir);
+    }
+
+    [Fact]
+    public void SigKill_MidRun_ThenResume_GivesIdenticalMetrics()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "killed");
+        string[] args = ["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir, .. PpoSets.SelectMany(s => new[] { "--set", s })];
+        using (var process = StartCli(args))
+        {
+            var latest = Path.Combine(dir, "checkpoints", "latest");
+            var clock = Stopwatch.StartNew();
+            while (!(File.Exists(latest) && File.ReadAllText(latest) == "step-000004") && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2))
+                Thread.Sleep(20);
+            Assert.False(process.HasExited, "the run finished before it could be killed");
+            process.Kill();                                                             // SIGKILL
+            process.WaitForExit();
+        }
+        Assert.True(Rows(dir).Count < 6);
+        var (code, _, errors) = RunInProcess([.. args, "--resume"]);
+        Assert.True(code == 0, errors);
+        AssertSameMetrics(Uninterrupted.Value, dir);
+    }
+
+    [Fact]
+    public void SigTerm_WritesCheckpoint_ExitsWithResumeHint()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "terminated");
+        string[] args = ["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
+            .. PpoSets.Select(s => s.Replace("iterations=6", "iterations=200")).SelectMany(s => new[] { "--set", s })];
+        using var process = StartCli(args);
+        var metrics = Path.Combine(dir, MetricsWriter.FileName);
+        var clock = Stopwatch.StartNew();
+        while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 1) && clock.Elapsed < TimeSpan.FromMinutes(2)) Thread.Sleep(20);
+        Process.Start("kill", ["-TERM", process.Id.ToString()])!.WaitForExit();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(1)));
+        var errors = process.StandardError.ReadToEnd();
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("interrupted after step", errors);
+        Assert.Contains("--resume", errors);
+        int done = Rows(dir).Count;
+        Assert.Equal($"step-{done:D6}", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
+    }
+
+    [Fact]
+    public void Sft_NanLoss_IsSkippedAndCounted_TrainingContinues()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "nan");
+        var records = Jsonl.ReadChat(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.SftFile)).Records.Take(200).ToList();
+        var config = TestSupport.TinySft(8) with { CheckpointEvery = 100 };
+        var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, records);
+        manual_seed(1);
+        var model = new Models.Gpt(config.ModelConfig(tokenizer.VocabSize));
+        int calls = 0;
+        var trainer = new SftTrainer(config, TextWriter.Null) { LossFault = l => ++calls is 3 or 4 ? l * float.NaN : l };
+        trainer.Train(model, tokenizer, SftTrainer.Tokenize(records, tokenizer, 32), dir);
+        var rows = Rows(dir);
+        Assert.Equal(8, rows.Count);
+        Assert.Equal(new long[] { 0, 0, 1, 2, 2, 2, 2, 2 }, rows.Select(r => r["skipped_steps"].GetInt64()).ToArray());
+        Assert.True(double.IsFinite(rows[^1]["loss"].GetDouble()));
+        Assert.True(model.parameters().All(p => p.isfinite().all().item<bool>()));
+    }
+
+    [Fact]
+    public void Ppo_NonFiniteStepsInARow_StopWithCheckpointAndClearMessage()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "nan-ppo");
+        var prompts = Jsonl.ReadPrompts(Prompts).Records;
+        var config = Config with { MaxSkippedSteps = 3 };
+        using var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, config, TextWriter.Null);
+        trainer.LossFault = l => l * float.NaN;
+        var e = Assert.Throws<TrainingStoppedException>(() => trainer.Train(dir));
+        Assert.False(e.Interrupted);
+        Assert.Contains("3 optimizer steps in a row had a non-finite loss or gradient", e.Message);
+        Assert.Equal(3, Rows(dir)[^1]["skipped_steps"].GetInt64());
+        Assert.True(Directory.Exists(Path.Combine(dir, "checkpoints", "step-000001")));
+        Assert.True(trainer.Actor.parameters().All(p => p.isfinite().all().item<bool>()));
+    }
+
+    [Fact]
+    public void Resume_WithoutCheckpoint_IsAClearError()
+    {
+        var dir = TestSupport.TempDir();
+        var (code, _, errors) = RunInProcess(["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir, "--resume"]);
+        Assert.Equal(2, code);
+        Assert.Contains("no checkpoint to resume from", errors);
+    }
+
+    private static Process StartCli(string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"));
+        foreach (var a in args) start.ArgumentList.Add(a);
+        var process = Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        return process;
+    }
+
+    private static (int Code, string Out, string Err) RunInProcess(string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        return (Cli.Cli.Run(args, stdout, stderr), stdout.ToString(), stderr.ToString());
+    }
+}
