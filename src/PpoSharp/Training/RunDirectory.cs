@@ -137,7 +137,22 @@ public static class RunDirectory
             ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(head);
             if (headerLength > MaxHeaderBytes || (long)headerLength > f.Length - 8)
                 throw new PpoSharpException($"{path}: not a safetensors file (header length {headerLength} is out of bounds)");
-            if (f.ReadByte() != '{') throw new PpoSharpException($"{path}: not a safetensors file (header is not JSON)");
+            var header = new byte[headerLength];
+            f.Position = 8;
+            f.ReadExactly(header);
+            long dataEnd;
+            try
+            {
+                using var doc = JsonDocument.Parse(header);
+                dataEnd = doc.RootElement.EnumerateObject().Where(p => p.Name != "__metadata__")
+                    .Select(p => p.Value.GetProperty("data_offsets")[1].GetInt64()).DefaultIfEmpty(0).Max();
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or IndexOutOfRangeException)
+            {
+                throw new PpoSharpException($"{path}: not a safetensors file (header is not valid safetensors JSON)");
+            }
+            long dataBytes = f.Length - 8 - (long)headerLength;
+            if (dataEnd > dataBytes) throw new PpoSharpException($"{path}: truncated (the header describes {dataEnd} bytes of tensors, the file holds {dataBytes})");
         }
         try { return Safetensors.LoadStateDict(path); }
         catch (Exception e) when (e is not PpoSharpException) { throw new PpoSharpException($"{path}: corrupt safetensors file ({e.Message.Split('\n')[0]})"); }
