@@ -12,6 +12,23 @@ public static class Checkpoints
 {
     public const string Folder = "checkpoints", Latest = "latest", StateFile = "state.json", OptimizerFile = "optimizer.bin";
 
+    /// <summary>Saves a model, its optimizer and the step state (SFT and reward-model checkpoints).</summary>
+    public static void SaveTraining(string dir, TorchSharp.torch.nn.Module model, TorchSharp.Modules.OptimizerHelper optimizer, StepState state)
+    {
+        TorchSharp.PyBridge.PyBridgeModuleExtensions.save_safetensors(model, Path.Combine(dir, RunDirectory.ModelFile));
+        optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
+        WriteState(dir, state);
+    }
+
+    /// <summary>Restores what <see cref="SaveTraining"/> wrote; an unusable checkpoint is a <see cref="PpoSharpException"/>.</summary>
+    public static StepState RestoreTraining(string dir, TorchSharp.torch.nn.Module model, TorchSharp.Modules.OptimizerHelper optimizer)
+    {
+        var state = ReadState<StepState>(dir);
+        RunDirectory.LoadWeights(model, Path.Combine(dir, RunDirectory.ModelFile));
+        LoadOptimizer(optimizer, dir);
+        return state;
+    }
+
     /// <summary>Restores an optimizer's state from a checkpoint folder; a missing or corrupt file is a <see cref="PpoSharpException"/>.</summary>
     public static void LoadOptimizer(TorchSharp.Modules.OptimizerHelper optimizer, string dir)
     {

@@ -38,7 +38,7 @@ public sealed class PpoTrainer : IDisposable
     private readonly TextWriter _log;
     private int[] _order = [];
     private int _dataEpoch = -1, _cursor;
-    private int _skippedInARow, _skippedTotal;
+    private readonly NonFiniteGuard _guard;
 
     /// <summary>Test seam: transforms each minibatch loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
@@ -58,6 +58,7 @@ public sealed class PpoTrainer : IDisposable
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
+        _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, "ppo");
     }
 
     /// <summary>
@@ -101,7 +102,7 @@ public sealed class PpoTrainer : IDisposable
             row => $"reward {row["reward_mean"]:F3} kl {row["kl"]:F3} entropy {row["entropy"]:F3}",
             (dir, i) => SaveCheckpoint(dir, i),
             Restore,
-            () => _skippedInARow >= _config.MaxSkippedSteps ? $"{_skippedInARow} optimizer steps in a row had a non-finite loss or gradient (lower lr?)" : null);
+            () => _guard.Failure);
         Save(outDir);
         var rows = MetricsWriter.Read(Path.Combine(outDir, MetricsWriter.FileName));
         int k = Math.Max(1, rows.Count / 10);
@@ -116,7 +117,7 @@ public sealed class PpoTrainer : IDisposable
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
         using var state = _generator.get_state();
         Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, _dataEpoch, _cursor,
-            Convert.ToBase64String(state.data<byte>().ToArray()), _skippedInARow, _skippedTotal));
+            Convert.ToBase64String(state.data<byte>().ToArray()), _guard.InARow, _guard.Total));
     }
 
     /// <summary>Restores a checkpoint (throws <see cref="PpoSharpException"/> if it is incomplete or corrupt); returns its iteration.</summary>
@@ -136,7 +137,8 @@ public sealed class PpoTrainer : IDisposable
             throw new PpoSharpException($"{Path.Combine(dir, Checkpoints.StateFile)}: bad generator state ({e.Message.Split('\n')[0]})");
         }
         _kl.Restore(state.KlCoef);
-        (_dataEpoch, _cursor, _skippedInARow, _skippedTotal) = (state.DataEpoch, state.DataCursor, state.SkippedInARow, state.SkippedTotal);
+        (_dataEpoch, _cursor) = (state.DataEpoch, state.DataCursor);
+        _guard.Restore(state.SkippedInARow, state.SkippedTotal);
         _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
         return state.Iteration;
     }
@@ -287,15 +289,13 @@ public sealed class PpoTrainer : IDisposable
                 _optimizer.zero_grad();
                 loss.backward();
                 double gradNorm = nn.utils.clip_grad_norm_(_optimizer.parameters(), _config.MaxGradNorm);
-                if (!double.IsFinite(gradNorm) || !double.IsFinite(loss.item<float>()))
+                if (!_guard.Allows(loss.item<float>(), gradNorm, steps + skipped + 1))
                 {
-                    _optimizer.zero_grad();                      // non-finite: skip this step, count it
-                    (skipped, _skippedInARow, _skippedTotal) = (skipped + 1, _skippedInARow + 1, _skippedTotal + 1);
-                    _log.WriteLine($"warning: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
-                    if (_skippedInARow >= _config.MaxSkippedSteps) break;
+                    _optimizer.zero_grad();                      // non-finite: skipped and counted
+                    skipped++;
+                    if (_guard.Exhausted) break;
                     continue;
                 }
-                _skippedInARow = 0;
                 _optimizer.step();
 
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
@@ -305,7 +305,7 @@ public sealed class PpoTrainer : IDisposable
                 steps++;
             }
             epochs++;
-            if (_config.TargetKl > 0 && epochKl > _config.TargetKl || _skippedInARow >= _config.MaxSkippedSteps) break;
+            if (_config.TargetKl > 0 && epochKl > _config.TargetKl || _guard.Exhausted) break;
         }
         _actor.eval();
         double Avg(int k) => steps == 0 ? double.NaN : sums[k] / steps;

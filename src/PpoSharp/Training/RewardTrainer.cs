@@ -84,15 +84,11 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         return (scores.narrow(0, 0, batch.Count), scores.narrow(0, batch.Count, batch.Count));
     }
 
-    private int _skippedInARow, _skippedTotal;
+    private readonly NonFiniteGuard _guard = new(config.MaxSkippedSteps, log, "rm");
 
     public PairEval Train(RewardModel model, ITokenizer tokenizer, IReadOnlyList<PreferencePair> pairs, string outDir, bool resume = false, StopSignal? stop = null)
     {
-        var split = new Random(config.Seed);
-        var shuffled = pairs.OrderBy(_ => split.Next()).ToList();
-        int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
-        var heldOut = shuffled.Take(evalCount).ToList();
-        var train = shuffled.Skip(evalCount).ToList();
+        var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var clock = Stopwatch.StartNew();
@@ -112,21 +108,14 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
                 return row;
             },
             row => $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}",
-            (dir, step) =>
-            {
-                model.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
-                optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
-                Checkpoints.WriteState(dir, new StepState(step, _skippedInARow, _skippedTotal));
-            },
+            (dir, step) => Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, _guard.InARow, _guard.Total)),
             dir =>
             {
-                var state = Checkpoints.ReadState<StepState>(dir);
-                RunDirectory.LoadWeights(model, Path.Combine(dir, RunDirectory.ModelFile));
-                Checkpoints.LoadOptimizer(optimizer, dir);
-                (_skippedInARow, _skippedTotal) = (state.SkippedInARow, state.SkippedTotal);
+                var state = Checkpoints.RestoreTraining(dir, model, optimizer);
+                _guard.Restore(state.SkippedInARow, state.SkippedTotal);
                 return state.Step;
             },
-            () => _skippedInARow >= config.MaxSkippedSteps ? $"{_skippedInARow} steps in a row had a non-finite loss or gradient (lower lr?)" : null);
+            () => _guard.Failure);
         model.eval();
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
         RunDirectory.Save(outDir, RunDirectory.RewardModelKind, model, model.Backbone.Config, tokenizer, config);
@@ -146,21 +135,12 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         loss.backward();
         double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
         double value = loss.item<float>();
-        if (double.IsFinite(value) && double.IsFinite(gradNorm))
-        {
-            _skippedInARow = 0;
-            optimizer.step();
-        }
-        else
-        {
-            optimizer.zero_grad();                                  // non-finite: skip this step, count it
-            (_skippedInARow, _skippedTotal) = (_skippedInARow + 1, _skippedTotal + 1);
-            log.WriteLine($"warning: rm step {step + 1}: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
-        }
+        if (_guard.Allows(value, gradNorm, step + 1)) optimizer.step();
+        else optimizer.zero_grad();                                  // non-finite: skipped and counted
         return new Dictionary<string, object>
         {
             ["step"] = step + 1, ["loss"] = value, ["accuracy"] = accuracy, ["reward_margin"] = margin, ["lr"] = lr,
-            ["grad_norm"] = gradNorm, ["skipped_steps"] = _skippedTotal, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
+            ["grad_norm"] = gradNorm, ["skipped_steps"] = _guard.Total, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
     }
 

@@ -82,7 +82,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     /// <summary>Test seam: transforms each step's loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
 
-    private int _skippedInARow, _skippedTotal;
+    private readonly NonFiniteGuard _guard = new(config.MaxSkippedSteps, log, "sft");
 
     /// <summary>
     /// Trains <paramref name="model"/> on <paramref name="examples"/> and saves the run into <paramref name="outDir"/>;
@@ -90,11 +90,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     /// </summary>
     public SftResult Train(Gpt model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir, bool resume = false, StopSignal? stop = null)
     {
-        var split = new Random(config.Seed);
-        var shuffled = examples.OrderBy(_ => split.Next()).ToList();
-        int evalCount = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * config.EvalFraction));
-        var heldOut = shuffled.Take(evalCount).ToList();
-        var train = shuffled.Skip(evalCount).ToList();
+        var (train, heldOut) = HeldOut.Split(examples, config.EvalFraction, config.Seed);
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
@@ -113,7 +109,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                 tokens += batch.Sum(e => e.Ids.Length - 1);
                 var row = new Dictionary<string, object>
                 {
-                    ["step"] = step, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm, ["skipped_steps"] = _skippedTotal,
+                    ["step"] = step, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm, ["skipped_steps"] = _guard.Total,
                     ["tokens_per_second"] = tokens / clock.Elapsed.TotalSeconds,
                     ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
                 };
@@ -122,21 +118,14 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                 return row;
             },
             row => $"loss {row["loss"]:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {row["tokens_per_second"]:F0} tok/s",
-            (dir, step) =>
-            {
-                model.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
-                optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
-                Checkpoints.WriteState(dir, new StepState(step, _skippedInARow, _skippedTotal));
-            },
+            (dir, step) => Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, _guard.InARow, _guard.Total)),
             dir =>
             {
-                var state = Checkpoints.ReadState<StepState>(dir);
-                RunDirectory.LoadWeights(model, Path.Combine(dir, RunDirectory.ModelFile));
-                Checkpoints.LoadOptimizer(optimizer, dir);
-                (_skippedInARow, _skippedTotal) = (state.SkippedInARow, state.SkippedTotal);
+                var state = Checkpoints.RestoreTraining(dir, model, optimizer);
+                _guard.Restore(state.SkippedInARow, state.SkippedTotal);
                 return state.Step;
             },
-            () => _skippedInARow >= config.MaxSkippedSteps ? $"{_skippedInARow} steps in a row had a non-finite loss or gradient (lower lr?)" : null);
+            () => _guard.Failure);
         model.eval();
         RunDirectory.Save(outDir, RunDirectory.PolicyKind, model, model.Config, tokenizer, config);
         return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
@@ -154,15 +143,8 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         loss.backward();
         double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
         double value = loss.item<float>();
-        if (!double.IsFinite(value) || !double.IsFinite(gradNorm))
-        {
-            optimizer.zero_grad();                                  // non-finite: skip this step, count it
-            (_skippedInARow, _skippedTotal) = (_skippedInARow + 1, _skippedTotal + 1);
-            log.WriteLine($"warning: sft step {step + 1}: non-finite loss or gradient norm; optimizer step skipped ({_skippedInARow} in a row)");
-            return (value, gradNorm, lr);
-        }
-        _skippedInARow = 0;
-        optimizer.step();
+        if (_guard.Allows(value, gradNorm, step + 1)) optimizer.step();
+        else optimizer.zero_grad();                                  // non-finite: skipped and counted
         return (value, gradNorm, lr);
     }
 
