@@ -91,7 +91,7 @@ internal sealed class TrainingOptions
 internal static class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors), ReportCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
     private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -216,6 +216,21 @@ internal static class Commands
         c.SetAction(r =>
         {
             output.WriteLine($"report: {PpoSharp.Reporting.Report.Write(r.GetValue(dir)!)}");
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command BenchCommand(TextWriter output)
+    {
+        var json = new Option<string?>("--json") { Description = "also write the figures to this JSON file" };
+        var quick = new Option<bool>("--quick") { Description = "fewer repeats and a shorter soak (under 2 minutes)" };
+        var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput") { json, quick };
+        c.SetAction(r =>
+        {
+            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output);
+            PpoSharp.Benchmarks.Bench.Print(figures, output);
+            if (r.GetValue(json) is string path) File.WriteAllText(path, JsonSerializer.Serialize(figures, Json.Options));
             return 0;
         });
         return c;

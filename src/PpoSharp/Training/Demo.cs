@@ -157,8 +157,7 @@ public static class Demo
 
     private static void PrintSummary(DemoResult r, TextWriter log)
     {
-        var console = ReferenceEquals(log, Console.Out) ? AnsiConsole.Console
-            : AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(log), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors });
+        var console = Consoles.For(log);
         var table = new Table().Title($"held-out prompts (n = {r.Sft.N}, greedy)").AddColumn("metric")
             .AddColumn(new TableColumn("SFT").RightAligned()).AddColumn(new TableColumn("PPO").RightAligned());
         foreach (var row in r.Table()) table.AddRow(Markup.Escape(row.Metric), row.Sft, row.Ppo);

@@ -39,6 +39,10 @@ public sealed class PpoTrainer : IDisposable
     private int[] _order = [];
     private int _dataEpoch = -1, _cursor;
     private readonly NonFiniteGuard _guard;
+    private (double Generate, double Forward, double Reward) _phases;     // seconds of the last rollout's phases
+
+    /// <summary>Called with each iteration's metrics row before it is written (benchmarks add figures of their own).</summary>
+    public Action<Dictionary<string, object>>? AfterIteration { get; set; }
 
     /// <summary>Test seam: transforms each minibatch loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
@@ -195,18 +199,22 @@ public sealed class PpoTrainer : IDisposable
         _actor.eval();
         var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad);   // (B, P)
         var sampling = new SamplingOptions(_config.ResponseLength, _config.Temperature, _config.TopK, _config.TopP);
+        var clock = Stopwatch.StartNew();
         var generation = Sampling.Generate(_actor, prompts, promptMask, sampling, _tokenizer.Special, _generator);   // owned by the scope
         var responses = generation.Responses;                                           // (B, N)
         var responseMask = generation.Mask;                                             // (B, N)
         long p = prompts.shape[1], n = responses.shape[1];
         var sequences = cat([prompts, responses], 1);                                   // (B, P+N)
         var mask = cat([promptMask, responseMask], 1);                                  // (B, P+N)
+        double generateSeconds = clock.Elapsed.TotalSeconds;
 
         var (logits, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);
         var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
         var refLogProbs = ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
         var values = _critic.Values(hidden, sequences, positions, mask, p - 1, n);      // (B, N)
+        double forwardSeconds = clock.Elapsed.TotalSeconds - generateSeconds;
         var (scores, gold) = Score(batch, generation);                                  // (B), (B)?
+        _phases = (generateSeconds, forwardSeconds, clock.Elapsed.TotalSeconds - generateSeconds - forwardSeconds);
         var experience = new Experience
         {
             Sequences = sequences, AttentionMask = mask, ResponseMask = responseMask,
@@ -347,12 +355,16 @@ public sealed class PpoTrainer : IDisposable
             ["response_length"] = lengthMean,
             ["eos_rate"] = eosRate,
             ["rollout_seconds"] = rolloutSeconds,
+            ["generate_seconds"] = _phases.Generate,
+            ["forward_seconds"] = _phases.Forward,
+            ["reward_seconds"] = _phases.Reward,
             ["update_seconds"] = updateSeconds,
             ["tokens_per_second"] = lengthMean * e.Scores.shape[0] / (rolloutSeconds + updateSeconds),
             ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
         if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.mean().item<float>();
         _kl.Update(kl, (int)e.Scores.shape[0]);
+        AfterIteration?.Invoke(row);
         return row;
     }
 
