@@ -57,15 +57,15 @@ public sealed class SortLettersTask : BuiltinTask
     public override string Flawed(string prompt, string answer) => new(answer.Reverse().ToArray());
 }
 
-/// <summary>"add: 48+175" -> "223": the sum of two numbers of 1-3 digits. Flawed demonstrations forget the carries.</summary>
+/// <summary>"add: 48+75" -> "123": the sum of two numbers of 1-2 digits. Flawed demonstrations forget the carries.</summary>
 public sealed class AddNumbersTask : BuiltinTask
 {
     public override string Name => "add";
-    public override string Description => "add two numbers of 1-3 digits";
+    public override string Description => "add two numbers of 1-2 digits";
 
     public override (string Prompt, string Answer) Sample(Random rng)
     {
-        int a = rng.Next(0, 1000), b = rng.Next(0, 1000);
+        int a = rng.Next(0, 100), b = rng.Next(0, 100);
         return ($"add: {a}+{b}", (a + b).ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
