@@ -148,10 +148,10 @@ internal static class Commands
             var records = Jsonl.ReadChat(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
             ReportSkipped(records.Skipped, errors);
             var dir = r.GetValue(outDir)!;
-            CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
+            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
             using var stop = StopSignal.Listen();
             var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force));
-            output.WriteLine($"sft: {result.Steps} steps in {result.Seconds:F0} s, loss {result.FinalLoss:F3}, eval loss {result.EvalLoss:F3}, {result.TokensPerSecond:F0} tokens/s -> {dir}");
+            output.WriteLine(result.Summary(dir));
             return 0;
         });
         return c;
@@ -177,7 +177,7 @@ internal static class Commands
             ReportSkipped(prompts.Skipped, errors);
             var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
             var dir = r.GetValue(outDir)!;
-            CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
+            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g) : null;
             using var stop = StopSignal.Listen();
             Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit),
@@ -201,7 +201,7 @@ internal static class Commands
             var records = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
             ReportSkipped(records.Skipped, errors);
             var dir = r.GetValue(outDir)!;
-            CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
+            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
             using var stop = StopSignal.Listen();
             Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force));
             return 0;
@@ -300,14 +300,6 @@ internal static class Commands
             return 0;
         });
         return c;
-    }
-
-    /// <summary>Refuses a non-empty --out early (before any work), without creating anything.</summary>
-    private static void CheckOutput(string dir, bool force, bool resume)
-    {
-        if (resume && !Directory.Exists(dir)) throw new PpoSharpException($"{dir}: nothing to resume (directory not found)");
-        if (!resume && !force && Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
-            throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
     }
 
     private static void ReportSkipped(IReadOnlyList<string> skipped, TextWriter errors)

@@ -143,4 +143,19 @@ public class AlgorithmTests
         var r = RewardShaping.Rewards(tensor(new float[] { 2, 3 }), kl, mask, beta: 0.5);
         Close([-0.05f, -0.1f + 2, 0, -0.2f, -0.25f, -0.3f + 3], F(r));
     }
+
+    [Fact]
+    public void SequenceKl_SumsK1OverValidTokensOnly()
+    {
+        // k1 = (-1 + 1.5) + (-2 + 2) = 0.5 over the two valid tokens; the masked third (-3 vs -1) does not count
+        Close([0.5f], F(SequenceKl.Compute(T(-1, -2, -3), T(-1.5f, -2, -1), M(1, 1, 0))));
+    }
+
+    [Fact]
+    public void EndedWithEos_CountsEosInsideTheMaskOnly()
+    {
+        var responses = tensor(new long[] { 5, 9, 0, 5, 5, 5, 5, 0, 9 }, [3, 3]);
+        var mask = tensor(new[] { true, true, false, true, true, true, true, false, false }, [3, 3]);
+        Assert.Equal(new[] { true, false, false }, Models.Sampling.EndedWithEos(responses, mask, eos: 9).data<bool>().ToArray());
+    }
 }

@@ -22,6 +22,14 @@ public static class Kl
     }
 }
 
+/// <summary>Per-sequence KL of sampled responses.</summary>
+public static class SequenceKl
+{
+    /// <summary>Monte-Carlo KL(pi || pi_ref) of each sequence: sum over valid tokens of k1 = log pi - log pi_ref. (B, T) -> (B).</summary>
+    public static Tensor Compute(Tensor logp, Tensor refLogp, Tensor mask) =>
+        (Kl.PerToken(logp, refLogp, KlEstimator.K1) * mask.to(logp.dtype)).sum(1);
+}
+
 /// <summary>The KL coefficient beta: fixed, or adapted towards a target KL.</summary>
 public sealed class KlController(double initial, double? target, double horizon)
 {

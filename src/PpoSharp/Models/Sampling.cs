@@ -28,6 +28,9 @@ public static class Sampling
     /// <summary>Position ids (B, T) of a left-padded batch from its mask (B, T): 0 at each row's first real token.</summary>
     public static Tensor PositionIds(Tensor mask) => (mask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0);
 
+    /// <summary>Whether each row's response (B, N) ended with EOS within its mask (B, N), rather than at the length cap: (B) bool.</summary>
+    public static Tensor EndedWithEos(Tensor responses, Tensor mask, int eos) => responses.eq(eos).logical_and(mask).any(1);
+
     /// <summary>Left-pads token lists into ids (B, P) and a bool mask (B, P).</summary>
     public static (Tensor Ids, Tensor Mask) LeftPad(IReadOnlyList<IReadOnlyList<int>> rows, int pad, Device? device = null)
     {

@@ -76,7 +76,7 @@ public static class Demo
         var sftDir = Path.Combine(outDir, "sft");
         var records = Jsonl.ReadChat(Path.Combine(dataDir, TaskData.SftFile)).Records;
         var sft = RunSft(records, null, sftDir, c.Sft, log);
-        log.WriteLine($"sft: {sft.Steps} steps in {sft.Seconds:F0} s, loss {sft.FinalLoss:F3}, eval loss {sft.EvalLoss:F3}, {sft.TokensPerSecond:F0} tokens/s -> {sftDir}");
+        log.WriteLine(sft.Summary(sftDir));
 
         var rmDir = Path.Combine(outDir, "rm");
         var pairs = Jsonl.ReadPreferences(Path.Combine(dataDir, TaskData.PreferencesFile)).Records;
@@ -90,14 +90,14 @@ public static class Demo
         using var trainer = PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log, gold: c.Reward == DemoReward.Model ? rule : null);
         var (sftModel, tokenizer) = RunDirectory.LoadPolicy(sftDir);
         var training = trainer.Train(ppoDir);
-        log.WriteLine($"ppo: {training.Iterations} iterations in {training.Seconds:F0} s; sampled reward {training.FirstRewardMean:F3} (first 10%) -> {training.LastRewardMean:F3} (last 10%), kl {training.LastKl:F3} -> {ppoDir}");
+        log.WriteLine(training.Summary(ppoDir));
 
         using var generator = new torch.Generator((ulong)c.Seed);
         int maxNew = c.Ppo.ResponseLength;
         var result = new DemoResult(
             Evaluator.Evaluate(sftModel, tokenizer, heldOut, rule, maxNew),
             Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, rule, maxNew),
-            Evaluator.KlToReference(sftModel, sftModel, tokenizer, heldOut, maxNew, generator),
+            0.0,                                                  // the SFT model is the reference: KL 0 by definition
             Evaluator.KlToReference(trainer.Actor, sftModel, tokenizer, heldOut, maxNew, generator),
             training, rm);
         PrintSummary(result, log);
@@ -121,7 +121,7 @@ public static class Demo
             model = new Gpt(config.ModelConfig(tokenizer.VocabSize));
         }
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
-        RunDirectory.PrepareOutput(outDir, force || !Directory.Exists(outDir), resume);
+        RunDirectory.PrepareOutput(outDir, force, resume);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
     }
 
@@ -133,7 +133,7 @@ public static class Demo
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
         var model = new RewardModel(backbone);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
-        RunDirectory.PrepareOutput(outDir, force || !Directory.Exists(outDir), resume);
+        RunDirectory.PrepareOutput(outDir, force, resume);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }
 
@@ -149,7 +149,7 @@ public static class Demo
         var before = Eval();
         var result = trainer.Train(outDir, resume, stop);
         var after = Eval();
-        log.WriteLine($"ppo: {result.Iterations} iterations in {result.Seconds:F0} s; sampled reward {result.FirstRewardMean:F3} (first 10%) -> {result.LastRewardMean:F3} (last 10%), kl {result.LastKl:F3} -> {outDir}");
+        log.WriteLine(result.Summary(outDir));
         if (before != null && after != null)
             log.WriteLine($"ppo: held-out greedy {(gold is null ? "reward" : $"gold reward ({gold.Name})")} {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
         return (result, before, after);

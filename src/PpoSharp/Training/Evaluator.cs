@@ -1,3 +1,4 @@
+using PpoSharp.Algorithms;
 using PpoSharp.Data;
 using PpoSharp.Models;
 using PpoSharp.Rewards;
@@ -60,8 +61,9 @@ public static class Evaluator
             var sequences = cat([ids, g.Responses], 1);                                           // (B, P+N)
             var full = cat([mask, g.Mask], 1);
             long p = ids.shape[1];
-            var kl = ResponseScoring.LogProbs(policy, sequences, full, p, 1.0) - ResponseScoring.LogProbs(reference, sequences, full, p, 1.0);   // (B, N)
-            total += (kl * g.Mask.to(kl.dtype)).sum().item<float>();
+            var logp = ResponseScoring.LogProbs(policy, sequences, full, p, 1.0);                 // (B, N)
+            var refLogp = ResponseScoring.LogProbs(reference, sequences, full, p, 1.0);           // (B, N)
+            total += SequenceKl.Compute(logp, refLogp, g.Mask).sum().item<float>();
         }
         return total / prompts.Count;
     }

@@ -15,7 +15,11 @@ namespace PpoSharp.Training;
 public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished PPO run.</summary>
-public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds);
+public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds)
+{
+    public string Summary(string dir) =>
+        $"ppo: {Iterations} iterations in {Seconds:F0} s; sampled reward {FirstRewardMean:F3} (first 10%) -> {LastRewardMean:F3} (last 10%), kl {LastKl:F3} -> {dir}";
+}
 
 /// <summary>
 /// PPO for a causal LM, as in the notes: prompt batch -> actor generates (old log-probs) -> reward -> critic values ->
@@ -236,7 +240,7 @@ public sealed class PpoTrainer : IDisposable
         var gold = _gold is null ? null : tensor(_gold.Score(inputs).Select(s => (float)s).ToArray());   // (B)
         if (_config.MissingEosPenalty > 0)
         {
-            var hasEos = generation.Responses.eq(_tokenizer.Special.Eos).logical_and(generation.Mask).any(1);
+            var hasEos = Sampling.EndedWithEos(generation.Responses, generation.Mask, _tokenizer.Special.Eos);   // (B)
             scores = scores - _config.MissingEosPenalty * hasEos.logical_not().to(scores.dtype);
         }
         if (_config.ScoreClip > 0) scores = scores.clamp(-_config.ScoreClip, _config.ScoreClip);
@@ -325,11 +329,10 @@ public sealed class PpoTrainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var mask = e.ResponseMask.to(ScalarType.Float32);
-        var seqKl = (Kl.PerToken(e.OldLogProbs, e.RefLogProbs, KlEstimator.K1) * mask).sum(1);   // (B)
-        double kl = seqKl.mean().item<float>();
+        double kl = SequenceKl.Compute(e.OldLogProbs, e.RefLogProbs, e.ResponseMask).mean().item<float>();
         double lengthMean = mask.sum(1).mean().item<float>();
-        double eosRate = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]).eq(_tokenizer.Special.Eos)
-            .logical_and(e.ResponseMask).any(1).to(ScalarType.Float32).mean().item<float>();
+        var responses = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]);                // (B, N)
+        double eosRate = Sampling.EndedWithEos(responses, e.ResponseMask, _tokenizer.Special.Eos).to(ScalarType.Float32).mean().item<float>();
         if (double.IsFinite(u.FirstRatioMean) && (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2))
             _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
         var row = new Dictionary<string, object>

@@ -29,17 +29,20 @@ public static class RunDirectory
     /// </summary>
     public static void PrepareOutput(string dir, bool force, bool resume = false)
     {
-        if (resume)
-        {
-            if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: nothing to resume (directory not found)");
-            return;
-        }
-        if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !force)
-            throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
+        CheckOutput(dir, force, resume);
+        if (resume) return;
         Directory.CreateDirectory(dir);
         if (!force) return;
         File.Delete(Path.Combine(dir, MetricsWriter.FileName));
         if (Directory.Exists(Checkpoints.Root(dir))) Directory.Delete(Checkpoints.Root(dir), recursive: true);
+    }
+
+    /// <summary>The checks of <see cref="PrepareOutput"/> alone, writing nothing (commands run them before any work).</summary>
+    public static void CheckOutput(string dir, bool force, bool resume)
+    {
+        if (resume && !Directory.Exists(dir)) throw new PpoSharpException($"{dir}: nothing to resume (directory not found)");
+        if (!resume && !force && Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
+            throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
     }
 
     public static void Save(string dir, string kind, nn.Module model, GptConfig config, ITokenizer tokenizer, object training)

@@ -16,7 +16,11 @@ public sealed record SftExample(int[] Ids, bool[] Trained, Source Source);
 public sealed record StepState(int Step, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished SFT run.</summary>
-public sealed record SftResult(int Steps, double FinalLoss, double? EvalLoss, double Seconds, double TokensPerSecond);
+public sealed record SftResult(int Steps, double FinalLoss, double? EvalLoss, double Seconds, double TokensPerSecond)
+{
+    public string Summary(string dir) =>
+        $"sft: {Steps} steps in {Seconds:F0} s, loss {FinalLoss:F3}, eval loss {EvalLoss:F3}, {TokensPerSecond:F0} tokens/s -> {dir}";
+}
 
 /// <summary>
 /// Supervised fine-tuning: next-token cross-entropy on assistant tokens only (prompt tokens masked), AdamW with
