@@ -43,6 +43,44 @@ public class ModelTests
     }
 
     [Fact]
+    public void Generate_UnpaddedBatchWithCache_EqualsUncached()
+    {
+        var model = TestSupport.TinyModel(seed: 12);
+        var (ids, mask) = Prompts([1, 2, 3], [4, 5, 6]);                          // no pads: decode steps run without a mask
+        var o = new SamplingOptions(MaxNewTokens: 10, Temperature: 1.2);
+        using var a = Sampling.Generate(model, ids, mask, o, Special, new Generator(5), useCache: true);
+        using var b = Sampling.Generate(model, ids, mask, o, Special, new Generator(5), useCache: false);
+        Assert.Equal(b.Responses.data<long>().ToArray(), a.Responses.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Hidden_InCachedChunks_EqualsOneForward()
+    {
+        var model = TestSupport.TinyModel(seed: 13);
+        var ids = tensor(new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, [2, 6]);
+        using var _ = no_grad();
+        using var cache = new KvCache(model.Config, 2, 6, ScalarType.Float32, CPU);
+        var first = model.Hidden(ids.narrow(1, 0, 2), cache: cache);              // (2, 2, C), causal from position 0
+        var rest = model.Hidden(ids.narrow(1, 2, 4), cache: cache);               // (2, 4, C), 4 queries after 2 cached keys
+        var whole = model.Hidden(ids);                                           // (2, 6, C)
+        Assert.True(whole.narrow(1, 0, 2).allclose(first, rtol: 1e-4, atol: 1e-5));
+        Assert.True(whole.narrow(1, 2, 4).allclose(rest, rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Fact]
+    public void NextToken_SamplesTheSoftmaxDistribution_AndNeverARemovedToken()
+    {
+        var probs = new[] { 0.05, 0.15, 0.3, 0.5 };
+        var logits = tensor(probs.Select(p => (float)Math.Log(p)).ToArray(), [1, 4]).expand(40000, 4);   // (N, 4)
+        var drawn = Sampling.NextToken(logits, new SamplingOptions(), new Generator(3)).bincount(null, 4).to(ScalarType.Float64) / 40000;
+        for (int i = 0; i < 4; i++) Assert.InRange(drawn[i].item<double>(), probs[i] - 0.01, probs[i] + 0.01);   // 4 sigma at most
+
+        var top2 = Sampling.NextToken(logits, new SamplingOptions(TopK: 2), new Generator(3)).bincount(null, 4).to(ScalarType.Float64) / 40000;
+        Assert.Equal(0.0, top2[0].item<double>() + top2[1].item<double>());
+        Assert.InRange(top2[2].item<double>(), 0.375 - 0.01, 0.375 + 0.01);     // 0.3 / (0.3 + 0.5)
+    }
+
+    [Fact]
     public void LeftPadding_DoesNotChangeRowLogits()
     {
         var model = TestSupport.TinyModel(seed: 5);

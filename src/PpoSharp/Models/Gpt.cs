@@ -44,9 +44,9 @@ public sealed class Gpt : Module<Tensor, Tensor>
         if (past + t > Config.ContextLength && positions is null)
             throw new ArgumentException($"sequence of {past + t} tokens exceeds context_length {Config.ContextLength}");
         positions ??= arange(past, past + t, dtype: int64, device: ids.device).unsqueeze(0).expand(b, t);   // (B, T)
-        var mask = keyMask is null && cache is null ? null : AttentionMask(b, t, past, keyMask, ids.device);  // (B, 1, T, L)
+        var mask = AttentionMask(b, t, past, keyMask, wte.weight!.dtype, ids.device);                                    // (B, 1, T, L) or none
         var x = wte.forward(ids) + wpe.forward(positions);                                              // (B, T, C)
-        for (int i = 0; i < blocks.Count; i++) x = blocks[i].Forward(x, mask, cache);
+        for (int i = 0; i < blocks.Count; i++) x = blocks[i].Forward(x, mask, causal: mask is null && t > 1, cache);
         cache?.Advance((int)t);
         return ln_f.forward(x).MoveToOuterDisposeScope();                                             // (B, T, C)
     }
@@ -58,17 +58,26 @@ public sealed class Gpt : Module<Tensor, Tensor>
     public override Tensor forward(Tensor ids) => Logits(Hidden(ids));
 
     /// <summary>
-    /// Which keys each query may attend (true = attend), (B, 1, T, L): causal over absolute indices, real keys only,
-    /// and always itself, so that a pad query never has an empty row (which would give NaN and poison the cache).
+    /// Additive attention mask (B, 1, T, L), 0 where a query may attend and -inf elsewhere: causal over absolute
+    /// indices, real keys only, and always itself, so that a pad query never has an empty row (which would give NaN and
+    /// poison the cache). Built once per forward and shared by every layer. Null where no mask is needed: plain causal
+    /// attention from position 0 (the caller passes is_causal), or a single new query over an unpadded cache.
     /// </summary>
-    private static Tensor AttentionMask(long b, long t, int past, Tensor? keyMask, Device device)
+    private static Tensor? AttentionMask(long b, long t, int past, Tensor? keyMask, ScalarType dtype, Device device)
     {
+        if (keyMask is null && (past == 0 || t == 1)) return null;
         long l = past + t;
-        var q = arange(past, l, dtype: int64, device: device).view(t, 1);    // (T, 1)
-        var k = arange(0, l, dtype: int64, device: device).view(1, l);       // (1, L)
-        var allowed = k.le(q).unsqueeze(0);                                  // (1, T, L)
-        if (keyMask is not null) allowed = allowed.logical_and(keyMask.to(ScalarType.Bool).view(b, 1, l));  // (B, T, L)
-        return allowed.logical_or(k.eq(q).unsqueeze(0)).expand(b, t, l).unsqueeze(1);                   // (B, 1, T, L)
+        Tensor allowed;                                                          // (B or 1, T, L) bool
+        if (t == 1) allowed = keyMask!.to(ScalarType.Bool).index_fill(1, tensor(l - 1), true).view(b, 1, l);  // decode: all earlier keys are causal
+        else
+        {
+            var q = arange(past, l, dtype: int64, device: device).view(t, 1);  // (T, 1)
+            var k = arange(0, l, dtype: int64, device: device).view(1, l);     // (1, L)
+            allowed = k.le(q).unsqueeze(0);                                    // (1, T, L)
+            if (keyMask is not null) allowed = allowed.logical_and(keyMask.to(ScalarType.Bool).view(b, 1, l)).logical_or(k.eq(q).unsqueeze(0));
+        }
+        return zeros(1, dtype: dtype, device: device).masked_fill(allowed.logical_not(), double.NegativeInfinity)
+            .expand(b, t, l).unsqueeze(1);                                       // (B, 1, T, L)
     }
 
     /// <summary>nanoGPT's init: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 n_layer).</summary>
@@ -108,13 +117,13 @@ public sealed class Gpt : Module<Tensor, Tensor>
             RegisterComponents();
         }
 
-        public Tensor Forward(Tensor x, Tensor? mask, KvCache? cache)
+        public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache)
         {
-            x = x + Attention(ln_1.forward(x), mask, cache);                              // (B, T, C)
+            x = x + Attention(ln_1.forward(x), mask, causal, cache);                              // (B, T, C)
             return x + mlp_proj.forward(functional.gelu(c_fc.forward(ln_2.forward(x))));    // (B, T, C)
         }
 
-        private Tensor Attention(Tensor x, Tensor? mask, KvCache? cache)
+        private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache)
         {
             long b = x.shape[0], t = x.shape[1], c = x.shape[2], hd = c / _heads;
             var qkv = c_attn.forward(x).split(c, dim: 2);                           // 3 x (B, T, C)
@@ -122,9 +131,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
             var k = qkv[1].view(b, t, _heads, hd).transpose(1, 2);                  // (B, H, T, hd)
             var v = qkv[2].view(b, t, _heads, hd).transpose(1, 2);                  // (B, H, T, hd)
             if (cache is not null) (k, v) = cache.Append(_layer, k, v);             // (B, H, L, hd)
-            var y = mask is null
-                ? functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-                : functional.scaled_dot_product_attention(q, k, v, attn_mask: mask); // (B, H, T, hd)
+            var y = functional.scaled_dot_product_attention(q, k, v, attn_mask: mask, is_casual: causal);  // (B, H, T, hd)
             return c_proj.forward(y.transpose(1, 2).contiguous().view(b, t, c));    // (B, T, C)
         }
     }
