@@ -126,13 +126,11 @@ public sealed class Gpt : Module<Tensor, Tensor>
         private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache)
         {
             long b = x.shape[0], t = x.shape[1], c = x.shape[2], hd = c / _heads;
-            var qkv = c_attn.forward(x).split(c, dim: 2);                           // 3 x (B, T, C)
-            var q = qkv[0].view(b, t, _heads, hd).transpose(1, 2);                  // (B, H, T, hd)
-            var k = qkv[1].view(b, t, _heads, hd).transpose(1, 2);                  // (B, H, T, hd)
-            var v = qkv[2].view(b, t, _heads, hd).transpose(1, 2);                  // (B, H, T, hd)
-            if (cache is not null) (k, v) = cache.Append(_layer, k, v);             // (B, H, L, hd)
-            var y = functional.scaled_dot_product_attention(q, k, v, attn_mask: mask, is_casual: causal);  // (B, H, T, hd)
-            return c_proj.forward(y.transpose(1, 2).contiguous().view(b, t, c));    // (B, T, C)
+            var qkv = c_attn.forward(x).view(b, t, 3, _heads, hd).permute(2, 0, 3, 1, 4);  // (3, B, H, T, hd)
+            var q = qkv[0];                                                                 // (B, H, T, hd)
+            var kv = cache?.Append(_layer, qkv.narrow(0, 1, 2)) ?? qkv.narrow(0, 1, 2);      // (2, B, H, L, hd)
+            var y = functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask: mask, is_casual: causal);  // (B, H, T, hd)
+            return c_proj.forward(y.transpose(1, 2).reshape(b, t, c));                       // (B, T, C)
         }
     }
 }

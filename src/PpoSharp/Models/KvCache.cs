@@ -8,30 +8,21 @@ namespace PpoSharp.Models;
 /// </summary>
 public sealed class KvCache : IDisposable
 {
-    private readonly Tensor[] _keys, _values;   // per layer (B, H, Tmax, hd)
+    private readonly Tensor[] _kv;   // per layer (2, B, H, Tmax, hd): keys, then values
 
-    public KvCache(GptConfig config, long batch, long maxLength, ScalarType dtype, Device device)
-    {
-        _keys = new Tensor[config.NLayer];
-        _values = new Tensor[config.NLayer];
-        for (int i = 0; i < config.NLayer; i++)
-        {
-            _keys[i] = zeros([batch, config.NHead, maxLength, config.HeadDim], dtype, device);
-            _values[i] = zeros([batch, config.NHead, maxLength, config.HeadDim], dtype, device);
-        }
-    }
+    public KvCache(GptConfig config, long batch, long maxLength, ScalarType dtype, Device device) =>
+        _kv = Enumerable.Range(0, config.NLayer).Select(_ => zeros([2, batch, config.NHead, maxLength, config.HeadDim], dtype, device)).ToArray();
 
     public int Length { get; private set; }
-    public long Capacity => _keys[0].shape[2];
+    public long Capacity => _kv[0].shape[3];
 
-    /// <summary>Stores k, v (B, H, T, hd) after the current length; returns views of all stored (B, H, Length+T, hd).</summary>
-    public (Tensor Keys, Tensor Values) Append(int layer, Tensor k, Tensor v)
+    /// <summary>Stores keys and values kv (2, B, H, T, hd) after the current length; returns a view of all stored (2, B, H, Length+T, hd).</summary>
+    public Tensor Append(int layer, Tensor kv)
     {
-        long t = k.shape[2];
+        long t = kv.shape[3];
         if (Length + t > Capacity) throw new InvalidOperationException($"KV cache full: {Length} + {t} > {Capacity}");
-        _keys[layer].narrow(2, Length, t).copy_(k);
-        _values[layer].narrow(2, Length, t).copy_(v);
-        return (_keys[layer].narrow(2, 0, Length + t), _values[layer].narrow(2, 0, Length + t));
+        _kv[layer].narrow(3, Length, t).copy_(kv);
+        return _kv[layer].narrow(3, 0, Length + t);
     }
 
     /// <summary>Called once per forward, after every layer has appended <paramref name="t"/> positions.</summary>
@@ -39,6 +30,6 @@ public sealed class KvCache : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in _keys.Concat(_values)) t.Dispose();
+        foreach (var t in _kv) t.Dispose();
     }
 }
