@@ -22,4 +22,12 @@ public class BenchTests
         Assert.Equal(6.0 * 1000 + 12.0 * 4 * 256 * 128, Bench.TrainFlopsPerToken(1000, c, 128));
         Assert.Equal(2.0 * 1000 + 4.0 * 4 * 256 * 80, Bench.GenerateFlopsPerToken(1000, c, 80));
     }
+
+    [Fact]
+    public void GenerateBytesPerStep_IsWeightsOncePlusEachRowsKeysAndValues()
+    {
+        var c = new GptConfig(512, 128, 4, 4, 256);
+        // 1000 weights x 4 bytes, plus 64 rows x 4 layers x (keys + values) x 256 floats x 100 positions x 4 bytes
+        Assert.Equal(4000.0 + 64 * 4 * 2 * 256 * 100 * 4.0, Bench.GenerateBytesPerStep(1000, c, 64, 100));
+    }
 }

@@ -31,56 +31,73 @@ public static class Bench
     /// <summary>Generation FLOPs per token (forward only): 2 N + 4 L d C, with C the mean number of cached positions attended.</summary>
     public static double GenerateFlopsPerToken(long matmulParameters, GptConfig c, double meanContext) => 2.0 * matmulParameters + 4.0 * c.NLayer * c.DModel * meanContext;
 
+    /// <summary>
+    /// Bytes a decode step reads from memory: every matmul weight once (4 bytes each) plus, for each of the batch rows,
+    /// the cached keys and values of every layer, 2 L d C floats (C the mean number of cached positions). At batch 64
+    /// the cache dominates, so generation is bound by memory bandwidth rather than by arithmetic.
+    /// </summary>
+    public static double GenerateBytesPerStep(long matmulParameters, GptConfig c, int batch, double meanContext) =>
+        4.0 * matmulParameters + 4.0 * 2 * c.NLayer * c.DModel * meanContext * batch;
+
     public static Dictionary<string, object> Run(bool quick, TextWriter log)
     {
         torch.set_num_threads(Environment.ProcessorCount);
         var r = new Dictionary<string, object> { ["threads"] = torch.get_num_threads(), ["quick"] = quick };
-        // This machine's throughput drifts (a shared host): the GEMM is measured before each section, and every MFU is
-        // taken against the best of them, the machine's demonstrated limit (the worst is reported beside it).
-        var limits = new List<double>();
-        double Limit()
+        // This host's throughput drifts by up to 2x within minutes (other tenants), so every MFU is the median of paired
+        // ratios: a workload's FLOP/s over the GEMM FLOP/s measured just before it. gemm_gflops is the median of those GEMMs.
+        var gemms = new List<double>();
+        (double Seconds, double Mfu) Paired(Func<double> seconds, double flops, int pairs)
         {
-            limits.Add(Gemm(1024, quick ? 11 : 21));
-            return limits[^1];
+            var runs = Enumerable.Range(0, pairs).Select(_ =>
+            {
+                gemms.Add(Gemm(1024, 5, warmSeconds: 0.05));
+                double t = seconds();
+                return (Seconds: t, Mfu: flops / t / 1e9 / gemms[^1]);
+            }).ToList();
+            return (Median(runs.Select(x => x.Seconds).ToList()), Median(runs.Select(x => x.Mfu).ToList()));
         }
-        double first = Limit();
+        double first = Gemm(1024, quick ? 11 : 21);
         r["gemm_gflops_2048x256x1024"] = Gemm(2048, quick ? 11 : 21, k: 256, n: 1024);
-        log.WriteLine($"bench: fp32 GEMM 1024^3 {first:F1} GFLOP/s");
+        log.WriteLine($"bench: fp32 GEMM 1024^3 {first:F1} GFLOP/s, 2048x256x1024 {r["gemm_gflops_2048x256x1024"]:F1} GFLOP/s");
 
         foreach (int d in new[] { 256, 512 })
         {
-            Limit();
-            var (tps, gflops) = Train(d, quick ? 3 : 8);
-            (r[$"train_tokens_per_second_d{d}"], r[$"train_gflops_d{d}"]) = (tps, gflops);
-            log.WriteLine($"bench: train d_model {d}: {tps:F0} tokens/s, {gflops:F1} GFLOP/s");
+            var (seconds, mfu, flops) = Train(d, (step, stepFlops) => Paired(step, stepFlops, quick ? 3 : 8));
+            (r[$"train_tokens_per_second_d{d}"], r[$"train_mfu_d{d}"]) = (TrainTokens / seconds, mfu);
+            log.WriteLine($"bench: train d_model {d}: {TrainTokens / seconds:F0} tokens/s, {flops / seconds / 1e9:F1} GFLOP/s, MFU {mfu:F2}");
         }
 
+        r["memory_gbps"] = MemoryGbps();
+        log.WriteLine($"bench: memory read bandwidth {r["memory_gbps"]:F1} GB/s");
         var gen = GenerateModel();
+        long n = MatmulParameters(gen);
+        var seconds256 = new Dictionary<int, double>();
         foreach (int b in new[] { 1, 64 })
         {
-            Limit();
-            var (seconds, tps, gflops) = Generate(gen, b, 256, true);
-            (r[$"generate_tokens_per_second_b{b}"], r[$"generate_gflops_b{b}"]) = (tps, gflops);
-            log.WriteLine($"bench: generate batch {b}, 256 new tokens: {seconds:F2} s, {tps:F0} tokens/s, {gflops:F1} GFLOP/s");
+            double flops = b * 256 * GenerateFlopsPerToken(n, gen.Config, PromptTokens + 128);
+            var (seconds, mfu) = Paired(() => Generate(gen, b, 256, true), flops, 3);
+            seconds256[b] = seconds;
+            double gbps = GenerateBytesPerStep(n, gen.Config, b, PromptTokens + 128) * 256 / seconds / 1e9;
+            (r[$"generate_tokens_per_second_b{b}"], r[$"generate_mfu_b{b}"]) = (b * 256 / seconds, mfu);
+            (r[$"generate_gbps_b{b}"], r[$"generate_bandwidth_fraction_b{b}"]) = (gbps, gbps / (double)r["memory_gbps"]);
+            log.WriteLine($"bench: generate batch {b}, 256 new tokens: {seconds:F2} s, {b * 256 / seconds:F0} tokens/s, MFU {mfu:F3}, {gbps:F1} GB/s read");
         }
+        // Ratios of times come from back-to-back pairs too (median of the pair ratios).
         int speedupTokens = quick ? 128 : 256;
-        double cached = Generate(gen, 1, speedupTokens, true).Seconds, uncached = Generate(gen, 1, speedupTokens, false).Seconds;
-        r["kv_cache_speedup"] = uncached / cached;
+        r["kv_cache_speedup"] = PairedRatio(() => Generate(gen, 1, speedupTokens, false), () => Generate(gen, 1, speedupTokens, true), 3);
         r["kv_cache_speedup_tokens"] = speedupTokens;
-        double t256 = Generate(gen, 16, 256, true).Seconds, t512 = Generate(gen, 16, 512, true).Seconds;
-        r["generate_time_scaling"] = t512 / t256;
-        log.WriteLine($"bench: KV cache speed-up {uncached / cached:F1}x at {speedupTokens} tokens; 512 vs 256 new tokens: {t512 / t256:F2}x the time");
+        r["generate_time_scaling"] = PairedRatio(() => Generate(gen, 1, 512, true), () => Generate(gen, 1, 256, true), 5);
+        r["generate_time_scaling_b64"] = PairedRatio(() => Generate(gen, 64, 512, true), () => Generate(gen, 64, 256, true), quick ? 1 : 3);
+        log.WriteLine($"bench: batch 1: KV cache speed-up {r["kv_cache_speedup"]:F1}x at {speedupTokens} tokens; 512 vs 256 new tokens: {r["generate_time_scaling"]:F2}x the time "
+            + $"(batch 64: {r["generate_time_scaling_b64"]:F2}x, attention over the longer cache)");
 
         PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
         r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
-        Limit();
-        double best = limits.Max();
-        (r["gemm_gflops"], r["gemm_gflops_min"]) = (best, limits.Min());
-        foreach (var key in r.Keys.Where(k => k.Contains("_gflops_", StringComparison.Ordinal) && !k.StartsWith("gemm", StringComparison.Ordinal)).ToList())
-            r[key.Replace("_gflops_", "_mfu_")] = (double)r[key] / best;
+        (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(gemms), gemms.Min(), gemms.Max());
         (r["train_tokens_per_second"], r["train_mfu"]) = (r["train_tokens_per_second_d256"], r["train_mfu_d256"]);
         (r["generate_tokens_per_second"], r["generate_mfu"]) = (r["generate_tokens_per_second_b64"], r["generate_mfu_b64"]);
-        log.WriteLine($"bench: GEMM limit {best:F1} GFLOP/s (lowest seen {limits.Min():F1}); train MFU {r["train_mfu"]:F2} (d 256), {r["train_mfu_d512"]:F2} (d 512); generate MFU {r["generate_mfu"]:F3} (batch 64), {r["generate_mfu_b1"]:F3} (batch 1)");
+        log.WriteLine($"bench: GEMM {r["gemm_gflops"]:F1} GFLOP/s (median; {gemms.Min():F1} to {gemms.Max():F1}); train MFU {r["train_mfu"]:F2} (d 256), {r["train_mfu_d512"]:F2} (d 512); "
+            + $"generate MFU {r["generate_mfu"]:F3} (batch 64), {r["generate_mfu_b1"]:F3} (batch 1)");
         return r;
     }
 
@@ -94,23 +111,28 @@ public static class Bench
     }
 
     /// <summary>Median GFLOP/s of an (m x k) by (k x n) fp32 matmul, after half a second of warm-up (threads, caches, clock).</summary>
-    private static double Gemm(int m, int repeats, int? k = null, int? n = null)
+    private static double Gemm(int m, int repeats, int? k = null, int? n = null, double warmSeconds = 0.5)
     {
         using var scope = NewDisposeScope();
         var a = randn(m, k ?? m);
         var b = randn(k ?? m, n ?? m);
         double flops = 2.0 * m * (k ?? m) * (n ?? m);
-        for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < 0.5;) a.matmul(b).Dispose();
+        for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < warmSeconds;) a.matmul(b).Dispose();
         var times = Enumerable.Range(0, repeats).Select(_ => Time(() => a.matmul(b).Dispose())).ToList();
         return flops / Median(times) / 1e9;
     }
 
-    /// <summary>Tokens/s and MFU of forward + backward + AdamW on a 4-layer model, vocabulary 512, batch 16 x 128.</summary>
-    private static (double TokensPerSecond, double Gflops) Train(int d, int steps)
+    private const int TrainTokens = 16 * 128;
+
+    /// <summary>
+    /// Forward + backward + AdamW on a 4-layer model, vocabulary 512, batch 16 x 128: one warm-up step, then
+    /// <paramref name="measure"/> times the step (given the step and its FLOPs); returns its figures and the step's FLOPs.
+    /// </summary>
+    private static (double Seconds, double Mfu, double Flops) Train(int d, Func<Func<double>, double, (double Seconds, double Mfu)> measure)
     {
         manual_seed(0);
         var config = new GptConfig(512, 128, 4, d / 64, d);
-        var model = new Gpt(config);
+        using var model = new Gpt(config);
         model.train();
         using var optimizer = optim.AdamW(model.parameters(), lr: 1e-4);
         var ids = randint(0, 512, [16, 128]);
@@ -123,9 +145,9 @@ public static class Bench
             optimizer.step();
         });
         Step();
-        double seconds = Median(Enumerable.Range(0, steps).Select(_ => Step()).ToList());
-        double tps = 16 * 128 / seconds;
-        return (tps, tps * TrainFlopsPerToken(MatmulParameters(model), config, 128) / 1e9);
+        double flops = TrainTokens * TrainFlopsPerToken(MatmulParameters(model), config, 128);
+        var (seconds, mfu) = measure(Step, flops);
+        return (seconds, mfu, flops);
     }
 
     private static Gpt GenerateModel()
@@ -136,18 +158,25 @@ public static class Bench
         return model;
     }
 
-    /// <summary>Seconds, generated tokens/s and achieved GFLOP/s of sampling <paramref name="newTokens"/> tokens for a batch of 16-token prompts.</summary>
-    private static (double Seconds, double TokensPerSecond, double Gflops) Generate(Gpt model, int batch, int newTokens, bool cache)
+    private const int PromptTokens = 16;
+
+    /// <summary>Seconds to sample <paramref name="newTokens"/> tokens for a batch of 16-token prompts (EOS never ends a row early).</summary>
+    private static double Generate(Gpt model, int batch, int newTokens, bool cache)
     {
         using var scope = NewDisposeScope();
         var special = new SpecialTokenIds(0, -1, 1, 2, 3);                     // EOS -1 never matches: every row runs to the cap
-        var prompts = randint(4, 512, [batch, 16]);
-        var mask = ones(batch, 16, ScalarType.Bool);
-        var options = new SamplingOptions(newTokens);
-        double seconds = Time(() => Sampling.Generate(model, prompts, mask, options, special, new Generator(1), cache).Dispose());
-        double tps = batch * newTokens / seconds;
-        double flops = GenerateFlopsPerToken(MatmulParameters(model), model.Config, 16 + newTokens / 2.0);
-        return (seconds, tps, tps * flops / 1e9);
+        var prompts = randint(4, 512, [batch, PromptTokens]);
+        var mask = ones(batch, PromptTokens, ScalarType.Bool);
+        return Time(() => Sampling.Generate(model, prompts, mask, new SamplingOptions(newTokens), special, new Generator(1), cache).Dispose());
+    }
+
+    /// <summary>Median GB/s of reading a 256 MB tensor (a sum: one pass, nothing written), the bound for a decode step.</summary>
+    private static double MemoryGbps()
+    {
+        using var scope = NewDisposeScope();
+        var x = ones(64L << 20);
+        x.sum().Dispose();
+        return x.numel() * 4.0 / Median(Enumerable.Range(0, 9).Select(_ => Time(() => x.sum().Dispose())).ToList()) / 1e9;
     }
 
     /// <summary>PPO iteration time and phase shares on the sort task (default model), then RSS and live-tensor growth over a soak.</summary>
@@ -212,6 +241,10 @@ public static class Bench
         action();
         return clock.Elapsed.TotalSeconds;
     }
+
+    /// <summary>Median over <paramref name="pairs"/> back-to-back runs of numerator() / denominator().</summary>
+    private static double PairedRatio(Func<double> numerator, Func<double> denominator, int pairs) =>
+        Median(Enumerable.Range(0, pairs).Select(_ => numerator() / denominator()).ToList());
 
     private static double Median(List<double> xs)
     {
