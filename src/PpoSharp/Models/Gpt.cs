@@ -44,7 +44,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
         if (past + t > Config.ContextLength && positions is null)
             throw new ArgumentException($"sequence of {past + t} tokens exceeds context_length {Config.ContextLength}");
         positions ??= arange(past, past + t, dtype: int64, device: ids.device).unsqueeze(0).expand(b, t);   // (B, T)
-        var mask = AttentionMask(b, t, past, keyMask, wte.weight!.dtype, ids.device);                                    // (B, 1, T, L) or none
+        var mask = AttentionMask(b, t, past, keyMask, wte.weight!.dtype, ids.device);                 // (B, 1, T, L) or none
         var x = wte.forward(ids) + wpe.forward(positions);                                              // (B, T, C)
         for (int i = 0; i < blocks.Count; i++) x = blocks[i].Forward(x, mask, causal: mask is null && t > 1, cache);
         cache?.Advance((int)t);
@@ -68,7 +68,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
         if (keyMask is null && (past == 0 || t == 1)) return null;
         long l = past + t;
         Tensor allowed;                                                          // (B or 1, T, L) bool
-        if (t == 1) allowed = keyMask!.to(ScalarType.Bool).index_fill(1, tensor(l - 1), true).view(b, 1, l);  // decode: all earlier keys are causal
+        if (t == 1) allowed = keyMask!.to(ScalarType.Bool).index_fill(1, tensor(l - 1, device: device), true).view(b, 1, l);  // decode: all earlier keys are causal
         else
         {
             var q = arange(past, l, dtype: int64, device: device).view(t, 1);  // (T, 1)
@@ -119,7 +119,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
 
         public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache)
         {
-            x = x + Attention(ln_1.forward(x), mask, causal, cache);                              // (B, T, C)
+            x = x + Attention(ln_1.forward(x), mask, causal, cache);                       // (B, T, C)
             return x + mlp_proj.forward(functional.gelu(c_fc.forward(ln_2.forward(x))));    // (B, T, C)
         }
 
