@@ -43,40 +43,59 @@ public static class Bench
     {
         torch.set_num_threads(Environment.ProcessorCount);
         var r = new Dictionary<string, object> { ["threads"] = torch.get_num_threads(), ["quick"] = quick };
-        // This host's throughput drifts by up to 2x within minutes (other tenants), so every MFU is the median of paired
-        // ratios: a workload's FLOP/s over the GEMM FLOP/s measured just before it. gemm_gflops is the median of those GEMMs.
-        var gemms = new List<double>();
-        (double Seconds, double Mfu) Paired(Func<double> seconds, double flops, int pairs)
-        {
-            var runs = Enumerable.Range(0, pairs).Select(_ =>
-            {
-                gemms.Add(Gemm(1024, 5, warmSeconds: 0.05));
-                double t = seconds();
-                return (Seconds: t, Mfu: flops / t / 1e9 / gemms[^1]);
-            }).ToList();
-            return (Median(runs.Select(x => x.Seconds).ToList()), Median(runs.Select(x => x.Mfu).ToList()));
-        }
+        var limit = new PairedLimit();
         double first = Gemm(1024, quick ? 11 : 21);
         r["gemm_gflops_2048x256x1024"] = Gemm(2048, quick ? 11 : 21, k: 256, n: 1024);
         log.WriteLine($"bench: fp32 GEMM 1024^3 {first:F1} GFLOP/s, 2048x256x1024 {r["gemm_gflops_2048x256x1024"]:F1} GFLOP/s");
-
         foreach (int d in new[] { 256, 512 })
         {
-            var (seconds, mfu, flops) = Train(d, (step, stepFlops) => Paired(step, stepFlops, quick ? 3 : 8));
+            var (seconds, mfu, flops) = Train(d, (step, stepFlops) => limit.Measure(step, stepFlops, quick ? 3 : 8));
             (r[$"train_tokens_per_second_d{d}"], r[$"train_mfu_d{d}"]) = (TrainTokens / seconds, mfu);
             log.WriteLine($"bench: train d_model {d}: {TrainTokens / seconds:F0} tokens/s, {flops / seconds / 1e9:F1} GFLOP/s, MFU {mfu:F2}");
         }
-
         r["memory_gbps"] = MemoryGbps();
         log.WriteLine($"bench: memory read bandwidth {r["memory_gbps"]:F1} GB/s");
+        GenerateFigures(r, limit, quick, log);
+        PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
+        r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+        (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(limit.Gemms), limit.Gemms.Min(), limit.Gemms.Max());
+        (r["train_tokens_per_second"], r["train_mfu"]) = (r["train_tokens_per_second_d256"], r["train_mfu_d256"]);
+        (r["generate_tokens_per_second"], r["generate_mfu"]) = (r["generate_tokens_per_second_b64"], r["generate_mfu_b64"]);
+        log.WriteLine($"bench: GEMM {r["gemm_gflops"]:F1} GFLOP/s (median; {r["gemm_gflops_min"]:F1} to {r["gemm_gflops_max"]:F1}); train MFU {r["train_mfu"]:F2} (d 256), {r["train_mfu_d512"]:F2} (d 512); "
+            + $"generate MFU {r["generate_mfu"]:F3} (batch 64), {r["generate_mfu_b1"]:F3} (batch 1)");
+        return r;
+    }
+
+    /// <summary>
+    /// This host's throughput drifts by up to 2x within minutes (other tenants), so every MFU is the median of paired
+    /// ratios: a workload's FLOP/s over the GEMM FLOP/s measured just before it. gemm_gflops is the median of those GEMMs.
+    /// </summary>
+    private sealed class PairedLimit
+    {
+        public List<double> Gemms { get; } = [];
+
+        /// <summary>Median seconds and median MFU over <paramref name="pairs"/> (GEMM, workload) pairs.</summary>
+        public (double Seconds, double Mfu) Measure(Func<double> seconds, double flops, int pairs)
+        {
+            var runs = Enumerable.Range(0, pairs).Select(_ =>
+            {
+                Gemms.Add(Gemm(1024, 5, warmSeconds: 0.05));
+                double t = seconds();
+                return (Seconds: t, Mfu: flops / t / 1e9 / Gemms[^1]);
+            }).ToList();
+            return (Median(runs.Select(x => x.Seconds).ToList()), Median(runs.Select(x => x.Mfu).ToList()));
+        }
+    }
+
+    /// <summary>Generation at batch 1 and 64 (tokens/s, MFU, bytes read per second), the KV cache's speed-up and the time scaling.</summary>
+    private static void GenerateFigures(Dictionary<string, object> r, PairedLimit limit, bool quick, TextWriter log)
+    {
         var gen = GenerateModel();
         long n = MatmulParameters(gen);
-        var seconds256 = new Dictionary<int, double>();
         foreach (int b in new[] { 1, 64 })
         {
             double flops = b * 256 * GenerateFlopsPerToken(n, gen.Config, PromptTokens + 128);
-            var (seconds, mfu) = Paired(() => Generate(gen, b, 256, true), flops, 3);
-            seconds256[b] = seconds;
+            var (seconds, mfu) = limit.Measure(() => Generate(gen, b, 256, true), flops, 3);
             double gbps = GenerateBytesPerStep(n, gen.Config, b, PromptTokens + 128) * 256 / seconds / 1e9;
             (r[$"generate_tokens_per_second_b{b}"], r[$"generate_mfu_b{b}"]) = (b * 256 / seconds, mfu);
             (r[$"generate_gbps_b{b}"], r[$"generate_bandwidth_fraction_b{b}"]) = (gbps, gbps / (double)r["memory_gbps"]);
@@ -90,15 +109,6 @@ public static class Bench
         r["generate_time_scaling_b64"] = PairedRatio(() => Generate(gen, 64, 512, true), () => Generate(gen, 64, 256, true), quick ? 1 : 3);
         log.WriteLine($"bench: batch 1: KV cache speed-up {r["kv_cache_speedup"]:F1}x at {speedupTokens} tokens; 512 vs 256 new tokens: {r["generate_time_scaling"]:F2}x the time "
             + $"(batch 64: {r["generate_time_scaling_b64"]:F2}x, attention over the longer cache)");
-
-        PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
-        r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
-        (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(gemms), gemms.Min(), gemms.Max());
-        (r["train_tokens_per_second"], r["train_mfu"]) = (r["train_tokens_per_second_d256"], r["train_mfu_d256"]);
-        (r["generate_tokens_per_second"], r["generate_mfu"]) = (r["generate_tokens_per_second_b64"], r["generate_mfu_b64"]);
-        log.WriteLine($"bench: GEMM {r["gemm_gflops"]:F1} GFLOP/s (median; {gemms.Min():F1} to {gemms.Max():F1}); train MFU {r["train_mfu"]:F2} (d 256), {r["train_mfu_d512"]:F2} (d 512); "
-            + $"generate MFU {r["generate_mfu"]:F3} (batch 64), {r["generate_mfu_b1"]:F3} (batch 1)");
-        return r;
     }
 
     /// <summary>The figures as a two-column table.</summary>
