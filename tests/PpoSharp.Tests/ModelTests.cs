@@ -45,6 +45,48 @@ public class ModelTests
     }
 
     [Fact]
+    public void Generate_SplitOverWorkers_MatchesOneWorkerGreedy_AndEachShareDrawsItsOwnStream()
+    {
+        var model = TestSupport.TinyModel(seed: 9);
+        var rows = Enumerable.Range(0, 16).Select(i => (IReadOnlyList<int>)Enumerable.Range(1, 1 + i % 5).ToArray()).ToList();  // 1 to 5 tokens: padded
+        var (ids, mask) = Sampling.LeftPad(rows, Special.Pad);
+        var greedy = new SamplingOptions(MaxNewTokens: 12, Greedy: true);
+        using var one = Sampling.Generate(model, ids, mask, greedy, Special, workers: 1);
+        using var two = Sampling.Generate(model, ids, mask, greedy, Special, workers: 2);
+        Assert.Equal(one.Responses.data<long>().ToArray(), two.Responses.data<long>().ToArray());
+        Assert.Equal(one.Mask.data<bool>().ToArray(), two.Mask.data<bool>().ToArray());
+
+        var (same, sameMask) = Sampling.LeftPad(Enumerable.Repeat((IReadOnlyList<int>)[3, 1, 4], 16).ToList(), Special.Pad);
+        var hot = new SamplingOptions(MaxNewTokens: 12, Temperature: 2.0);
+        using var a = Sampling.Generate(model, same, sameMask, hot, Special, workers: 2, new Generator(5));
+        using var b = Sampling.Generate(model, same, sameMask, hot, Special, workers: 2, new Generator(5));
+        Assert.Equal(a.Responses.data<long>().ToArray(), b.Responses.data<long>().ToArray());
+        Assert.False(a.Responses.narrow(0, 0, 8).equal(a.Responses.narrow(0, 8, 8)).all().item<bool>());     // the two shares' samples differ
+    }
+
+    [Theory]
+    [InlineData(8, 1, false)]     // a single key
+    [InlineData(8, 13, true)]     // one block of eight keys and five more; some keys masked
+    [InlineData(24, 8, false)]    // a head size below the 64-column block
+    [InlineData(96, 21, true)]    // a 64-column block and 32 columns more
+    public void DecodeAttention_EqualsSdpa(int hd, int length, bool masked)
+    {
+        using var _ = no_grad();
+        manual_seed(hd + length);
+        long b = 3, h = 2;
+        var q = randn([b, 1, 3, h, hd]).permute(2, 0, 3, 1, 4)[0];                          // (B, H, 1, hd), strided like the model's
+        var kv = randn([2, b, h, length + 5, hd]).narrow(3, 0, length);                   // (2, B, H, L, hd), a view of a longer cache
+        Tensor? mask = null;
+        if (masked)
+        {
+            var keep = rand(b, length).gt(0.4).index_fill(1, tensor(length - 1L), true);     // (B, L); a query always sees itself
+            mask = zeros(b, 1, 1, length).masked_fill(keep.logical_not().view(b, 1, 1, length), double.NegativeInfinity);
+        }
+        var expected = nn.functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask: mask);   // (B, H, 1, hd)
+        Assert.True(DecodeAttention.Forward(q, kv, mask).allclose(expected, rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Fact]
     public void Hidden_InCachedChunks_EqualsOneForward()
     {
         var model = TestSupport.TinyModel(seed: 13);
@@ -124,16 +166,18 @@ public class ModelTests
         }
     }
 
-    [Fact]
-    public void Generate_EosChosen_StopsAfterOneTokenWithEosInMask()
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]      // both shares stop at once: the outputs are trimmed to one column
+    public void Generate_EosChosen_StopsAfterOneTokenWithEosInMask(int workers)
     {
         var model = TestSupport.TinyModel(seed: 9);
         ForceArgMax(model, Special.Eos);
-        var (ids, mask) = Prompts([1, 2, 3], [4]);
-        using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 8, Greedy: true), Special);
-        Assert.Equal(new long[] { 2, 1 }, g.Responses.shape);
-        Assert.Equal(new long[] { Special.Eos, Special.Eos }, g.Responses.data<long>().ToArray());
-        Assert.Equal(new[] { true, true }, g.Mask.data<bool>().ToArray());
+        var (ids, mask) = Prompts([1, 2, 3], [4], [5, 6], [7]);
+        using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 8, Greedy: true), Special, workers);
+        Assert.Equal(new long[] { 4, 1 }, g.Responses.shape);
+        Assert.Equal(Enumerable.Repeat((long)Special.Eos, 4), g.Responses.data<long>().ToArray());
+        Assert.All(g.Mask.data<bool>().ToArray(), Assert.True);
     }
 
     [Fact]

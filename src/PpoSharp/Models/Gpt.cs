@@ -129,7 +129,8 @@ public sealed class Gpt : Module<Tensor, Tensor>
             var qkv = c_attn.forward(x).view(b, t, 3, _heads, hd).permute(2, 0, 3, 1, 4);  // (3, B, H, T, hd)
             var q = qkv[0];                                                                 // (B, H, T, hd)
             var kv = cache?.Append(_layer, qkv.narrow(0, 1, 2)) ?? qkv.narrow(0, 1, 2);      // (2, B, H, L, hd)
-            var y = functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask: mask, is_casual: causal);  // (B, H, T, hd)
+            var y = cache is not null && DecodeAttention.Applies(q, kv, mask) ? DecodeAttention.Forward(q, kv, mask)
+                : functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask: mask, is_casual: causal);  // (B, H, T, hd)
             return c_proj.forward(y.transpose(1, 2).reshape(b, t, c));                       // (B, T, C)
         }
     }

@@ -85,19 +85,80 @@ public static class Sampling
         return searchsorted(cdf, u, right: true).squeeze(-1).clamp_max(logits.shape[^1] - 1).MoveToOuterDisposeScope();
     }
 
+    /// <summary>A batch is split only where every worker gets at least this many rows (below it, threads do not pay).</summary>
+    public const int MinRowsPerWorker = 8;
+
     /// <summary>
     /// Generates up to <see cref="SamplingOptions.MaxNewTokens"/> tokens for left-padded prompts (B, P) with mask (B, P),
     /// stopping rows at EOS and the batch when every row has stopped. <paramref name="useCache"/> = false recomputes the
-    /// whole sequence each step (for tests and the KV-cache benchmark).
+    /// whole sequence each step (for tests and the KV-cache benchmark). On the CPU a large batch is split into one
+    /// contiguous share of rows per torch thread (see <see cref="Generate(Gpt, Tensor, Tensor, SamplingOptions, SpecialTokenIds, int, Generator?, bool)"/>).
     /// </summary>
     public static Generation Generate(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         Generator? generator = null, bool useCache = true)
     {
+        int workers = prompts.device_type == DeviceType.CPU ? (int)Math.Clamp(prompts.shape[0] / MinRowsPerWorker, 1, get_num_threads()) : 1;
+        return Generate(model, prompts, promptMask, o, special, workers, generator, useCache);
+    }
+
+    /// <summary>
+    /// Generation by <paramref name="workers"/> threads, each running torch single-threaded on a contiguous share of the
+    /// rows with its own generator (seeded from <paramref name="generator"/>). A decode step of a small model is a chain
+    /// of small operations, and two threads inside each (torch's) leave a core idle for much of a step; a share per
+    /// core keeps both busy and lets attention use <see cref="DecodeAttention"/>. The samples depend on the seed and on
+    /// the number of workers. Responses are padded to the longest share's length.
+    /// </summary>
+    public static Generation Generate(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+        int workers, Generator? generator = null, bool useCache = true)
+    {
+        long b = prompts.shape[0], p = prompts.shape[1];
+        int n = (int)Math.Min(o.MaxNewTokens, model.Config.ContextLength - p);
+        if (n <= 0) throw new PpoSharpException($"prompt of {p} tokens leaves no room to generate within context_length {model.Config.ContextLength}");
+        if (workers <= 1) return GenerateRows(model, prompts, promptMask, o with { MaxNewTokens = n }, special, generator, useCache);
+
+        using var seeds = randint(0, long.MaxValue, [workers], generator: generator);
+        var seed = seeds.data<long>().ToArray();
+        // The outputs are created here and written by the workers, so that each thread disposes the tensors it created
+        // (TorchSharp counts live tensors per thread).
+        var responses = full(b, n, special.Pad, ScalarType.Int64, prompts.device);                         // (B, N)
+        var mask = zeros(b, n, ScalarType.Bool, prompts.device);                                            // (B, N)
+        var lengths = new long[workers];
+        int threads = get_num_threads();
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
+        {
+            using var scope = NewDisposeScope();
+            long from = b * i / workers, rows = b * (i + 1) / workers - from;
+            set_num_threads(1);
+            try
+            {
+                using var share = GenerateRows(model, prompts.narrow(0, from, rows), promptMask.narrow(0, from, rows), o with { MaxNewTokens = n },
+                    special, new Generator((ulong)seed[i]), useCache);
+                lengths[i] = share.Responses.shape[1];
+                responses.narrow(0, from, rows).narrow(1, 0, lengths[i]).copy_(share.Responses);
+                mask.narrow(0, from, rows).narrow(1, 0, lengths[i]).copy_(share.Mask);
+            }
+            finally { set_num_threads(threads); }
+        });
+        long longest = lengths.Max();                                                                        // every share stopped early: trim
+        if (longest < n) (responses, mask) = (Trim(responses, longest), Trim(mask, longest));
+        return new Generation(responses, mask);
+    }
+
+    /// <summary>The first <paramref name="length"/> columns of x (B, N) as a tensor of their own; x is disposed.</summary>
+    private static Tensor Trim(Tensor x, long length)
+    {
+        using (x)
+        using (var view = x.narrow(1, 0, length))
+            return view.clone();
+    }
+
+    /// <summary>Generation on the calling thread; the caller has checked that n = o.MaxNewTokens fits the context.</summary>
+    private static Generation GenerateRows(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+        Generator? generator, bool useCache)
+    {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        long b = prompts.shape[0], p = prompts.shape[1];
-        long n = Math.Min(o.MaxNewTokens, model.Config.ContextLength - p);
-        if (n <= 0) throw new PpoSharpException($"prompt of {p} tokens leaves no room to generate within context_length {model.Config.ContextLength}");
+        long b = prompts.shape[0], p = prompts.shape[1], n = o.MaxNewTokens;
         using var cache = useCache ? new KvCache(model.Config, b, p + n, model.parameters().First().dtype, prompts.device) : null;
 
         // Every generated position is a real key (a finished row's pads are never read back), so the key mask of the
