@@ -7,6 +7,18 @@ public class ConfigTests
     private static SftConfig Load(string? file, params string[] sets) => ConfigLoader.Load(new SftConfig(), file, sets, c => c.Validate());
 
     [Fact]
+    public void SftAndRm_ShareTheirCommonKeysFirst_EachWithItsOwnDefaults()
+    {
+        var sft = System.Text.Json.JsonSerializer.SerializeToNode(new SftConfig(), Json.Options)!.AsObject();
+        var rm = System.Text.Json.JsonSerializer.SerializeToNode(new RmConfig(), Json.Options)!.AsObject();
+        Assert.Equal(rm.Select(kv => kv.Key).SkipLast(1), sft.Select(kv => kv.Key).Take(rm.Count - 1));
+        Assert.Equal("steps", sft.First().Key);
+        Assert.Equal("normalize", rm.Last().Key);
+        Assert.Equal((1200, 0.002, 50, 200), ((int)sft["steps"]!, (double)sft["lr"]!, (int)sft["warmup_steps"]!, (int)sft["eval_every"]!));
+        Assert.Equal((400, 0.0005, 20, 100), ((int)rm["steps"]!, (double)rm["lr"]!, (int)rm["warmup_steps"]!, (int)rm["eval_every"]!));
+    }
+
+    [Fact]
     public void Set_OverridesDefaults_FileThenSetInOrder()
     {
         var file = TestSupport.WriteLines(TestSupport.TempDir(), "c.json", """{"lr": 0.01, "steps": 7, "tokenizer": "gpt2"}""");

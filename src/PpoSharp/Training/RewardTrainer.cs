@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json.Serialization;
 using PpoSharp.Algorithms;
 using PpoSharp.Data;
 using PpoSharp.Models;
@@ -11,39 +12,16 @@ using static TorchSharp.torch;
 namespace PpoSharp.Training;
 
 /// <summary>Reward-model training settings (JSON keys in snake_case).</summary>
-public sealed record RmConfig
+public sealed record RmConfig : TrainingConfig
 {
-    public int Steps { get; init; } = 400;
-    /// <summary>Preference pairs per step.</summary>
-    public int BatchSize { get; init; } = 32;
-    public double Lr { get; init; } = 5e-4;
-    public int WarmupSteps { get; init; } = 20;
-    public double MinLrRatio { get; init; } = 0.1;
-    public double WeightDecay { get; init; } = 0.1;
-    public double MaxGradNorm { get; init; } = 1.0;
-    public double EvalFraction { get; init; } = 0.1;
-    public int EvalEvery { get; init; } = 100;
+    public RmConfig() => (Steps, Lr, WarmupSteps, EvalFraction, EvalEvery, CheckpointEvery) = (400, 5e-4, 20, 0.1, 100, 100);
+
     /// <summary>Subtract the mean training reward, stored with the model, so that rewards have mean 0.</summary>
-    public bool Normalize { get; init; } = true;
-    public int Seed { get; init; } = 1;
-    public int CheckpointEvery { get; init; } = 100;
-    public int KeepCheckpoints { get; init; } = 2;
-    public int MaxSkippedSteps { get; init; } = 10;
+    [JsonPropertyOrder(1)] public bool Normalize { get; init; } = true;
 
     public RmConfig Validate()
     {
-        Check.Positive(Steps, "steps");
-        Check.Positive(BatchSize, "batch_size");
-        Check.Positive(Lr, "lr");
-        Check.AtLeast(WarmupSteps, 0, "warmup_steps");
-        Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
-        Check.AtLeast(WeightDecay, 0, "weight_decay");
-        Check.Positive(MaxGradNorm, "max_grad_norm");
-        Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
-        Check.Positive(EvalEvery, "eval_every");
-        Check.Positive(CheckpointEvery, "checkpoint_every");
-        Check.Positive(KeepCheckpoints, "keep_checkpoints");
-        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
+        ValidateShared();
         return this;
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using PpoSharp.Models;
 
 namespace PpoSharp.Training;
@@ -9,59 +10,28 @@ public enum TokenizerKind { Char, Gpt2 }
 /// short chat records of a built-in task in about two minutes on 2 cores. The model-shape keys apply only when no
 /// --init model is given.
 /// </summary>
-public sealed record SftConfig
+public sealed record SftConfig : TrainingConfig
 {
-    /// <summary>Optimizer steps.</summary>
-    public int Steps { get; init; } = 1200;
-    /// <summary>Sequences per step.</summary>
-    public int BatchSize { get; init; } = 32;
-    /// <summary>Peak learning rate (AdamW).</summary>
-    public double Lr { get; init; } = 2e-3;
-    /// <summary>Linear warm-up steps, then cosine decay to <see cref="MinLrRatio"/> x lr.</summary>
-    public int WarmupSteps { get; init; } = 50;
-    public double MinLrRatio { get; init; } = 0.1;
-    /// <summary>Decoupled weight decay on matrices and embeddings (not on biases and LayerNorm).</summary>
-    public double WeightDecay { get; init; } = 0.1;
-    public double Beta1 { get; init; } = 0.9;
-    public double Beta2 { get; init; } = 0.99;
-    /// <summary>Gradient-norm clipping threshold.</summary>
-    public double MaxGradNorm { get; init; } = 1.0;
-    /// <summary>Share of records held out for the eval loss.</summary>
-    public double EvalFraction { get; init; } = 0.05;
-    /// <summary>Held-out loss every this many steps (and at the end).</summary>
-    public int EvalEvery { get; init; } = 200;
-    public int Seed { get; init; } = 1;
-    /// <summary>Write a checkpoint (model, optimizer, step) every this many steps.</summary>
-    public int CheckpointEvery { get; init; } = 200;
-    public int KeepCheckpoints { get; init; } = 2;
-    /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
-    public int MaxSkippedSteps { get; init; } = 10;
+    public SftConfig() => (Steps, Lr, WarmupSteps, EvalFraction, EvalEvery, CheckpointEvery) = (1200, 2e-3, 50, 0.05, 200, 200);
+
+    // Order 1: the keys of this record come after the shared ones (in config.json and in "allowed:" lists).
+    [JsonPropertyOrder(1)] public double Beta1 { get; init; } = 0.9;
+    [JsonPropertyOrder(1)] public double Beta2 { get; init; } = 0.99;
 
     /// <summary>Tokenizer of a new model: char (alphabet from the data plus printable ASCII) or gpt2.</summary>
-    public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
-    public int ContextLength { get; init; } = 64;
-    public int NLayer { get; init; } = 4;
-    public int NHead { get; init; } = 4;
-    public int DModel { get; init; } = 128;
+    [JsonPropertyOrder(1)] public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
+    [JsonPropertyOrder(1)] public int ContextLength { get; init; } = 64;
+    [JsonPropertyOrder(1)] public int NLayer { get; init; } = 4;
+    [JsonPropertyOrder(1)] public int NHead { get; init; } = 4;
+    [JsonPropertyOrder(1)] public int DModel { get; init; } = 128;
 
     public GptConfig ModelConfig(int vocabSize) => new GptConfig(vocabSize, ContextLength, NLayer, NHead, DModel).Validate();
 
     public SftConfig Validate()
     {
-        Check.Positive(Steps, "steps");
-        Check.Positive(BatchSize, "batch_size");
-        Check.Positive(Lr, "lr");
-        Check.AtLeast(WarmupSteps, 0, "warmup_steps");
-        Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
-        Check.AtLeast(WeightDecay, 0, "weight_decay");
+        ValidateShared();
         Check.InRange(Beta1, 0, 0.999999, "beta1");
         Check.InRange(Beta2, 0, 0.999999, "beta2");
-        Check.Positive(MaxGradNorm, "max_grad_norm");
-        Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
-        Check.Positive(EvalEvery, "eval_every");
-        Check.Positive(CheckpointEvery, "checkpoint_every");
-        Check.Positive(KeepCheckpoints, "keep_checkpoints");
-        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         ModelConfig(2);
         return this;
     }

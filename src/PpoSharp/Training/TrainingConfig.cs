@@ -1,0 +1,50 @@
+namespace PpoSharp.Training;
+
+/// <summary>
+/// Settings shared by the supervised trainers, SFT and reward-model training (JSON keys in snake_case): the
+/// optimizer schedule, the held-out split, checkpoints and the non-finite guard. Each trainer's record sets the
+/// defaults that differ (steps, lr, warm-up, eval and checkpoint intervals) and adds its own keys.
+/// </summary>
+public abstract record TrainingConfig
+{
+    /// <summary>Optimizer steps.</summary>
+    public int Steps { get; init; }
+    /// <summary>Sequences (SFT) or preference pairs (reward model) per step.</summary>
+    public int BatchSize { get; init; } = 32;
+    /// <summary>Peak learning rate (AdamW).</summary>
+    public double Lr { get; init; }
+    /// <summary>Linear warm-up steps, then cosine decay to <see cref="MinLrRatio"/> x lr.</summary>
+    public int WarmupSteps { get; init; }
+    public double MinLrRatio { get; init; } = 0.1;
+    /// <summary>Decoupled weight decay on matrices and embeddings (not on biases and LayerNorm).</summary>
+    public double WeightDecay { get; init; } = 0.1;
+    /// <summary>Gradient-norm clipping threshold.</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>Share of records held out for evaluation.</summary>
+    public double EvalFraction { get; init; }
+    /// <summary>Held-out evaluation every this many steps (and at the end).</summary>
+    public int EvalEvery { get; init; }
+    public int Seed { get; init; } = 1;
+    /// <summary>Write a checkpoint (model, optimizer, step) every this many steps.</summary>
+    public int CheckpointEvery { get; init; }
+    public int KeepCheckpoints { get; init; } = 2;
+    /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
+    public int MaxSkippedSteps { get; init; } = 10;
+
+    /// <summary>Range checks of the shared keys; each trainer's Validate() calls it and checks its own.</summary>
+    protected void ValidateShared()
+    {
+        Check.Positive(Steps, "steps");
+        Check.Positive(BatchSize, "batch_size");
+        Check.Positive(Lr, "lr");
+        Check.AtLeast(WarmupSteps, 0, "warmup_steps");
+        Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
+        Check.AtLeast(WeightDecay, 0, "weight_decay");
+        Check.Positive(MaxGradNorm, "max_grad_norm");
+        Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");
+        Check.Positive(EvalEvery, "eval_every");
+        Check.Positive(CheckpointEvery, "checkpoint_every");
+        Check.Positive(KeepCheckpoints, "keep_checkpoints");
+        Check.Positive(MaxSkippedSteps, "max_skipped_steps");
+    }
+}
