@@ -80,6 +80,23 @@ internal sealed class TrainingOptions
 
     public RmConfig Rm(ParseResult r) => Load(r, new RmConfig(), c => c.Validate());
 
+    /// <summary>
+    /// The steps every training command takes once its config and other inputs are read: read <paramref name="data"/>
+    /// (reporting skipped lines), check <paramref name="outDir"/> against --force and --resume, and run
+    /// <paramref name="train"/>(records, dir, stop) while Ctrl+C and SIGTERM are caught.
+    /// </summary>
+    public int Train<T>(ParseResult r, Option<string> data, Option<string> outDir, Func<string, bool, JsonlResult<T>> read, TextWriter errors,
+        Action<IReadOnlyList<T>, string, StopSignal> train)
+    {
+        var records = read(r.GetValue(data)!, r.GetValue(SkipInvalid));
+        Commands.ReportSkipped(records.Skipped, errors);
+        var dir = r.GetValue(outDir)!;
+        RunDirectory.CheckOutput(dir, r.GetValue(Force), r.GetValue(Resume));
+        using var stop = StopSignal.Listen();
+        train(records.Records, dir, stop);
+        return 0;
+    }
+
     private T Load<T>(ParseResult r, T defaults, Func<T, T> validate) where T : class
     {
         var sets = (r.GetValue(Set) ?? []).ToList();
@@ -145,14 +162,8 @@ internal static class Commands
         c.SetAction(r =>
         {
             var config = opts.Sft(r);
-            var records = Jsonl.ReadChat(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
-            ReportSkipped(records.Skipped, errors);
-            var dir = r.GetValue(outDir)!;
-            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
-            using var stop = StopSignal.Listen();
-            var result = Training.Demo.RunSft(records.Records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force));
-            output.WriteLine(result.Summary(dir));
-            return 0;
+            return opts.Train(r, data, outDir, Jsonl.ReadChat, errors, (records, dir, stop) => output.WriteLine(
+                Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)).Summary(dir)));
         });
         return c;
     }
@@ -173,16 +184,10 @@ internal static class Commands
         {
             var config = opts.Ppo(r);
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
-            var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
-            ReportSkipped(prompts.Skipped, errors);
             var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
-            var dir = r.GetValue(outDir)!;
-            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
-            var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g) : null;
-            using var stop = StopSignal.Listen();
-            Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts.Records, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit),
-                r.GetValue(opts.Resume), stop, r.GetValue(opts.Force));
-            return 0;
+            var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
+            return opts.Train(r, data, outDir, Jsonl.ReadPrompts, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
+                prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
         });
         return c;
     }
@@ -198,13 +203,8 @@ internal static class Commands
         c.SetAction(r =>
         {
             var config = opts.Rm(r);
-            var records = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(opts.SkipInvalid));
-            ReportSkipped(records.Skipped, errors);
-            var dir = r.GetValue(outDir)!;
-            RunDirectory.CheckOutput(dir, r.GetValue(opts.Force), r.GetValue(opts.Resume));
-            using var stop = StopSignal.Listen();
-            Training.Demo.RunRm(records.Records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force));
-            return 0;
+            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
+                Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
         });
         return c;
     }
@@ -302,7 +302,7 @@ internal static class Commands
         return c;
     }
 
-    private static void ReportSkipped(IReadOnlyList<string> skipped, TextWriter errors)
+    internal static void ReportSkipped(IReadOnlyList<string> skipped, TextWriter errors)
     {
         if (skipped.Count == 0) return;
         errors.WriteLine($"warning: skipped {skipped.Count} invalid record(s):");

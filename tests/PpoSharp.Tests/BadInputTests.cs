@@ -63,6 +63,7 @@ public class BadInputTests
         { "config not an object", ["sft", "--data", "{prompts}", "--out", "{out}", "--config", "@config-not-object.json"], "config-not-object.json: a config file must hold one JSON object" },
         { "unknown --set key", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "clip_range=0.2"], "--set clip_range=0.2: unknown key 'clip_range'" },
         { "cliprange <= 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "cliprange=0"], "cliprange must be > 0 (got 0)" },
+        { "unknown --gold reward", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--gold", "edit", "--out", "{out}"], "--gold: unknown reward 'edit'" },
         { "lam > 1", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "lam=1.5"], "lam must be in [0, 1] (got 1.5)" },
         { "minibatches not dividing the batch", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "num_mini_batches=5"], "num_mini_batches (5) must divide batch_size (64)" },
         { "value of the wrong type", ["sft", "--data", "{prompts}", "--out", "{out}", "--set", "steps=many"], "--set steps=many: 'steps' expects an integer" },

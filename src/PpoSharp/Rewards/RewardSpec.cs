@@ -20,7 +20,7 @@ public sealed class CompositeReward(IReadOnlyList<(IRewardFunction Function, dou
     }
 }
 
-/// <summary>Parses <c>--reward SPEC</c>: a comma-separated list of <c>name[:weight]</c>.</summary>
+/// <summary>Parses <c>--reward SPEC</c> (and <c>--gold SPEC</c>): a comma-separated list of <c>name[:weight]</c>.</summary>
 public static class RewardSpec
 {
     private static readonly Dictionary<string, Func<IRewardFunction>> Builtins = new()
@@ -35,34 +35,35 @@ public static class RewardSpec
 
     /// <summary>
     /// Parses SPEC. <c>model:DIR</c> loads a reward model (a weight may follow the directory: <c>model:runs/rm:0.5</c>).
+    /// Errors name <paramref name="option"/>, the command-line option the spec came from.
     /// </summary>
-    public static CompositeReward Parse(string spec)
+    public static CompositeReward Parse(string spec, string option = "--reward")
     {
         var parts = new List<(IRewardFunction, double)>();
         foreach (var item in spec.Split(',', StringSplitOptions.TrimEntries))
         {
-            var (name, weight) = SplitWeight(item);
+            var (name, weight) = SplitWeight(item, option);
             if (name.StartsWith("model:", StringComparison.Ordinal))
             {
-                if (name.Length == "model:".Length) throw new PpoSharpException("--reward: 'model:' needs a reward-model directory, as in model:runs/rm");
+                if (name.Length == "model:".Length) throw new PpoSharpException($"{option}: 'model:' needs a reward-model directory, as in model:runs/rm");
                 parts.Add((RewardModelScorer.Load(name["model:".Length..]), weight));
                 continue;
             }
             if (!Builtins.TryGetValue(name, out var make))
-                throw new PpoSharpException($"--reward: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, model:DIR");
+                throw new PpoSharpException($"{option}: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, model:DIR");
             parts.Add((make(), weight));
         }
         return new CompositeReward(parts);
     }
 
     /// <summary>"name:weight" -> (name, weight); a model path keeps its colons unless a number follows the last one.</summary>
-    private static (string Name, double Weight) SplitWeight(string item)
+    private static (string Name, double Weight) SplitWeight(string item, string option)
     {
         int i = item.LastIndexOf(':');
         if (i <= 0) return (item, 1);
         var suffix = item[(i + 1)..];
         if (double.TryParse(suffix, NumberStyles.Float, CultureInfo.InvariantCulture, out var w) && double.IsFinite(w)) return (item[..i], w);
         if (item.StartsWith("model:", StringComparison.Ordinal)) return (item, 1);
-        throw new PpoSharpException($"--reward: weight '{suffix}' of '{item[..i]}' is not a number");
+        throw new PpoSharpException($"{option}: weight '{suffix}' of '{item[..i]}' is not a number");
     }
 }
