@@ -123,25 +123,37 @@ public static class Sampling
         var responses = full(b, n, special.Pad, ScalarType.Int64, prompts.device);                         // (B, N)
         var mask = zeros(b, n, ScalarType.Bool, prompts.device);                                            // (B, N)
         var lengths = new long[workers];
-        int threads = get_num_threads();
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
         {
-            using var scope = NewDisposeScope();
             long from = b * i / workers, rows = b * (i + 1) / workers - from;
-            set_num_threads(1);
-            try
-            {
-                using var share = GenerateRows(model, prompts.narrow(0, from, rows), promptMask.narrow(0, from, rows), o with { MaxNewTokens = n },
-                    special, new Generator((ulong)seed[i]), useCache);
-                lengths[i] = share.Responses.shape[1];
-                responses.narrow(0, from, rows).narrow(1, 0, lengths[i]).copy_(share.Responses);
-                mask.narrow(0, from, rows).narrow(1, 0, lengths[i]).copy_(share.Mask);
-            }
-            finally { set_num_threads(threads); }
+            lengths[i] = GenerateShare(model, prompts.narrow(0, from, rows), promptMask.narrow(0, from, rows), o with { MaxNewTokens = n }, special,
+                (ulong)seed[i], useCache, responses.narrow(0, from, rows), mask.narrow(0, from, rows));
         });
         long longest = lengths.Max();                                                                        // every share stopped early: trim
         if (longest < n) (responses, mask) = (Trim(responses, longest), Trim(mask, longest));
         return new Generation(responses, mask);
+    }
+
+    /// <summary>
+    /// One worker's share: generation of rows (b, P) on this thread with torch single-threaded, written into the first
+    /// columns of <paramref name="responses"/> and <paramref name="mask"/> (b, N); returns the number of columns written.
+    /// </summary>
+    private static long GenerateShare(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special, ulong seed,
+        bool useCache, Tensor responses, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        int threads = get_num_threads();
+        set_num_threads(1);
+        try
+        {
+            using var generator = new Generator(seed);
+            using var share = GenerateRows(model, prompts, promptMask, o, special, generator, useCache);
+            long length = share.Responses.shape[1];
+            responses.narrow(1, 0, length).copy_(share.Responses);
+            mask.narrow(1, 0, length).copy_(share.Mask);
+            return length;
+        }
+        finally { set_num_threads(threads); }
     }
 
     /// <summary>The first <paramref name="length"/> columns of x (B, N) as a tensor of their own; x is disposed.</summary>
