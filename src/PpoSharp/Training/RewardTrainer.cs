@@ -69,15 +69,14 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
+        var run = new SupervisedRun(config, model, optimizer, _guard);
         var clock = Stopwatch.StartNew();
         PairEval? eval = null;
         model.train();
         new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
-                var rng = new Random(Seeds.Derive(config.Seed, step));
-                var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
-                var row = Step(model, optimizer, batch, tokenizer.Special.Pad, step - 1);
+                var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
                 if (heldOut.Count > 0 && (step % config.EvalEvery == 0 || step == config.Steps))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
@@ -86,14 +85,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
                 return row;
             },
             row => $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}",
-            (dir, step) => Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, _guard.InARow, _guard.Total)),
-            dir =>
-            {
-                var state = Checkpoints.RestoreTraining(dir, model, optimizer);
-                _guard.Restore(state.SkippedInARow, state.SkippedTotal);
-                return state.Step;
-            },
-            () => _guard.Failure);
+            run.Save, run.Restore, () => _guard.Failure);
         model.eval();
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
         RunDirectory.Save(outDir, RunDirectory.RewardModelKind, model, model.Backbone.Config, tokenizer, config);
@@ -102,22 +94,19 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         return eval;
     }
 
-    private Dictionary<string, object> Step(RewardModel model, OptimizerHelper optimizer, List<PreferencePair> batch, int pad, int step)
+    private Dictionary<string, object> Step(SupervisedRun run, RewardModel model, List<PreferencePair> batch, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.WarmupSteps, config.Lr, config.MinLrRatio);
-        Optimization.SetLearningRate(optimizer, lr);
-        optimizer.zero_grad();
-        var (chosen, rejected) = ScorePairs(model, batch, pad);
-        var (loss, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
-        loss.backward();
-        double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
-        double value = loss.item<float>();
-        if (_guard.Allows(value, gradNorm, step + 1)) optimizer.step();
-        else optimizer.zero_grad();                                  // non-finite: skipped and counted
+        double accuracy = 0, margin = 0;
+        var (loss, gradNorm, lr) = run.Step(step, () =>
+        {
+            var (chosen, rejected) = ScorePairs(model, batch, pad);
+            (var value, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
+            return value;
+        });
         return new Dictionary<string, object>
         {
-            ["step"] = step + 1, ["loss"] = value, ["accuracy"] = accuracy, ["reward_margin"] = margin, ["lr"] = lr,
+            ["step"] = step + 1, ["loss"] = loss, ["accuracy"] = accuracy, ["reward_margin"] = margin, ["lr"] = lr,
             ["grad_norm"] = gradNorm, ["skipped_steps"] = _guard.Total, ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
     }

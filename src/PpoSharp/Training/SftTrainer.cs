@@ -98,6 +98,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
+        var run = new SupervisedRun(config, model, optimizer, _guard);
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         double loss = double.NaN;
@@ -106,9 +107,8 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         new ResumableLoop("sft", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
-                var rng = new Random(Seeds.Derive(config.Seed, step));
-                var batch = Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
-                var (stepLoss, gradNorm, lr) = Step(model, optimizer, batch, tokenizer.Special.Pad, step - 1);
+                var batch = run.Batch(train, step);
+                var (stepLoss, gradNorm, lr) = Step(run, model, batch, tokenizer.Special.Pad, step - 1);
                 loss = stepLoss;
                 tokens += batch.Sum(e => e.Ids.Length - 1);
                 var row = new Dictionary<string, object>
@@ -122,34 +122,17 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                 return row;
             },
             row => $"loss {row["loss"]:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {row["tokens_per_second"]:F0} tok/s",
-            (dir, step) => Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, _guard.InARow, _guard.Total)),
-            dir =>
-            {
-                var state = Checkpoints.RestoreTraining(dir, model, optimizer);
-                _guard.Restore(state.SkippedInARow, state.SkippedTotal);
-                return state.Step;
-            },
-            () => _guard.Failure);
+            run.Save, run.Restore, () => _guard.Failure);
         model.eval();
         RunDirectory.Save(outDir, RunDirectory.PolicyKind, model, model.Config, tokenizer, config);
         return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
     }
 
-    private (double Loss, double GradNorm, double Lr) Step(Gpt model, OptimizerHelper optimizer, List<SftExample> batch, int pad, int step)
+    private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Gpt model, List<SftExample> batch, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.WarmupSteps, config.Lr, config.MinLrRatio);
-        Optimization.SetLearningRate(optimizer, lr);
         var (inputs, targets) = Collate(batch, pad);                                           // (B, T) each
-        optimizer.zero_grad();
-        var loss = Loss(model, inputs, targets);
-        if (LossFault != null) loss = LossFault(loss);
-        loss.backward();
-        double gradNorm = nn.utils.clip_grad_norm_(model.parameters(), config.MaxGradNorm);
-        double value = loss.item<float>();
-        if (_guard.Allows(value, gradNorm, step + 1)) optimizer.step();
-        else optimizer.zero_grad();                                  // non-finite: skipped and counted
-        return (value, gradNorm, lr);
+        return run.Step(step, () => LossFault is null ? Loss(model, inputs, targets) : LossFault(Loss(model, inputs, targets)));
     }
 
     /// <summary>Token-weighted mean loss over the held-out examples.</summary>
