@@ -77,7 +77,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
             step =>
             {
                 var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
-                if (heldOut.Count > 0 && (step % config.EvalEvery == 0 || step == config.Steps))
+                if (heldOut.Count > 0 && run.EvalDue(step))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
                     (row["eval_loss"], row["eval_accuracy"], row["eval_reward_margin"]) = (eval.Loss, eval.Accuracy, eval.RewardMargin);

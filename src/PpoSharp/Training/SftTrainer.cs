@@ -117,7 +117,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                     ["tokens_per_second"] = tokens / clock.Elapsed.TotalSeconds,
                     ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
                 };
-                if (heldOut.Count > 0 && (step % config.EvalEvery == 0 || step == config.Steps))
+                if (heldOut.Count > 0 && run.EvalDue(step))
                     row["eval_loss"] = (evalLoss = EvalLoss(model, heldOut, tokenizer.Special.Pad)).Value;
                 return row;
             },

@@ -18,6 +18,9 @@ public sealed class SupervisedRun(TrainingConfig config, nn.Module model, Optimi
         return Enumerable.Range(0, config.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
     }
 
+    /// <summary>Whether step <paramref name="step"/> (1-based) evaluates the held-out share: every <c>eval_every</c> steps and the last.</summary>
+    public bool EvalDue(int step) => step % config.EvalEvery == 0 || step == config.Steps;
+
     /// <summary>
     /// One optimizer step at index <paramref name="step"/> (0-based): sets the scheduled learning rate, back-propagates
     /// <paramref name="loss"/>(), clips the gradient norm, and applies the step unless the guard refuses a non-finite one.
