@@ -156,6 +156,6 @@ public class AlgorithmTests
     {
         var responses = tensor(new long[] { 5, 9, 0, 5, 5, 5, 5, 0, 9 }, [3, 3]);
         var mask = tensor(new[] { true, true, false, true, true, true, true, false, false }, [3, 3]);
-        Assert.Equal(new[] { true, false, false }, Models.Sampling.EndedWithEos(responses, mask, eos: 9).data<bool>().ToArray());
+        Assert.Equal(new[] { true, false, false }, Models.Sampling.EndedWithEos(responses, mask, eos: [9]).data<bool>().ToArray());
     }
 }

@@ -6,7 +6,7 @@ namespace PpoSharp.Tests;
 
 public class ModelTests
 {
-    private static readonly SpecialTokenIds Special = SpecialTokenIds.FromFirst(15);   // ids 15..19 of a 20-token vocabulary
+    private static readonly SpecialTokenIds Special = RoleTokenIds.FromFirst(15).Special;   // ids 15..19 of a 20-token vocabulary
 
     private static (Tensor Ids, Tensor Mask) Prompts(params int[][] rows) => Sampling.LeftPad(rows, Special.Pad);
 
@@ -155,13 +155,13 @@ public class ModelTests
     }
 
     /// <summary>Makes every hidden state the unit vector e_0 (final LayerNorm gain 0, bias e_0) and the LM head pick <paramref name="favourite"/>.</summary>
-    private static void ForceArgMax(Gpt model, int favourite)
+    private static void ForceArgMax(Decoder model, int favourite)
     {
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
-            if (name == "ln_f.weight") p.zero_();
-            if (name == "ln_f.bias") { p.zero_(); p[0] = 1; }
+            if (name == "norm.weight") p.zero_();
+            if (name == "norm.bias") { p.zero_(); p[0] = 1; }
             if (name == "lm_head.weight") { p.zero_(); p[favourite, 0] = 1; }
         }
     }
@@ -172,11 +172,11 @@ public class ModelTests
     public void Generate_EosChosen_StopsAfterOneTokenWithEosInMask(int workers)
     {
         var model = TestSupport.TinyModel(seed: 9);
-        ForceArgMax(model, Special.Eos);
+        ForceArgMax(model, Special.Eos[0]);
         var (ids, mask) = Prompts([1, 2, 3], [4], [5, 6], [7]);
         using var g = Sampling.Generate(model, ids, mask, new SamplingOptions(MaxNewTokens: 8, Greedy: true), Special, workers);
         Assert.Equal(new long[] { 4, 1 }, g.Responses.shape);
-        Assert.Equal(Enumerable.Repeat((long)Special.Eos, 4), g.Responses.data<long>().ToArray());
+        Assert.Equal(Enumerable.Repeat((long)Special.Eos[0], 4), g.Responses.data<long>().ToArray());
         Assert.All(g.Mask.data<bool>().ToArray(), Assert.True);
     }
 
@@ -235,7 +235,7 @@ public class ModelTests
     [Fact]
     public void GptConfig_HeadsNotDividingWidth_IsRejected()
     {
-        var e = Assert.Throws<PpoSharpException>(() => new GptConfig(10, DModel: 10, NHead: 3).Validate());
+        var e = Assert.Throws<PpoSharpException>(() => new DecoderSpec(10, DModel: 10, NHead: 3).Validate());
         Assert.Contains("n_head", e.Message);
     }
 }

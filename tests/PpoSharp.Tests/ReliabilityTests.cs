@@ -149,7 +149,7 @@ public class ReliabilityTests
         var config = TestSupport.TinySft(8) with { CheckpointEvery = 100 };
         var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, records);
         manual_seed(1);
-        var model = new Models.Gpt(config.ModelConfig(tokenizer.VocabSize));
+        var model = new Models.Decoder(config.ModelConfig(tokenizer.VocabSize));
         int calls = 0;
         var trainer = new SftTrainer(config, TextWriter.Null) { LossFault = l => ++calls is 3 or 4 ? l * float.NaN : l };
         trainer.Train(model, tokenizer, SftTrainer.Tokenize(records, tokenizer, 32), dir);

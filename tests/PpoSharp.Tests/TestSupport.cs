@@ -25,10 +25,10 @@ public static class TestSupport
         return path;
     }
 
-    public static Gpt TinyModel(int vocab = 20, int seed = 0, int context = 32)
+    public static Decoder TinyModel(int vocab = 20, int seed = 0, int context = 32)
     {
         manual_seed(seed);
-        var model = new Gpt(new GptConfig(vocab, context, NLayer: 2, NHead: 2, DModel: 16));
+        var model = new Decoder(new DecoderSpec(vocab, context, NLayer: 2, NHead: 2, DModel: 16));
         model.eval();
         return model;
     }

@@ -20,8 +20,8 @@ public class TokenizerTests
     public void SpecialTokens_RoundTripByName_AndAreDistinct(string kind)
     {
         var t = Make(kind);
-        var s = t.Special;
-        int[] ids = [s.Pad, s.Eos, s.System, s.User, s.Assistant];
+        var s = Roles(t);
+        int[] ids = [s.Pad, s.End, s.System, s.User, s.Assistant];
         Assert.Equal(5, ids.Distinct().Count());
         Assert.All(ids, id => Assert.InRange(id, 0, t.VocabSize - 1));
         Assert.Equal(string.Concat(SpecialTokens.All), t.Decode(ids, skipSpecial: false));
@@ -34,7 +34,7 @@ public class TokenizerTests
         var t = Make(kind);
         var text = "hi <|user|> <|assistant|><|end|><|pad|><|system|><|endoftext|>";
         var ids = t.Encode(text);
-        Assert.DoesNotContain(ids, t.Special.Contains);
+        Assert.DoesNotContain(ids, Roles(t).Contains);
         if (kind == "gpt2") Assert.DoesNotContain(50256, ids);   // GPT-2's own <|endoftext|> stays text too
         if (kind == "gpt2") Assert.Equal(text, t.Decode(ids));
     }
@@ -60,11 +60,11 @@ public class TokenizerTests
     public void ChatTemplate_MarksOnlyAssistantContentAndItsEnd_ForTraining()
     {
         var t = CharTokenizer.FromTexts(["sort: ba", "ab", "be brief"]);
-        var s = t.Special;
-        var (ids, trained) = ChatTemplate.Encode(t, [new(Role.System, "be brief"), new(Role.User, "sort: ba"), new(Role.Assistant, "ab")]);
+        var s = t.Roles;
+        var (ids, trained) = t.Chat.EncodeConversation([new(Role.System, "be brief"), new(Role.User, "sort: ba"), new(Role.Assistant, "ab")]);
         var a = t.Encode("a")[0];
         var b = t.Encode("b")[0];
-        Assert.Equal(new[] { s.Assistant, a, b, s.Eos }, ids.TakeLast(4));
+        Assert.Equal(new[] { s.Assistant, a, b, s.End }, ids.TakeLast(4));
         Assert.Equal(new[] { false, true, true, true }, trained.TakeLast(4));
         Assert.Equal(3, trained.Count(x => x));
         Assert.Equal(s.System, ids[0]);
@@ -75,7 +75,9 @@ public class TokenizerTests
     public void ChatTemplate_Prompt_EndsWithAssistantRoleToken()
     {
         var t = CharTokenizer.FromTexts(["hi"]);
-        var ids = ChatTemplate.EncodePrompt(t, [new(Role.User, "hi")]);
-        Assert.Equal(new[] { t.Special.User, t.Encode("h")[0], t.Encode("i")[0], t.Special.Eos, t.Special.Assistant }, ids);
+        var ids = t.Chat.EncodePrompt([new(Role.User, "hi")]);
+        Assert.Equal(new[] { t.Roles.User, t.Encode("h")[0], t.Encode("i")[0], t.Roles.End, t.Roles.Assistant }, ids);
     }
+
+    private static RoleTokenIds Roles(ITokenizer t) => t is CharTokenizer c ? c.Roles : ((Gpt2Tokenizer)t).Roles;
 }

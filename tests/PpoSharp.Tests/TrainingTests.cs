@@ -89,7 +89,7 @@ public class TrainingTests
         var dir = TestSupport.TempDir();
         var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, []);
         manual_seed(1);
-        var model = new Gpt(new GptConfig(tokenizer.VocabSize, 16, 1, 2, 8));
+        var model = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 8));
         RunDirectory.Save(dir, RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
         var (loaded, loadedTokenizer) = RunDirectory.LoadPolicy(dir);
         var ids = tensor(new long[] { 7, 8, 9 }, [1, 3]);
@@ -103,7 +103,7 @@ public class TrainingTests
     {
         var dir = TestSupport.TempDir();
         var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, []);
-        var model = new Gpt(new GptConfig(tokenizer.VocabSize, 16, 1, 2, 8));
+        var model = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 8));
         RunDirectory.Save(dir, RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
         var modelPath = Path.Combine(dir, RunDirectory.ModelFile);
         var good = File.ReadAllBytes(modelPath);
@@ -113,7 +113,7 @@ public class TrainingTests
         File.WriteAllText(modelPath, "PK\u0003\u0004 a zip or pickle file");
         Assert.Contains("not a safetensors file", Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(dir)).Message);
 
-        var other = new Gpt(new GptConfig(tokenizer.VocabSize, 16, 1, 2, 16));     // wider model, same names
+        var other = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 16));     // wider model, same names
         RunDirectory.Save(TestSupport.TempDir() is var d2 ? d2 : "", RunDirectory.PolicyKind, other, other.Config, tokenizer, new SftConfig());
         File.Copy(Path.Combine(d2, RunDirectory.ModelFile), modelPath, overwrite: true);
         var e = Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(dir));

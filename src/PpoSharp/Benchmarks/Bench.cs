@@ -17,26 +17,29 @@ namespace PpoSharp.Benchmarks;
 /// </summary>
 public static class Bench
 {
-    /// <summary>Parameters that take part in matrix multiplies: all but the token and position embedding tables (the LM head counts).</summary>
-    public static long MatmulParameters(Gpt model) =>
-        model.named_parameters().Where(p => !p.name.StartsWith("wte", StringComparison.Ordinal) && !p.name.StartsWith("wpe", StringComparison.Ordinal))
-            .Sum(p => p.parameter.numel());
+    /// <summary>
+    /// Parameters that take part in matrix multiplies: all but the token and position embedding tables; the LM head
+    /// counts, also when it is the (tied) embedding table.
+    /// </summary>
+    public static long MatmulParameters(Decoder model) =>
+        model.named_parameters().Where(p => !p.name.StartsWith("embed", StringComparison.Ordinal) && !p.name.StartsWith("pos_embed", StringComparison.Ordinal))
+            .Sum(p => p.parameter.numel()) + (model.Config.TiedHead ? model.Embeddings.numel() : 0);
 
     /// <summary>
     /// Training FLOPs per token (forward + backward), as in PaLM (Chowdhery et al. 2022, appendix B):
     /// 6 N + 12 L d T, with N the matmul parameters, L layers, d the width and T the sequence length.
     /// </summary>
-    public static double TrainFlopsPerToken(long matmulParameters, GptConfig c, int seqLen) => 6.0 * matmulParameters + 12.0 * c.NLayer * c.DModel * seqLen;
+    public static double TrainFlopsPerToken(long matmulParameters, DecoderSpec c, int seqLen) => 6.0 * matmulParameters + 12.0 * c.NLayer * c.DModel * seqLen;
 
     /// <summary>Generation FLOPs per token (forward only): 2 N + 4 L d C, with C the mean number of cached positions attended.</summary>
-    public static double GenerateFlopsPerToken(long matmulParameters, GptConfig c, double meanContext) => 2.0 * matmulParameters + 4.0 * c.NLayer * c.DModel * meanContext;
+    public static double GenerateFlopsPerToken(long matmulParameters, DecoderSpec c, double meanContext) => 2.0 * matmulParameters + 4.0 * c.NLayer * c.DModel * meanContext;
 
     /// <summary>
     /// Bytes a decode step reads from memory: every matmul weight once (4 bytes each) plus, for each of the batch rows,
     /// the cached keys and values of every layer, 2 L d C floats (C the mean number of cached positions). At batch 64
     /// the cache dominates, so generation is bound by memory bandwidth rather than by arithmetic.
     /// </summary>
-    public static double GenerateBytesPerStep(long matmulParameters, GptConfig c, int batch, double meanContext) =>
+    public static double GenerateBytesPerStep(long matmulParameters, DecoderSpec c, int batch, double meanContext) =>
         4.0 * matmulParameters + 4.0 * 2 * c.NLayer * c.DModel * meanContext * batch;
 
     public static Dictionary<string, object> Run(bool quick, TextWriter log)
@@ -141,8 +144,8 @@ public static class Bench
     private static (double Seconds, double Mfu, double Flops) Train(int d, Func<Func<double>, double, (double Seconds, double Mfu)> measure)
     {
         manual_seed(0);
-        var config = new GptConfig(512, 128, 4, d / 64, d);
-        using var model = new Gpt(config);
+        var config = new DecoderSpec(512, 128, 4, d / 64, d);
+        using var model = new Decoder(config);
         model.train();
         using var optimizer = optim.AdamW(model.parameters(), lr: 1e-4);
         var ids = randint(0, 512, [16, 128]);
@@ -160,10 +163,10 @@ public static class Bench
         return (seconds, mfu, flops);
     }
 
-    private static Gpt GenerateModel()
+    private static Decoder GenerateModel()
     {
         manual_seed(0);
-        var model = new Gpt(new GptConfig(512, 640, 4, 4, 256));
+        var model = new Decoder(new DecoderSpec(512, 640, 4, 4, 256));
         model.eval();
         return model;
     }
@@ -171,10 +174,10 @@ public static class Bench
     private const int PromptTokens = 16;
 
     /// <summary>Seconds to sample <paramref name="newTokens"/> tokens for a batch of 16-token prompts (EOS never ends a row early).</summary>
-    private static double Generate(Gpt model, int batch, int newTokens, bool cache)
+    private static double Generate(Decoder model, int batch, int newTokens, bool cache)
     {
         using var scope = NewDisposeScope();
-        var special = new SpecialTokenIds(0, -1, 1, 2, 3);                     // EOS -1 never matches: every row runs to the cap
+        var special = new SpecialTokenIds(0, []);                           // no EOS: every row runs to the cap
         var prompts = randint(4, 512, [batch, PromptTokens]);
         var mask = ones(batch, PromptTokens, ScalarType.Bool);
         return Time(() => Sampling.Generate(model, prompts, mask, new SamplingOptions(newTokens), special, new Generator(1), cache).Dispose());
@@ -199,7 +202,7 @@ public static class Bench
             var prompts = Jsonl.ReadPrompts(Path.Combine(dir, TaskData.PromptsFile)).Records;
             var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, Jsonl.ReadChat(Path.Combine(dir, TaskData.SftFile)).Records);
             manual_seed(0);
-            var model = new Gpt(new SftConfig().ModelConfig(tokenizer.VocabSize));
+            var model = new Decoder(new SftConfig().ModelConfig(tokenizer.VocabSize));
             RunDirectory.Save(Path.Combine(dir, "init"), RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
 
             var timing = new PpoConfig { Iterations = iterations, CheckpointEvery = 1000 };

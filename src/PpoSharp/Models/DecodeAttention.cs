@@ -24,13 +24,15 @@ internal static unsafe class DecodeAttention
         && Avx.IsSupported && Fma.IsSupported && !is_grad_enabled() && get_num_threads() == 1;
 
     /// <summary>
-    /// q (B, H, 1, hd), keys and values kv (2, B, H, L, hd), an optional additive mask (B, 1, 1, L) of 0 and -inf;
-    /// returns y (B, H, 1, hd), a view of a (B, 1, H, hd) buffer so that the caller's transpose to (B, 1, C) is free.
+    /// q (B, H, 1, hd), keys and values kv (2, B, KV, L, hd) (query head j reads key/value head j / (H / KV)), an
+    /// optional additive mask (B, 1, 1, L) of 0 and -inf; returns y (B, H, 1, hd), a view of a (B, 1, H, hd) buffer so
+    /// that the caller's transpose to (B, 1, C) is free.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Tensor Forward(Tensor q, Tensor kv, Tensor? mask)
     {
         int b = (int)q.shape[0], heads = (int)q.shape[1], hd = (int)q.shape[3], length = (int)kv.shape[3];
+        int group = heads / (int)kv.shape[2];
         var y = empty([b, 1, heads, hd], ScalarType.Float32);
         float* pq = Pointer(q), pkv = Pointer(kv), pmask = mask is null ? null : Pointer(mask), py = Pointer(y);
         long qRow = q.stride(0), qHead = q.stride(1), kvPart = kv.stride(0), kvRow = kv.stride(1), kvHead = kv.stride(2), pos = kv.stride(3);
@@ -40,7 +42,7 @@ internal static unsafe class DecodeAttention
             for (int row = 0; row < b; row++)
                 for (int head = 0; head < heads; head++)
                 {
-                    float* k = pkv + row * kvRow + head * kvHead;
+                    float* k = pkv + row * kvRow + head / group * kvHead;
                     Scores(pq + row * qRow + head * qHead, k, pos, hd, length, scores);
                     Softmax(scores, pmask is null ? null : pmask + row * maskRow, maskPos, length);
                     Mix(k + kvPart, pos, hd, length, scores, py + ((long)row * heads + head) * hd);

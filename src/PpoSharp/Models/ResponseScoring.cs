@@ -13,7 +13,7 @@ public static class ResponseScoring
     /// read at positions P-1 .. P+N-2 (the state before each response token), with the hidden states (B, P+N, C) and
     /// position ids (B, P+N) for heads.
     /// </summary>
-    public static (Tensor Logits, Tensor Hidden, Tensor Positions) Forward(Gpt model, Tensor sequences, Tensor mask, long promptLength, double temperature)
+    public static (Tensor Logits, Tensor Hidden, Tensor Positions) Forward(Decoder model, Tensor sequences, Tensor mask, long promptLength, double temperature)
     {
         long n = sequences.shape[1] - promptLength;
         var positions = Sampling.PositionIds(mask);                                              // (B, L)
@@ -23,7 +23,7 @@ public static class ResponseScoring
     }
 
     /// <summary>log pi(a_t | s_t) (B, N) of the response tokens.</summary>
-    public static Tensor LogProbs(Gpt model, Tensor sequences, Tensor mask, long promptLength, double temperature)
+    public static Tensor LogProbs(Decoder model, Tensor sequences, Tensor mask, long promptLength, double temperature)
     {
         var (logits, _, _) = Forward(model, sequences, mask, promptLength, temperature);
         return Algorithms.LogProbs.OfActions(logits, sequences.narrow(1, promptLength, logits.shape[1]));

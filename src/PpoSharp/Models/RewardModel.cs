@@ -9,11 +9,11 @@ namespace PpoSharp.Models;
 /// </summary>
 public sealed class RewardModel : nn.Module
 {
-    private readonly Gpt backbone;
+    private readonly Decoder backbone;
     private readonly ScalarHead reward_head;
     private readonly Tensor reward_offset;
 
-    public RewardModel(Gpt backbone) : base("reward_model")
+    public RewardModel(Decoder backbone) : base("reward_model")
     {
         this.backbone = backbone;
         reward_head = new ScalarHead(backbone.Config.DModel, outputStd: 1 / Math.Sqrt(backbone.Config.DModel + 1));
@@ -21,7 +21,7 @@ public sealed class RewardModel : nn.Module
         RegisterComponents();
     }
 
-    public Gpt Backbone => backbone;
+    public Decoder Backbone => backbone;
     public ScalarHead Head => reward_head;
     public double Offset => reward_offset.item<float>();
 

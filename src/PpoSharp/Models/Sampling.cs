@@ -28,8 +28,16 @@ public static class Sampling
     /// <summary>Position ids (B, T) of a left-padded batch from its mask (B, T): 0 at each row's first real token.</summary>
     public static Tensor PositionIds(Tensor mask) => (mask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0);
 
-    /// <summary>Whether each row's response (B, N) ended with EOS within its mask (B, N), rather than at the length cap: (B) bool.</summary>
-    public static Tensor EndedWithEos(Tensor responses, Tensor mask, int eos) => responses.eq(eos).logical_and(mask).any(1);
+    /// <summary>Whether each row's response (B, N) ended with an EOS id within its mask (B, N), rather than at the length cap: (B) bool.</summary>
+    public static Tensor EndedWithEos(Tensor responses, Tensor mask, IReadOnlyList<int> eos) => IsEos(responses, eos).logical_and(mask).any(1);
+
+    /// <summary>Whether each id of <paramref name="ids"/> is one of the EOS ids (same shape, bool).</summary>
+    public static Tensor IsEos(Tensor ids, IReadOnlyList<int> eos)
+    {
+        var result = zeros_like(ids, ScalarType.Bool);
+        foreach (var id in eos) result = result.logical_or(ids.eq(id));
+        return result;
+    }
 
     /// <summary>Left-pads token lists into ids (B, P) and a bool mask (B, P).</summary>
     public static (Tensor Ids, Tensor Mask) LeftPad(IReadOnlyList<IReadOnlyList<int>> rows, int pad, Device? device = null)
@@ -92,9 +100,9 @@ public static class Sampling
     /// Generates up to <see cref="SamplingOptions.MaxNewTokens"/> tokens for left-padded prompts (B, P) with mask (B, P),
     /// stopping rows at EOS and the batch when every row has stopped. <paramref name="useCache"/> = false recomputes the
     /// whole sequence each step (for tests and the KV-cache benchmark). On the CPU a large batch is split into one
-    /// contiguous share of rows per torch thread (see <see cref="Generate(Gpt, Tensor, Tensor, SamplingOptions, SpecialTokenIds, int, Generator?, bool)"/>).
+    /// contiguous share of rows per torch thread (see <see cref="Generate(Decoder, Tensor, Tensor, SamplingOptions, SpecialTokenIds, int, Generator?, bool)"/>).
     /// </summary>
-    public static Generation Generate(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+    public static Generation Generate(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         Generator? generator = null, bool useCache = true)
     {
         int workers = prompts.device_type == DeviceType.CPU ? (int)Math.Clamp(prompts.shape[0] / MinRowsPerWorker, 1, get_num_threads()) : 1;
@@ -108,7 +116,7 @@ public static class Sampling
     /// core keeps both busy and lets attention use <see cref="DecodeAttention"/>. The samples depend on the seed and on
     /// the number of workers. Responses are padded to the longest share's length.
     /// </summary>
-    public static Generation Generate(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+    public static Generation Generate(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         int workers, Generator? generator = null, bool useCache = true)
     {
         long b = prompts.shape[0], p = prompts.shape[1];
@@ -138,7 +146,7 @@ public static class Sampling
     /// One worker's share: generation of rows (b, P) on this thread with torch single-threaded, written into the first
     /// columns of <paramref name="responses"/> and <paramref name="mask"/> (b, N); returns the number of columns written.
     /// </summary>
-    private static long GenerateShare(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special, ulong seed,
+    private static long GenerateShare(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special, ulong seed,
         bool useCache, Tensor responses, Tensor mask)
     {
         using var scope = NewDisposeScope();
@@ -165,7 +173,7 @@ public static class Sampling
     }
 
     /// <summary>Generation on the calling thread; the caller has checked that n = o.MaxNewTokens fits the context.</summary>
-    private static Generation GenerateRows(Gpt model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
+    private static Generation GenerateRows(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         Generator? generator, bool useCache)
     {
         using var noGrad = no_grad();
@@ -190,7 +198,7 @@ public static class Sampling
             var token = NextToken(logits, o, generator).masked_fill(finished, special.Pad);   // (B)
             tokens.Add(token);
             alive.Add(finished.logical_not());
-            finished = finished.logical_or(token.eq(special.Eos));
+            finished = finished.logical_or(IsEos(token, special.Eos));
             if (step == n - 1 || finished.all().item<bool>()) break;
 
             var keys = allKeys.narrow(1, 0, p + step + 1);                                  // (B, L)

@@ -44,10 +44,10 @@ public enum CriticArrangement
 /// </summary>
 public sealed class CriticModel : Module
 {
-    private readonly Gpt? backbone;       // null when shared with the actor
+    private readonly Decoder? backbone;       // null when shared with the actor
     private readonly ScalarHead value_head;
 
-    public CriticModel(Gpt? ownBackbone, int dModel) : base("critic")
+    public CriticModel(Decoder? ownBackbone, int dModel) : base("critic")
     {
         backbone = ownBackbone;
         value_head = new ScalarHead(dModel);

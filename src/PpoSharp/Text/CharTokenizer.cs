@@ -17,7 +17,8 @@ public sealed class CharTokenizer : ITokenizer
         var chars = alphabet.Distinct().OrderBy(c => c, StringComparer.Ordinal).ToArray();
         _symbols = ["\uFFFD", .. SpecialTokens.All, .. chars];
         _ids = chars.Select((c, i) => (c, i)).ToDictionary(p => p.c, p => p.i + 1 + SpecialTokens.All.Length);
-        Special = SpecialTokenIds.FromFirst(1);
+        Roles = RoleTokenIds.FromFirst(1);
+        Chat = new RoleTokenChat(this, Roles);
     }
 
     /// <summary>A tokenizer whose alphabet is every character of <paramref name="texts"/>.</summary>
@@ -25,8 +26,12 @@ public sealed class CharTokenizer : ITokenizer
         new(texts.SelectMany(CodePoints));
 
     public int VocabSize => _symbols.Length;
-    public SpecialTokenIds Special { get; }
+    public RoleTokenIds Roles { get; }
+    public SpecialTokenIds Special => Roles.Special;
+    public IChatFormat Chat { get; }
     public TokenizerSpec Spec => new("char", string.Concat(_symbols.Skip(1 + SpecialTokens.All.Length)));
+
+    public void Save(string directory) => Tokenizers.SaveSpec(Spec, directory);
 
     public IReadOnlyList<int> Encode(string text) =>
         CodePoints(text).Select(c => _ids.TryGetValue(c, out var id) ? id : Unknown).ToList();
@@ -37,7 +42,7 @@ public sealed class CharTokenizer : ITokenizer
         foreach (var id in ids)
         {
             if (id < 0 || id >= _symbols.Length) continue;
-            if (skipSpecial && Special.Contains(id)) continue;
+            if (skipSpecial && Roles.Contains(id)) continue;
             sb.Append(_symbols[id]);
         }
         return sb.ToString();

@@ -15,8 +15,13 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private static readonly Lazy<TiktokenTokenizer> Bpe = new(CreateBpe);
 
     public int VocabSize => BaseVocabSize + SpecialTokens.All.Length;
-    public SpecialTokenIds Special { get; } = SpecialTokenIds.FromFirst(BaseVocabSize);
-    public TokenizerSpec Spec => new("gpt2");
+    public Gpt2Tokenizer() => Chat = new RoleTokenChat(this, Roles);
+
+    public RoleTokenIds Roles { get; } = RoleTokenIds.FromFirst(BaseVocabSize);
+    public SpecialTokenIds Special => Roles.Special;
+    public IChatFormat Chat { get; }
+
+    public void Save(string directory) => Tokenizers.SaveSpec(new TokenizerSpec("gpt2"), directory);
 
     public IReadOnlyList<int> Encode(string text) => Bpe.Value.EncodeToIds(text);
 
@@ -28,7 +33,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         {
             if (id < BaseVocabSize && id >= 0) { run.Add(id); continue; }
             Flush();
-            var name = SpecialTokenNames.NameOf(Special, id);
+            var name = Roles.NameOf(id);
             if (!skipSpecial && name != null) sb.Append(name);
         }
         Flush();

@@ -2,7 +2,10 @@ using System.Text.Json;
 
 namespace PpoSharp.Text;
 
-/// <summary>Saving and loading the tokenizer of a run directory (<c>tokenizer.json</c>).</summary>
+/// <summary>What a built-in tokenizer's <c>tokenizer.json</c> holds: the kind and, for the character tokenizer, its alphabet.</summary>
+public sealed record TokenizerSpec(string Type, string? Alphabet = null);
+
+/// <summary>Saving and loading the tokenizer of a model directory (<c>tokenizer.json</c>).</summary>
 public static class Tokenizers
 {
     public const string FileName = "tokenizer.json";
@@ -14,13 +17,13 @@ public static class Tokenizers
         _ => throw new PpoSharpException($"{source}: unknown tokenizer type '{spec.Type}' (allowed: char with an alphabet, gpt2)"),
     };
 
-    public static void Save(ITokenizer tokenizer, string directory) =>
-        File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(tokenizer.Spec, Json.Options));
+    public static void SaveSpec(TokenizerSpec spec, string directory) =>
+        File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(spec, Json.Options));
 
     public static ITokenizer Load(string directory)
     {
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (not a PpoSharp run directory?)");
+        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         TokenizerSpec? spec;
         try { spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options); }
         catch (JsonException e) { throw new PpoSharpException($"{path}: not a valid tokenizer file ({e.Message})"); }

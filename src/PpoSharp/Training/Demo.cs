@@ -112,13 +112,13 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false)
     {
         torch.manual_seed(config.Seed);
-        Gpt model;
+        Decoder model;
         ITokenizer tokenizer;
         if (initDir != null) (model, tokenizer) = RunDirectory.LoadPolicy(initDir);
         else
         {
             tokenizer = SftTrainer.NewTokenizer(config.Tokenizer, records);
-            model = new Gpt(config.ModelConfig(tokenizer.VocabSize));
+            model = new Decoder(config.ModelConfig(tokenizer.VocabSize));
         }
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
         RunDirectory.PrepareOutput(outDir, force, resume);

@@ -27,17 +27,17 @@ public static class Evaluator
         {
             var row = new List<int>();
             for (long j = 0; j < n && mask[i * n + j]; j++) row.Add((int)ids[i * n + j]);
-            rows.Add((tokenizer.Decode(row.Where(id => id != tokenizer.Special.Eos)), row.Count));
+            rows.Add((tokenizer.Decode(row.Where(id => !tokenizer.Special.IsEos(id))), row.Count));
         }
         return rows;
     }
 
     /// <summary>Generates for a batch of prompts (left-padded) and decodes the responses.</summary>
-    public static List<(string Text, int Length)> Complete(Gpt model, ITokenizer tokenizer, IReadOnlyList<IReadOnlyList<ChatMessage>> prompts,
+    public static List<(string Text, int Length)> Complete(Decoder model, ITokenizer tokenizer, IReadOnlyList<IReadOnlyList<ChatMessage>> prompts,
         SamplingOptions options, Generator? generator = null)
     {
         using var scope = NewDisposeScope();
-        var encoded = prompts.Select(p => (IReadOnlyList<int>)ChatTemplate.EncodePrompt(tokenizer, p)).ToList();
+        var encoded = prompts.Select(p => (IReadOnlyList<int>)tokenizer.Chat.EncodePrompt(p)).ToList();
         var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);
         using var generation = Sampling.Generate(model, ids, mask, options, tokenizer.Special, generator);
         return Decode(tokenizer, generation);
@@ -47,7 +47,7 @@ public static class Evaluator
     /// Monte-Carlo KL(pi || pi_ref) per sequence: responses sampled from <paramref name="policy"/> at temperature 1,
     /// mean over prompts of sum_t (log pi - log pi_ref). Zero when the two models are the same.
     /// </summary>
-    public static double KlToReference(Gpt policy, Gpt reference, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts,
+    public static double KlToReference(Decoder policy, Decoder reference, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts,
         int maxNewTokens, Generator generator, int batchSize = 64)
     {
         using var noGrad = no_grad();
@@ -55,7 +55,7 @@ public static class Evaluator
         for (int i = 0; i < prompts.Count; i += batchSize)
         {
             using var scope = NewDisposeScope();
-            var encoded = prompts.Skip(i).Take(batchSize).Select(p => (IReadOnlyList<int>)ChatTemplate.EncodePrompt(tokenizer, p.Messages)).ToList();
+            var encoded = prompts.Skip(i).Take(batchSize).Select(p => (IReadOnlyList<int>)tokenizer.Chat.EncodePrompt(p.Messages)).ToList();
             var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);                    // (B, P)
             var g = Sampling.Generate(policy, ids, mask, new SamplingOptions(maxNewTokens), tokenizer.Special, generator);
             var sequences = cat([ids, g.Responses], 1);                                           // (B, P+N)
@@ -69,7 +69,7 @@ public static class Evaluator
     }
 
     /// <summary>Greedy decoding on every prompt, scored with <paramref name="reward"/> and exact match against <c>solution</c>.</summary>
-    public static EvalResult Evaluate(Gpt model, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts, IRewardFunction reward,
+    public static EvalResult Evaluate(Decoder model, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts, IRewardFunction reward,
         int maxNewTokens, int batchSize = 64)
     {
         model.eval();

@@ -29,7 +29,7 @@ public sealed record PpoResult(int Iterations, double FirstRewardMean, double La
 public sealed class PpoTrainer : IDisposable
 {
     private readonly PpoConfig _config;
-    private readonly Gpt _actor, _reference;
+    private readonly Decoder _actor, _reference;
     private readonly CriticModel _critic;
     private readonly ITokenizer _tokenizer;
     private readonly IRewardFunction _reward;
@@ -52,13 +52,13 @@ public sealed class PpoTrainer : IDisposable
     internal Func<Tensor, Tensor>? LossFault { get; set; }
 
     /// <summary>A trainer over ready models. <c>gold</c>: a rule reward logged as <c>gold_reward_mean</c> beside a proxy reward, to show over-optimisation; not trained on.</summary>
-    public PpoTrainer(Gpt actor, Gpt reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
+    public PpoTrainer(Decoder actor, Decoder reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
         IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold = null)
     {
         (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
         _reference.eval();
         foreach (var p in _reference.parameters()) p.requires_grad = false;
-        _encodedPrompts = prompts.Select(p => ChatTemplate.EncodePrompt(tokenizer, p.Messages)).ToArray();
+        _encodedPrompts = prompts.Select(p => tokenizer.Chat.EncodePrompt(p.Messages)).ToArray();
         foreach (var (ids, p) in _encodedPrompts.Zip(prompts))
             if (ids.Count >= actor.Config.ContextLength)
                 throw new PpoSharpException($"{p.Source}: prompt is {ids.Count} tokens, leaving no room to respond within context_length {actor.Config.ContextLength}");
@@ -92,7 +92,7 @@ public sealed class PpoTrainer : IDisposable
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
     }
 
-    public Gpt Actor => _actor;
+    public Decoder Actor => _actor;
     public ITokenizer Tokenizer => _tokenizer;
     public double KlCoef => _kl.Value;
 

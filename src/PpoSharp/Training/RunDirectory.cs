@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace PpoSharp.Training;
 
 /// <summary>What <c>config.json</c> of a run directory holds: the model kind, its shape and the training settings.</summary>
-public sealed record RunConfig(string Kind, GptConfig Model, JsonNode? Training);
+public sealed record RunConfig(string Kind, DecoderSpec Model, JsonNode? Training);
 
 /// <summary>
 /// A run directory: <c>config.json</c>, <c>model.safetensors</c>, <c>tokenizer.json</c>, <c>metrics.jsonl</c>.
@@ -45,12 +45,12 @@ public static class RunDirectory
             throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
     }
 
-    public static void Save(string dir, string kind, nn.Module model, GptConfig config, ITokenizer tokenizer, object training)
+    public static void Save(string dir, string kind, nn.Module model, DecoderSpec config, ITokenizer tokenizer, object training)
     {
         Directory.CreateDirectory(dir);
         var run = new RunConfig(kind, config, JsonSerializer.SerializeToNode(training, training.GetType(), Json.Options));
         WriteAtomically(Path.Combine(dir, ConfigFile), tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(run, Json.Options)));
-        Tokenizers.Save(tokenizer, dir);
+        tokenizer.Save(dir);
         SaveModule(Path.Combine(dir, ModelFile), model);
     }
 
@@ -75,10 +75,10 @@ public static class RunDirectory
     }
 
     /// <summary>Loads the policy (GPT + LM head) and tokenizer of a run directory.</summary>
-    public static (Gpt Model, ITokenizer Tokenizer) LoadPolicy(string dir)
+    public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir)
     {
         var (run, tokenizer) = ReadChecked(dir, PolicyKind);
-        var model = new Gpt(run.Model);
+        var model = new Decoder(run.Model);
         LoadWeights(model, Path.Combine(dir, ModelFile));
         return (model, tokenizer);
     }
@@ -87,7 +87,7 @@ public static class RunDirectory
     public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir)
     {
         var (run, tokenizer) = ReadChecked(dir, RewardModelKind);
-        var model = new RewardModel(new Gpt(run.Model));
+        var model = new RewardModel(new Decoder(run.Model));
         LoadWeights(model, Path.Combine(dir, ModelFile));
         model.eval();
         return (model, tokenizer);

@@ -25,7 +25,7 @@ public sealed record SftConfig : TrainingConfig
     [JsonPropertyOrder(1)] public int NHead { get; init; } = 4;
     [JsonPropertyOrder(1)] public int DModel { get; init; } = 128;
 
-    public GptConfig ModelConfig(int vocabSize) => new GptConfig(vocabSize, ContextLength, NLayer, NHead, DModel).Validate();
+    public DecoderSpec ModelConfig(int vocabSize) => new DecoderSpec(vocabSize, ContextLength, NLayer, NHead, DModel).Validate();
 
     public SftConfig Validate()
     {

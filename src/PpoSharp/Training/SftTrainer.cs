@@ -45,7 +45,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var list = new List<SftExample>();
         foreach (var r in records)
         {
-            var (ids, trained) = ChatTemplate.Encode(tokenizer, r.Messages);
+            var (ids, trained) = tokenizer.Chat.EncodeConversation(r.Messages);
             if (ids.Count > contextLength)
                 throw new PpoSharpException($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}");
             list.Add(new SftExample([.. ids], [.. trained], r.Source));
@@ -77,7 +77,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     }
 
     /// <summary>Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>.</summary>
-    public static Tensor Loss(Gpt model, Tensor inputs, Tensor targets)
+    public static Tensor Loss(Decoder model, Tensor inputs, Tensor targets)
     {
         var logits = model.forward(inputs);                                                   // (B, T, V)
         return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
@@ -92,7 +92,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     /// Trains <paramref name="model"/> on <paramref name="examples"/> and saves the run into <paramref name="outDir"/>;
     /// checkpoints every <c>checkpoint_every</c> steps, resumes exactly with <paramref name="resume"/>.
     /// </summary>
-    public SftResult Train(Gpt model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir, bool resume = false, StopSignal? stop = null)
+    public SftResult Train(Decoder model, ITokenizer tokenizer, IReadOnlyList<SftExample> examples, string outDir, bool resume = false, StopSignal? stop = null)
     {
         var (train, heldOut) = HeldOut.Split(examples, config.EvalFraction, config.Seed);
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
@@ -128,7 +128,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
     }
 
-    private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Gpt model, List<SftExample> batch, int pad, int step)
+    private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Decoder model, List<SftExample> batch, int pad, int step)
     {
         using var scope = NewDisposeScope();
         var (inputs, targets) = Collate(batch, pad);                                           // (B, T) each
@@ -136,7 +136,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     }
 
     /// <summary>Token-weighted mean loss over the held-out examples.</summary>
-    public static double EvalLoss(Gpt model, IReadOnlyList<SftExample> examples, int pad, int batchSize = 64)
+    public static double EvalLoss(Decoder model, IReadOnlyList<SftExample> examples, int pad, int batchSize = 64)
     {
         using var noGrad = no_grad();
         double sum = 0;

@@ -1,0 +1,173 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace PpoSharp.Models;
+
+/// <summary>
+/// One causal decoder configured by a <see cref="DecoderSpec"/>: token embeddings (plus a learned position table or
+/// rotary positions), pre-norm blocks of causal self-attention (grouped-query when there are fewer key/value heads) and
+/// an MLP, a final norm and an LM head (or the embedding table itself when tied). The built-in GPT and every supported
+/// Hugging Face architecture are configurations of it; <see cref="Hidden"/> exposes the last layer's states for heads.
+/// </summary>
+public sealed class Decoder : Module<Tensor, Tensor>
+{
+    private readonly Embedding embed;
+    private readonly Embedding? pos_embed;
+    private readonly ModuleList<DecoderBlock> layers;
+    private readonly Norm norm;
+    private readonly Linear? lm_head;
+    private readonly Tensor? inv_freq;                     // (hd/2) rotary frequencies, not saved
+
+    public DecoderSpec Config { get; }
+
+    public Decoder(DecoderSpec spec) : base("decoder")
+    {
+        Config = spec.Validate();
+        embed = Embedding(spec.VocabSize, spec.DModel);
+        if (spec.Positions == PositionKind.Learned) pos_embed = Embedding(spec.ContextLength, spec.DModel);
+        layers = new ModuleList<DecoderBlock>(Enumerable.Range(0, spec.NLayer).Select(i => new DecoderBlock(spec, i)).ToArray());
+        norm = new Norm(spec.Norm, spec.DModel, spec.NormEps);
+        if (!spec.TiedHead) lm_head = Linear(spec.DModel, spec.VocabSize, hasBias: false);
+        RegisterComponents();
+        if (spec.Positions == PositionKind.Rope) register_buffer(nameof(inv_freq), inv_freq = Rope.InverseFrequencies(spec), persistent: false);
+        InitWeights();
+    }
+
+    /// <summary>The embedding table (V, C); with a tied head also the LM head's weight.</summary>
+    public Parameter Embeddings => embed.weight!;
+
+    /// <summary>
+    /// Final hidden states (B, T, C) for ids (B, T). <paramref name="positions"/> (B, T) default to past..past+T-1;
+    /// <paramref name="keyMask"/> (B, past+T) marks real (non-pad) tokens, cached ones included; with neither a mask
+    /// nor a cache the attention is plain causal.
+    /// </summary>
+    public Tensor Hidden(Tensor ids, Tensor? positions = null, Tensor? keyMask = null, KvCache? cache = null)
+    {
+        using var scope = NewDisposeScope();
+        long b = ids.shape[0], t = ids.shape[1];
+        int past = cache?.Length ?? 0;
+        if (past + t > Config.ContextLength && positions is null)
+            throw new ArgumentException($"sequence of {past + t} tokens exceeds context_length {Config.ContextLength}");
+        positions ??= arange(past, past + t, dtype: int64, device: ids.device).unsqueeze(0).expand(b, t);   // (B, T)
+        var mask = AttentionMask(b, t, past, keyMask, embed.weight!.dtype, ids.device);               // (B, 1, T, L) or none
+        var x = embed.forward(ids);                                                                     // (B, T, C)
+        if (pos_embed is not null) x = x + pos_embed.forward(positions);
+        (Tensor, Tensor)? rope = inv_freq is null ? null : Rope.Tables(positions, inv_freq, x.dtype);                // (B, T, 1, hd) x2
+        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, mask, causal: mask is null && t > 1, cache, rope);
+        cache?.Advance((int)t);
+        return norm.forward(x).MoveToOuterDisposeScope();                                            // (B, T, C)
+    }
+
+    /// <summary>LM head: hidden (..., C) to logits (..., V).</summary>
+    public Tensor Logits(Tensor hidden) => lm_head is null ? functional.linear(hidden, embed.weight!) : lm_head.forward(hidden);
+
+    /// <summary>Logits (B, T, V) of a right-padded or unpadded batch (B, T) with plain causal attention.</summary>
+    public override Tensor forward(Tensor ids) => Logits(Hidden(ids));
+
+    /// <summary>
+    /// Additive attention mask (B, 1, T, L), 0 where a query may attend and -inf elsewhere: causal over absolute
+    /// indices, real keys only, and always itself, so that a pad query never has an empty row (which would give NaN and
+    /// poison the cache). Built once per forward and shared by every layer. Null where no mask is needed: plain causal
+    /// attention from position 0 (the caller passes is_causal), or a single new query over an unpadded cache.
+    /// </summary>
+    private static Tensor? AttentionMask(long b, long t, int past, Tensor? keyMask, ScalarType dtype, Device device)
+    {
+        if (keyMask is null && (past == 0 || t == 1)) return null;
+        long l = past + t;
+        Tensor allowed;                                                          // (B or 1, T, L) bool
+        if (t == 1) allowed = keyMask!.to(ScalarType.Bool).index_fill(1, tensor(l - 1, device: device), true).view(b, 1, l);  // decode: all earlier keys are causal
+        else
+        {
+            var q = arange(past, l, dtype: int64, device: device).view(t, 1);  // (T, 1)
+            var k = arange(0, l, dtype: int64, device: device).view(1, l);     // (1, L)
+            allowed = k.le(q).unsqueeze(0);                                    // (1, T, L)
+            if (keyMask is not null) allowed = allowed.logical_and(keyMask.to(ScalarType.Bool).view(b, 1, l)).logical_or(k.eq(q).unsqueeze(0));
+        }
+        return zeros(1, dtype: dtype, device: device).masked_fill(allowed.logical_not(), double.NegativeInfinity)
+            .expand(b, t, l).unsqueeze(1);                                       // (B, 1, T, L)
+    }
+
+    /// <summary>nanoGPT's init for new models: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 n_layer).</summary>
+    private void InitWeights()
+    {
+        using var _ = no_grad();
+        double residualStd = 0.02 / Math.Sqrt(2.0 * Config.NLayer);
+        foreach (var (name, module) in named_modules())
+        {
+            if (module is Linear linear)
+            {
+                bool residual = name.EndsWith(".out", StringComparison.Ordinal) || name.EndsWith(".down", StringComparison.Ordinal);
+                init.normal_(linear.weight!, 0, residual ? residualStd : 0.02);
+                if (linear.bias is not null) init.zeros_(linear.bias);
+            }
+            else if (module is Embedding embedding) init.normal_(embedding.weight!, 0, 0.02);
+        }
+    }
+}
+
+/// <summary>LayerNorm (weight, bias) or RMSNorm (weight; computed in fp32 and cast back, as Hugging Face's Llama does) over the last dimension.</summary>
+internal sealed class Norm : Module<Tensor, Tensor>
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+    private readonly NormKind _kind;
+    private readonly double _eps;
+
+    public Norm(NormKind kind, long size, double eps) : base("norm")
+    {
+        (_kind, _eps) = (kind, eps);
+        weight = Parameter(ones(size));
+        if (kind == NormKind.LayerNorm) bias = Parameter(zeros(size));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (_kind == NormKind.LayerNorm) return functional.layer_norm(x, [x.shape[^1]], weight, bias, _eps);
+        using var scope = NewDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();     // (..., C)
+        return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Rotary position embeddings in Hugging Face's layout: q' = q cos + rotate_half(q) sin, rotate_half(x) = (-x₂, x₁).</summary>
+internal static class Rope
+{
+    /// <summary>
+    /// inv_freq_j = 1 / θ^(2j / hd), j = 0 .. hd/2-1, in fp32 as transformers computes it; with Llama 3.1 scaling, long
+    /// wavelengths are divided by the factor, short ones kept and the band between interpolated smoothly.
+    /// </summary>
+    public static Tensor InverseFrequencies(DecoderSpec spec)
+    {
+        int hd = spec.HeadDim;
+        var invFreq = 1.0f / pow(tensor((float)spec.RopeTheta), arange(0, hd, 2, dtype: int64).to(ScalarType.Float32) / hd);   // (hd/2)
+        if (spec.RopeScaling is not { } s) return invFreq;
+        if (s.LowFreqFactor == 0) return invFreq / s.Factor;
+        double lowWavelen = s.OriginalMaxPositions / s.LowFreqFactor, highWavelen = s.OriginalMaxPositions / s.HighFreqFactor;
+        var wavelen = 2 * Math.PI / invFreq;
+        var scaled = where(wavelen > lowWavelen, invFreq / s.Factor, invFreq);
+        var smooth = (s.OriginalMaxPositions / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        var smoothed = (1 - smooth) * scaled / s.Factor + smooth * scaled;
+        var medium = (wavelen < highWavelen).logical_not().logical_and((wavelen > lowWavelen).logical_not());
+        return where(medium, smoothed, scaled);
+    }
+
+    /// <summary>cos and sin (B, T, 1, hd) of positions (B, T), broadcast over heads.</summary>
+    public static (Tensor Cos, Tensor Sin) Tables(Tensor positions, Tensor invFreq, ScalarType dtype)
+    {
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;          // (B, T, hd/2)
+        var angles = cat([freqs, freqs], -1).unsqueeze(2);                              // (B, T, 1, hd)
+        return (angles.cos().to(dtype), angles.sin().to(dtype));
+    }
+
+    /// <summary>Rotates x (B, T, heads, hd).</summary>
+    public static Tensor Apply(Tensor x, (Tensor Cos, Tensor Sin) t)
+    {
+        long half = x.shape[^1] / 2;
+        var rotated = cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);     // rotate_half(x)
+        return x * t.Cos + rotated * t.Sin;
+    }
+}

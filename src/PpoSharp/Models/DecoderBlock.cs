@@ -1,0 +1,75 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace PpoSharp.Models;
+
+/// <summary>
+/// One pre-norm block: x + attn(attn_norm(x)), then x + mlp(mlp_norm(x)). q, k and v come from one fused projection
+/// (H + 2 KV heads of hd), so a step runs one matrix product for all three; a key/value head serves H / KV query heads.
+/// </summary>
+internal sealed class DecoderBlock : Module
+{
+    private readonly Norm attn_norm, mlp_norm;
+    private readonly Norm? q_norm, k_norm;
+    private readonly Linear qkv, @out, up, down;
+    private readonly Linear? gate;
+    private readonly int _layer, _heads, _kvHeads, _headDim;
+    private readonly MlpKind _mlp;
+
+    public DecoderBlock(DecoderSpec s, int layer) : base($"block{layer}")
+    {
+        (_layer, _heads, _kvHeads, _headDim, _mlp) = (layer, s.NHead, s.KvHeadCount, s.HeadDim, s.Mlp);
+        attn_norm = new Norm(s.Norm, s.DModel, s.NormEps);
+        qkv = Linear(s.DModel, (_heads + 2 * _kvHeads) * _headDim, hasBias: s.QkvBias);
+        if (s.QkNorm) (q_norm, k_norm) = (new Norm(NormKind.RmsNorm, _headDim, s.NormEps), new Norm(NormKind.RmsNorm, _headDim, s.NormEps));
+        @out = Linear(_heads * _headDim, s.DModel, hasBias: s.OutBias);
+        mlp_norm = new Norm(s.Norm, s.DModel, s.NormEps);
+        if (s.Mlp == MlpKind.SwiGlu) gate = Linear(s.DModel, s.MlpWidth, hasBias: s.MlpBias);
+        up = Linear(s.DModel, s.MlpWidth, hasBias: s.MlpBias);
+        down = Linear(s.MlpWidth, s.DModel, hasBias: s.MlpBias);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope)
+    {
+        x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope);                  // (B, T, C)
+        return x + Mlp(mlp_norm.forward(x));                                                 // (B, T, C)
+    }
+
+    private Tensor Mlp(Tensor x) => _mlp switch
+    {
+        MlpKind.SwiGlu => down.forward(functional.silu(gate!.forward(x)) * up.forward(x)),
+        MlpKind.GeluTanh => down.forward(functional.gelu(up.forward(x), TorchSharp.Modules.GELU.Approximate.tanh)),
+        _ => down.forward(functional.gelu(up.forward(x))),
+    };
+
+    private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope)
+    {
+        long b = x.shape[0], t = x.shape[1];
+        var heads = qkv.forward(x).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
+        var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
+        var k = heads.narrow(2, _heads, _kvHeads);                                          // (B, T, KV, hd)
+        var v = heads.narrow(2, _heads + _kvHeads, _kvHeads);                               // (B, T, KV, hd)
+        if (q_norm is not null) (q, k) = (q_norm.forward(q), k_norm!.forward(k));
+        if (rope is { } r) (q, k) = (Rope.Apply(q, r), Rope.Apply(k, r));
+        q = q.transpose(1, 2);                                                              // (B, H, T, hd)
+        Tensor y;
+        if (cache is not null)
+        {
+            var kv = cache.Append(_layer, k.transpose(1, 2), v.transpose(1, 2));             // (2, B, KV, L, hd)
+            y = DecodeAttention.Applies(q, kv, mask) ? DecodeAttention.Forward(q, kv, mask)
+                : functional.scaled_dot_product_attention(q, Repeat(kv[0]), Repeat(kv[1]), attn_mask: mask, is_casual: causal);
+        }
+        else y = functional.scaled_dot_product_attention(q, Repeat(k.transpose(1, 2)), Repeat(v.transpose(1, 2)), attn_mask: mask, is_casual: causal);
+        return @out.forward(y.transpose(1, 2).reshape(b, t, _heads * _headDim));           // (B, T, C)
+    }
+
+    /// <summary>Keys or values (B, KV, L, hd) repeated to (B, H, L, hd): query head j reads key/value head j / (H / KV).</summary>
+    private Tensor Repeat(Tensor kv)
+    {
+        if (_kvHeads == _heads) return kv;
+        long b = kv.shape[0], l = kv.shape[2];
+        return kv.unsqueeze(2).expand(b, _kvHeads, _heads / _kvHeads, l, _headDim).reshape(b, _heads, l, _headDim);
+    }
+}

@@ -1,0 +1,92 @@
+namespace PpoSharp.Models;
+
+/// <summary>Normalisation of the blocks and of the final hidden states.</summary>
+public enum NormKind
+{
+    /// <summary>LayerNorm with weight and bias (GPT-2, the built-in model).</summary>
+    LayerNorm,
+    /// <summary>RMSNorm: x / sqrt(mean(x²) + eps) · weight, computed in fp32 (Llama, Mistral, Qwen).</summary>
+    RmsNorm,
+}
+
+/// <summary>How positions enter the model.</summary>
+public enum PositionKind
+{
+    /// <summary>A learned table added to the token embeddings (GPT-2).</summary>
+    Learned,
+    /// <summary>Rotary embeddings on queries and keys, in Hugging Face's rotate_half layout (Llama and its relatives).</summary>
+    Rope,
+}
+
+/// <summary>The feed-forward block.</summary>
+public enum MlpKind
+{
+    /// <summary>down(gelu(up(x))) with the exact (erf) GELU.</summary>
+    Gelu,
+    /// <summary>down(gelu(up(x))) with GELU's tanh approximation (GPT-2's <c>gelu_new</c>).</summary>
+    GeluTanh,
+    /// <summary>down(silu(gate(x)) · up(x)) (Llama's SwiGLU).</summary>
+    SwiGlu,
+}
+
+/// <summary>
+/// Llama 3.1's frequency-dependent RoPE scaling (<c>rope_type: llama3</c>); <see cref="LowFreqFactor"/> = 0 means plain
+/// linear scaling (all frequencies divided by <see cref="Factor"/>).
+/// </summary>
+public sealed record RopeScaling(double Factor, double LowFreqFactor = 0, double HighFreqFactor = 0, int OriginalMaxPositions = 0);
+
+/// <summary>
+/// One causal decoder for every supported architecture: the built-in GPT is one configuration, Llama, Mistral, Qwen2/3
+/// and GPT-2 checkpoints are others (see <c>Models/Hf</c>). Immutable; <see cref="Validate"/> names the first bad field.
+/// Zero for <see cref="KvHeads"/>, <see cref="HeadSize"/> or <see cref="Intermediate"/> means the GPT default (all heads,
+/// DModel / NHead, 4 · DModel).
+/// </summary>
+/// <param name="VocabSize">Rows of the embedding table and of the LM head.</param>
+/// <param name="ContextLength">Longest sequence (prompt + response): the learned position table, or RoPE's <c>max_position_embeddings</c>.</param>
+/// <param name="NLayer">Decoder blocks.</param>
+/// <param name="NHead">Query heads.</param>
+/// <param name="DModel">Width of the residual stream.</param>
+public sealed record DecoderSpec(int VocabSize, int ContextLength = 64, int NLayer = 4, int NHead = 4, int DModel = 128)
+{
+    /// <summary>Key/value heads (grouped-query attention when fewer than <see cref="NHead"/>; 1 is multi-query).</summary>
+    public int KvHeads { get; init; }
+    /// <summary>Width of one head (Qwen3 sets it apart from DModel / NHead).</summary>
+    public int HeadSize { get; init; }
+    public int Intermediate { get; init; }
+    public NormKind Norm { get; init; } = NormKind.LayerNorm;
+    public double NormEps { get; init; } = 1e-5;
+    public PositionKind Positions { get; init; } = PositionKind.Learned;
+    public double RopeTheta { get; init; } = 10000;
+    public RopeScaling? RopeScaling { get; init; }
+    public MlpKind Mlp { get; init; } = MlpKind.Gelu;
+    /// <summary>Biases on the q, k, v projections (GPT-2, Qwen2).</summary>
+    public bool QkvBias { get; init; } = true;
+    /// <summary>Bias on the attention output and on the MLP's linear layers (GPT-2; Llama's <c>mlp_bias</c>).</summary>
+    public bool OutBias { get; init; } = true;
+    public bool MlpBias { get; init; } = true;
+    /// <summary>RMSNorm of each query and key head before RoPE (Qwen3's q_norm / k_norm).</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>The LM head is the embedding table itself: one shared parameter, not a copy.</summary>
+    public bool TiedHead { get; init; }
+
+    public int KvHeadCount => KvHeads == 0 ? NHead : KvHeads;
+    public int HeadDim => HeadSize == 0 ? DModel / NHead : HeadSize;
+    public int MlpWidth => Intermediate == 0 ? 4 * DModel : Intermediate;
+
+    public DecoderSpec Validate()
+    {
+        if (VocabSize < 2) throw new PpoSharpException($"vocab_size must be at least 2 (got {VocabSize})");
+        if (ContextLength < 2) throw new PpoSharpException($"context_length must be at least 2 (got {ContextLength})");
+        if (NLayer < 1) throw new PpoSharpException($"n_layer must be at least 1 (got {NLayer})");
+        if (NHead < 1 || DModel < 1 || HeadSize == 0 && DModel % NHead != 0)
+            throw new PpoSharpException($"d_model ({DModel}) must be a positive multiple of n_head ({NHead})");
+        if (KvHeadCount < 1 || NHead % KvHeadCount != 0)
+            throw new PpoSharpException($"the number of key/value heads ({KvHeadCount}) must divide the number of attention heads ({NHead})");
+        if (HeadDim < 1 || Positions == PositionKind.Rope && HeadDim % 2 != 0)
+            throw new PpoSharpException($"head_dim ({HeadDim}) must be positive, and even with rotary positions");
+        if (MlpWidth < 1) throw new PpoSharpException($"intermediate_size must be positive (got {MlpWidth})");
+        if (!(NormEps > 0)) throw new PpoSharpException($"the norm epsilon must be > 0 (got {NormEps})");
+        if (!(RopeTheta > 0)) throw new PpoSharpException($"rope_theta must be > 0 (got {RopeTheta})");
+        return this;
+    }
+}
