@@ -83,7 +83,7 @@ public class CliTests
             "--set", "rm.steps=5", "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10");
         Assert.True(code == 0, errors);
         foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json",
-                     "sft/metrics.jsonl", "rm/model.safetensors", "rm/metrics.jsonl", "ppo/model.safetensors", "ppo/critic.safetensors",
+                     "sft/metrics.jsonl", "rm/model.safetensors", "rm/metrics.jsonl", "ppo/model.safetensors", "ppo/critic/model.safetensors",
                      "ppo/metrics.jsonl", "summary.json", "report.html", "plots/sft_loss.png", "plots/rm_loss.png", "plots/rm_accuracy.png",
                      "plots/ppo_reward.png", "plots/ppo_kl.png", "plots/ppo_entropy.png", "plots/ppo_clipfrac.png", "plots/ppo_value_loss.png",
                      "plots/ppo_explained_variance.png" })

@@ -39,7 +39,7 @@ public class PpoTests
         foreach (var key in new[] { "reward_std", "kl_coef", "approx_kl", "clipfrac", "value_clipfrac", "entropy", "policy_loss", "value_loss",
                      "explained_variance", "ratio_mean", "ratio_max", "response_length", "eos_rate", "rollout_seconds", "update_seconds", "tokens_per_second" })
             Assert.True(rows[0].ContainsKey(key), key);
-        Assert.True(File.Exists(Path.Combine(outDir, "critic.safetensors")));
+        Assert.True(RunDirectory.IsScalarModel(Path.Combine(outDir, RunDirectory.CriticFolder)));
         var (saved, _) = RunDirectory.LoadPolicy(outDir);
         Assert.Equal(trainer.Actor.Config, saved.Config);
     }

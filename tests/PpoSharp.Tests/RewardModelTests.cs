@@ -105,7 +105,7 @@ public class RewardModelTests
     {
         var (dir, _) = Trained.Value;
         var e = Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(dir));
-        Assert.Equal($"{dir}: holds a reward model, but a policy is needed here", e.Message);
+        Assert.Equal($"{dir}: holds a reward model, but a policy is needed here (its architecture is GPT2ForSequenceClassification)", e.Message);
         Assert.Contains("'model:' needs a reward-model directory", Assert.Throws<PpoSharpException>(() => RewardSpec.Parse("model:")).Message);
     }
 

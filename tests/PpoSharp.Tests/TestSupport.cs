@@ -25,6 +25,25 @@ public static class TestSupport
         return path;
     }
 
+    /// <summary>
+    /// A copy of a tiny Hugging Face model folder from HfData/models (random weights, real tokenizer, reference outputs
+    /// in expected.json) in a temporary directory, with its gzipped tokenizer.json unpacked.
+    /// </summary>
+    public static string HfModel(string name)
+    {
+        var source = Path.Combine(AppContext.BaseDirectory, "HfData", "models", name);
+        var dir = Path.Combine(TempDir(), name);
+        Directory.CreateDirectory(dir);
+        foreach (var file in Directory.GetFiles(source))
+        {
+            if (!file.EndsWith(".gz", StringComparison.Ordinal)) { File.Copy(file, Path.Combine(dir, Path.GetFileName(file))); continue; }
+            using var gz = new System.IO.Compression.GZipStream(File.OpenRead(file), System.IO.Compression.CompressionMode.Decompress);
+            using var output = File.Create(Path.Combine(dir, Path.GetFileNameWithoutExtension(file)));
+            gz.CopyTo(output);
+        }
+        return dir;
+    }
+
     public static Decoder TinyModel(int vocab = 20, int seed = 0, int context = 32)
     {
         manual_seed(seed);

@@ -90,7 +90,7 @@ public class TrainingTests
         var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, []);
         manual_seed(1);
         var model = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 8));
-        RunDirectory.Save(dir, RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
+        RunDirectory.SavePolicy(dir, model, tokenizer, new SftConfig());
         var (loaded, loadedTokenizer) = RunDirectory.LoadPolicy(dir);
         var ids = tensor(new long[] { 7, 8, 9 }, [1, 3]);
         Assert.True(model.forward(ids).equal(loaded.forward(ids)).all().item<bool>());
@@ -104,7 +104,7 @@ public class TrainingTests
         var dir = TestSupport.TempDir();
         var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, []);
         var model = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 8));
-        RunDirectory.Save(dir, RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
+        RunDirectory.SavePolicy(dir, model, tokenizer, new SftConfig());
         var modelPath = Path.Combine(dir, RunDirectory.ModelFile);
         var good = File.ReadAllBytes(modelPath);
 
@@ -114,11 +114,12 @@ public class TrainingTests
         Assert.Contains("not a safetensors file", Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(dir)).Message);
 
         var other = new Decoder(new DecoderSpec(tokenizer.VocabSize, 16, 1, 2, 16));     // wider model, same names
-        RunDirectory.Save(TestSupport.TempDir() is var d2 ? d2 : "", RunDirectory.PolicyKind, other, other.Config, tokenizer, new SftConfig());
+        RunDirectory.SavePolicy(TestSupport.TempDir() is var d2 ? d2 : "", other, tokenizer, new SftConfig());
         File.Copy(Path.Combine(d2, RunDirectory.ModelFile), modelPath, overwrite: true);
         var e = Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(dir));
-        Assert.Contains("the config expects Float32 [", e.Message);
-        Assert.StartsWith(modelPath, e.Message);
+        Assert.Contains("has shape [", e.Message);
+        Assert.Contains("config.json implies [", e.Message);
+        Assert.StartsWith(dir, e.Message);
 
         Assert.Contains("model directory not found", Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(Path.Combine(dir, "nope"))).Message);
         Assert.Contains("config.json: missing", Assert.Throws<PpoSharpException>(() => RunDirectory.LoadPolicy(TestSupport.TempDir())).Message);

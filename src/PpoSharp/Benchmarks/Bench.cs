@@ -15,7 +15,7 @@ namespace PpoSharp.Benchmarks;
 /// generation tokens/s and MFU with the KV cache, the cache's speed-up and time scaling, PPO phase shares, and memory
 /// growth over many PPO iterations. One process, one run; medians of repeats after a warm-up.
 /// </summary>
-public static class Bench
+public static partial class Bench
 {
     /// <summary>
     /// Parameters that take part in matrix multiplies: all but the token and position embedding tables; the LM head
@@ -59,6 +59,7 @@ public static class Bench
         r["memory_gbps"] = MemoryGbps();
         log.WriteLine($"bench: memory read bandwidth {r["memory_gbps"]:F1} GB/s");
         GenerateFigures(r, limit, quick, log);
+        RealShapeFigures(r, limit, quick, log);
         PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
         r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
         (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(limit.Gemms), limit.Gemms.Min(), limit.Gemms.Max());
@@ -203,7 +204,7 @@ public static class Bench
             var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, Jsonl.ReadChat(Path.Combine(dir, TaskData.SftFile)).Records);
             manual_seed(0);
             var model = new Decoder(new SftConfig().ModelConfig(tokenizer.VocabSize));
-            RunDirectory.Save(Path.Combine(dir, "init"), RunDirectory.PolicyKind, model, model.Config, tokenizer, new SftConfig());
+            RunDirectory.SavePolicy(Path.Combine(dir, "init"), model, tokenizer, new SftConfig());
 
             var timing = new PpoConfig { Iterations = iterations, CheckpointEvery = 1000 };
             var rows = RunPpo(dir, "timing", prompts, timing);

@@ -22,9 +22,13 @@ public sealed class Decoder : Module<Tensor, Tensor>
 
     public DecoderSpec Config { get; }
 
-    public Decoder(DecoderSpec spec) : base("decoder")
+    /// <summary>How the model is stored on disk: its Hugging Face architecture, base config and dtype (GPT-2's layout for built-in models).</summary>
+    public Hf.HfModelInfo Format { get; }
+
+    public Decoder(DecoderSpec spec, Hf.HfModelInfo? format = null) : base("decoder")
     {
         Config = spec.Validate();
+        Format = format ?? Hf.HfModelInfo.BuiltIn();
         embed = Embedding(spec.VocabSize, spec.DModel);
         if (spec.Positions == PositionKind.Learned) pos_embed = Embedding(spec.ContextLength, spec.DModel);
         layers = new ModuleList<DecoderBlock>(Enumerable.Range(0, spec.NLayer).Select(i => new DecoderBlock(spec, i)).ToArray());

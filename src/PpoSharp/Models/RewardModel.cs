@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 namespace PpoSharp.Models;
 
 /// <summary>
-/// The notes' reward model: an MLP head on the backbone's last layer, read at the last non-pad token of
+/// The notes' reward model: a scalar head on the backbone's last layer (the notes' MLP for built-in models, the linear
+/// <c>score</c> of Hugging Face's *ForSequenceClassification for pretrained ones), read at the last non-pad token of
 /// prompt + response. The head's last layer starts as N(0, 1/(d_model + 1)), bias 0 (Stiennon et al. 2020);
 /// <c>reward_offset</c> (saved with the model) is subtracted so that rewards on the training set have mean 0.
 /// </summary>
@@ -13,10 +14,10 @@ public sealed class RewardModel : nn.Module
     private readonly ScalarHead reward_head;
     private readonly Tensor reward_offset;
 
-    public RewardModel(Decoder backbone) : base("reward_model")
+    public RewardModel(Decoder backbone, bool mlpHead = true) : base("reward_model")
     {
         this.backbone = backbone;
-        reward_head = new ScalarHead(backbone.Config.DModel, outputStd: 1 / Math.Sqrt(backbone.Config.DModel + 1));
+        reward_head = new ScalarHead(backbone.Config.DModel, outputStd: 1 / Math.Sqrt(backbone.Config.DModel + 1), mlp: mlpHead);
         reward_offset = zeros(1);
         RegisterComponents();
     }

@@ -4,29 +4,38 @@ using static TorchSharp.torch.nn;
 namespace PpoSharp.Models;
 
 /// <summary>
-/// The notes' MLP head on the backbone's last layer: Linear(C, C) -> GELU -> Linear(C, 1), hidden (B, T, C) -> (B, T).
-/// Used for the critic's V(s_t) and the reward model's score.
+/// A scalar head on the backbone's last layer, hidden (B, T, C) -> (B, T), for the critic's V(s_t) and the reward model's
+/// score. Either the notes' MLP, Linear(C, C) -> GELU -> Linear(C, 1), or one bias-free Linear(C, 1): the <c>score</c>
+/// layer of Hugging Face's *ForSequenceClassification models, which TRL and OpenRLHF load as reward models.
 /// </summary>
 public sealed class ScalarHead : Module<Tensor, Tensor>
 {
-    private readonly TorchSharp.Modules.Linear fc, out_proj;
+    private readonly TorchSharp.Modules.Linear? fc;
+    private readonly TorchSharp.Modules.Linear out_proj;
 
     /// <param name="dModel">Width of the backbone.</param>
     /// <param name="outputStd">Init of the last layer's weights: 0 for the critic (V starts at 0), small normal for reward models.</param>
-    public ScalarHead(int dModel, double outputStd = 0) : base("scalar_head")
+    /// <param name="mlp">The notes' MLP (true) or the single linear <c>score</c> layer (false).</param>
+    public ScalarHead(int dModel, double outputStd = 0, bool mlp = true) : base("scalar_head")
     {
-        fc = Linear(dModel, dModel);
-        out_proj = Linear(dModel, 1);
+        if (mlp) fc = Linear(dModel, dModel);
+        out_proj = Linear(dModel, 1, hasBias: mlp);
         RegisterComponents();
         using var _ = no_grad();
-        init.normal_(fc.weight!, 0, 0.02);
-        init.zeros_(fc.bias!);
+        if (fc is not null)
+        {
+            init.normal_(fc.weight!, 0, 0.02);
+            init.zeros_(fc.bias!);
+            init.zeros_(out_proj.bias!);
+        }
         if (outputStd == 0) init.zeros_(out_proj.weight!);
         else init.normal_(out_proj.weight!, 0, outputStd);
-        init.zeros_(out_proj.bias!);
     }
 
-    public override Tensor forward(Tensor hidden) => out_proj.forward(functional.gelu(fc.forward(hidden))).squeeze(-1);
+    public bool IsMlp => fc is not null;
+
+    public override Tensor forward(Tensor hidden) =>
+        (fc is null ? out_proj.forward(hidden) : out_proj.forward(functional.gelu(fc.forward(hidden)))).squeeze(-1);
 }
 
 /// <summary>Where the critic's value head reads its hidden states.</summary>
@@ -47,14 +56,16 @@ public sealed class CriticModel : Module
     private readonly Decoder? backbone;       // null when shared with the actor
     private readonly ScalarHead value_head;
 
-    public CriticModel(Decoder? ownBackbone, int dModel) : base("critic")
+    public CriticModel(Decoder? ownBackbone, int dModel, bool mlpHead = true) : base("critic")
     {
         backbone = ownBackbone;
-        value_head = new ScalarHead(dModel);
+        value_head = new ScalarHead(dModel, mlp: mlpHead);
         RegisterComponents();
     }
 
     public bool Shared => backbone is null;
+    public Decoder? Backbone => backbone;
+    public ScalarHead Head => value_head;
 
     /// <summary>Copies a reward model's head into the value head (critic initialised from a reward model, as OpenRLHF and DeepSpeed-Chat do).</summary>
     public void InitHeadFrom(ScalarHead head)

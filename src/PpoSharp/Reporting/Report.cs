@@ -91,7 +91,7 @@ public static class Report
     private static string GuessStage(string runDir, string metricsPath)
     {
         var configPath = Path.Combine(runDir, RunDirectory.ConfigFile);
-        if (File.Exists(configPath) && File.ReadAllText(configPath).Contains($"\"{RunDirectory.RewardModelKind}\"", StringComparison.Ordinal)) return "rm";
+        if (File.Exists(configPath) && File.ReadAllText(configPath).Contains("ForSequenceClassification", StringComparison.Ordinal)) return "rm";
         var first = File.ReadLines(metricsPath).FirstOrDefault() ?? "";
         return first.Contains("\"iteration\"", StringComparison.Ordinal) ? "ppo" : "sft";
     }

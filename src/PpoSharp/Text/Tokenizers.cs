@@ -17,6 +17,12 @@ public static class Tokenizers
         _ => throw new PpoSharpException($"{source}: unknown tokenizer type '{spec.Type}' (allowed: char with an alphabet, gpt2)"),
     };
 
+    /// <summary>
+    /// Whether the tokenizer is a built-in one (characters, or GPT-2 with role tokens), i.e. the model is a built-in model:
+    /// its reward and value heads are then the notes' MLP; pretrained models get Hugging Face's linear <c>score</c> head.
+    /// </summary>
+    public static bool IsBuiltIn(ITokenizer tokenizer) => tokenizer is CharTokenizer or Gpt2Tokenizer;
+
     public static void SaveSpec(TokenizerSpec spec, string directory) =>
         File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(spec, Json.Options));
 

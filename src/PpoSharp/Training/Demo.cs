@@ -131,7 +131,7 @@ public static class Demo
     {
         torch.manual_seed(config.Seed);
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
-        var model = new RewardModel(backbone);
+        var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
         RunDirectory.PrepareOutput(outDir, force, resume);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);

@@ -85,10 +85,11 @@ public sealed class PpoTrainer : IDisposable
             if (config.Critic == CriticArrangement.Shared)
                 throw new PpoSharpException("--critic-init: a shared critic uses the actor's backbone; set critic=separate to start it from a reward model");
             var (rm, _) = RunDirectory.LoadRewardModel(criticInitDir);
-            critic = new CriticModel(rm.Backbone, rm.Backbone.Config.DModel);
+            critic = new CriticModel(rm.Backbone, rm.Backbone.Config.DModel, rm.Head.IsMlp);
             critic.InitHeadFrom(rm.Head);
         }
-        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel);
+        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel,
+            Tokenizers.IsBuiltIn(tokenizer));
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
     }
 
@@ -155,8 +156,8 @@ public sealed class PpoTrainer : IDisposable
 
     public void Save(string outDir)
     {
-        RunDirectory.Save(outDir, RunDirectory.PolicyKind, _actor, _actor.Config, _tokenizer, _config);
-        RunDirectory.SaveModule(Path.Combine(outDir, CriticFile), _critic);
+        RunDirectory.SavePolicy(outDir, _actor, _tokenizer, _config);
+        RunDirectory.SaveScalarModel(Path.Combine(outDir, RunDirectory.CriticFolder), _critic.Backbone ?? _actor, _critic.Head, 0, _tokenizer, _config);
     }
 
     /// <summary>One iteration of the notes' loop; returns its metrics row.</summary>

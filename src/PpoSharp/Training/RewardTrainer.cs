@@ -88,7 +88,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
             run.Save, run.Restore, () => _guard.Failure);
         model.eval();
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
-        RunDirectory.Save(outDir, RunDirectory.RewardModelKind, model, model.Backbone.Config, tokenizer, config);
+        RunDirectory.SaveScalarModel(outDir, model.Backbone, model.Head, model.Offset, tokenizer, config);
         eval ??= Evaluate(model, heldOut.Count > 0 ? heldOut : train, tokenizer.Special.Pad);
         log.WriteLine($"rm: {config.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
         return eval;

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PpoSharp.Models;
+using PpoSharp.Models.Hf;
 using PpoSharp.Text;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -9,19 +10,18 @@ using static TorchSharp.torch;
 
 namespace PpoSharp.Training;
 
-/// <summary>What <c>config.json</c> of a run directory holds: the model kind, its shape and the training settings.</summary>
-public sealed record RunConfig(string Kind, DecoderSpec Model, JsonNode? Training);
-
 /// <summary>
-/// A run directory: <c>config.json</c>, <c>model.safetensors</c>, <c>tokenizer.json</c>, <c>metrics.jsonl</c>.
-/// Models are written atomically (temporary file, then rename) and loaded from safetensors only, with the header size
-/// bounded and every tensor's name, dtype and shape checked against the config.
+/// A model directory, which is a Hugging Face model folder: <c>config.json</c> and safetensors weights of a supported
+/// architecture (the built-in model is GPT-2's), the tokenizer files and <c>generation_config.json</c>; a PpoSharp run
+/// adds <c>training_config.json</c> and <c>metrics.jsonl</c>. Policies are *ForCausalLM / GPT2LMHeadModel folders, reward
+/// models and critics *ForSequenceClassification ones. Checkpoints keep the module's own names (see <see cref="LoadWeights"/>).
 /// </summary>
 public static class RunDirectory
 {
-    public const string ConfigFile = "config.json", ModelFile = "model.safetensors";
-    public const string PolicyKind = "policy", RewardModelKind = "reward_model";
-    private const long MaxHeaderBytes = 100L << 20;
+    public const string ConfigFile = "config.json", ModelFile = "model.safetensors", TrainingFile = "training_config.json";
+    public const string GenerationFile = "generation_config.json", CriticFolder = "critic";
+    /// <summary>config.json keys that only PpoSharp reads (transformers keeps unknown keys as attributes and ignores them).</summary>
+    public const string OffsetKey = "pposharp_reward_offset", HeadKey = "pposharp_head";
 
     /// <summary>
     /// Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/> (start over: old metrics and
@@ -45,63 +45,77 @@ public static class RunDirectory
             throw new PpoSharpException($"{dir}: output directory is not empty (use --resume to continue it, --force to start over, or another --out)");
     }
 
-    public static void Save(string dir, string kind, nn.Module model, DecoderSpec config, ITokenizer tokenizer, object training)
+    /// <summary>Saves a policy as a Hugging Face folder of its architecture, with its tokenizer and the training settings.</summary>
+    public static void SavePolicy(string dir, Decoder model, ITokenizer tokenizer, object training)
     {
-        Directory.CreateDirectory(dir);
-        var run = new RunConfig(kind, config, JsonSerializer.SerializeToNode(training, training.GetType(), Json.Options));
-        WriteAtomically(Path.Combine(dir, ConfigFile), tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(run, Json.Options)));
+        HfCheckpoint.Save(dir, model.Format, model, null, new Dictionary<string, JsonNode?>());
+        SaveText(dir, model, tokenizer, training);
+    }
+
+    /// <summary>
+    /// Saves a backbone with a scalar head (reward model or critic) as a *ForSequenceClassification folder: <c>score.weight</c>
+    /// (1, hidden) for a linear head; the notes' MLP head is stored as <c>score.fc.*</c> / <c>score.out_proj.*</c>, which only
+    /// PpoSharp reads. A reward model's offset is a config key.
+    /// </summary>
+    public static void SaveScalarModel(string dir, Decoder backbone, ScalarHead head, double offset, ITokenizer tokenizer, object training)
+    {
+        var extra = new Dictionary<string, JsonNode?> { [OffsetKey] = offset, [HeadKey] = head.IsMlp ? "mlp" : "linear", ["pad_token_id"] = tokenizer.Special.Pad };
+        HfCheckpoint.Save(dir, backbone.Format, backbone, head, extra);
+        SaveText(dir, backbone, tokenizer, training);
+    }
+
+    private static void SaveText(string dir, Decoder model, ITokenizer tokenizer, object training)
+    {
         tokenizer.Save(dir);
-        SaveModule(Path.Combine(dir, ModelFile), model);
+        var source = model.Format.Directory is string d ? Path.Combine(d, GenerationFile) : null;
+        if (source is not null && File.Exists(source)) { if (Path.GetFullPath(source) != Path.GetFullPath(Path.Combine(dir, GenerationFile))) File.Copy(source, Path.Combine(dir, GenerationFile), overwrite: true); }
+        else AtomicFile.WriteText(Path.Combine(dir, GenerationFile), new JsonObject
+        {
+            ["eos_token_id"] = new JsonArray(tokenizer.Special.Eos.Select(e => (JsonNode)e).ToArray()), ["pad_token_id"] = tokenizer.Special.Pad,
+        }.ToJsonString(Json.Options));
+        AtomicFile.WriteText(Path.Combine(dir, TrainingFile), JsonSerializer.Serialize(training, training.GetType(), Json.Options));
     }
 
     /// <summary>Writes a module's parameters to a safetensors file, atomically.</summary>
-    public static void SaveModule(string path, nn.Module module) => WriteAtomically(path, tmp => module.save_safetensors(tmp));
+    public static void SaveModule(string path, nn.Module module) => AtomicFile.Write(path, tmp => module.save_safetensors(tmp));
 
-    public static RunConfig ReadConfig(string dir)
-    {
-        if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
-        var path = Path.Combine(dir, ConfigFile);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (not a PpoSharp run directory)");
-        try
-        {
-            var run = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json.Options)
-                ?? throw new PpoSharpException($"{path}: empty config");
-            if (run.Model is null) throw new PpoSharpException($"{path}: missing key 'model'");
-            run.Model.Validate();
-            return run;
-        }
-        catch (JsonException e) { throw new PpoSharpException($"{path}: invalid config ({e.Message.Split(". ")[0]})"); }
-        catch (PpoSharpException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal)) { throw new PpoSharpException($"{path}: {e.Message}"); }
-    }
+    /// <summary>Whether a model directory holds a backbone with a scalar head (a reward model or critic) rather than a policy.</summary>
+    public static bool IsScalarModel(string dir) => HfCheckpoint.Read(dir).Info.ScalarHead;
 
-    /// <summary>Loads the policy (GPT + LM head) and tokenizer of a run directory.</summary>
+    /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir)
     {
-        var (run, tokenizer) = ReadChecked(dir, PolicyKind);
-        var model = new Decoder(run.Model);
-        LoadWeights(model, Path.Combine(dir, ModelFile));
+        var (info, spec) = HfCheckpoint.Read(dir);
+        if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
+        var tokenizer = LoadTokenizer(dir, spec);
+        var model = new Decoder(spec, info);
+        HfCheckpoint.Load(dir, info, model);
         return (model, tokenizer);
     }
 
-    /// <summary>Loads a reward model (backbone + head + offset) and its tokenizer.</summary>
+    /// <summary>Loads a reward model (backbone + scalar head + offset) and its tokenizer.</summary>
     public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir)
     {
-        var (run, tokenizer) = ReadChecked(dir, RewardModelKind);
-        var model = new RewardModel(new Decoder(run.Model));
-        LoadWeights(model, Path.Combine(dir, ModelFile));
+        var (info, spec) = HfCheckpoint.Read(dir);
+        if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
+        var tokenizer = LoadTokenizer(dir, spec);
+        var config = new HfConfig(info.Config, Path.Combine(dir, ConfigFile));
+        var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false }), mlpHead: config.String(HeadKey, "linear") == "mlp");
+        HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
+        model.SetOffset(config.Double(OffsetKey, 0));
         model.eval();
         return (model, tokenizer);
     }
 
-    private static (RunConfig Run, ITokenizer Tokenizer) ReadChecked(string dir, string kind)
+    /// <summary>The tokenizer of a model directory (checked against its config.json), without loading the weights.</summary>
+    public static ITokenizer LoadTokenizer(string dir) => LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec);
+
+    private static ITokenizer LoadTokenizer(string dir, DecoderSpec spec)
     {
-        var run = ReadConfig(dir);
-        if (run.Kind != kind)
-            throw new PpoSharpException($"{dir}: holds a {run.Kind.Replace('_', ' ')}, but a {kind.Replace('_', ' ')} is needed here");
         var tokenizer = Tokenizers.Load(dir);
-        if (tokenizer.VocabSize != run.Model.VocabSize)
-            throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {run.Model.VocabSize} does not match the tokenizer's {tokenizer.VocabSize}");
-        return (run, tokenizer);
+        if (tokenizer.VocabSize > spec.VocabSize)
+            throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {spec.VocabSize} is smaller than the tokenizer's {tokenizer.VocabSize} ids");
+        return tokenizer;
     }
 
     /// <summary>Copies safetensors weights into <paramref name="model"/> after checking names, dtypes and shapes.</summary>
@@ -133,39 +147,6 @@ public static class RunDirectory
     private static Dictionary<string, Tensor> ReadSafetensors(string path)
     {
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: model file not found");
-        using (var f = File.OpenRead(path))
-        {
-            Span<byte> head = stackalloc byte[8];
-            if (f.Read(head) != 8) throw new PpoSharpException($"{path}: not a safetensors file (shorter than its 8-byte header length)");
-            ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(head);
-            if (headerLength > MaxHeaderBytes || (long)headerLength > f.Length - 8)
-                throw new PpoSharpException($"{path}: not a safetensors file (header length {headerLength} is out of bounds)");
-            var header = new byte[headerLength];
-            f.Position = 8;
-            f.ReadExactly(header);
-            long dataEnd;
-            try
-            {
-                using var doc = JsonDocument.Parse(header);
-                dataEnd = doc.RootElement.EnumerateObject().Where(p => p.Name != "__metadata__")
-                    .Select(p => p.Value.GetProperty("data_offsets")[1].GetInt64()).DefaultIfEmpty(0).Max();
-            }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or IndexOutOfRangeException)
-            {
-                throw new PpoSharpException($"{path}: not a safetensors file (header is not valid safetensors JSON)");
-            }
-            long dataBytes = f.Length - 8 - (long)headerLength;
-            if (dataEnd > dataBytes) throw new PpoSharpException($"{path}: truncated (the header describes {dataEnd} bytes of tensors, the file holds {dataBytes})");
-        }
-        try { return Safetensors.LoadStateDict(path); }
-        catch (Exception e) when (e is not PpoSharpException) { throw new PpoSharpException($"{path}: corrupt safetensors file ({e.Message.Split('\n')[0]})"); }
-    }
-
-    private static void WriteAtomically(string path, Action<string> write)
-    {
-        var tmp = path + ".tmp";
-        write(tmp);
-        using (var f = new FileStream(tmp, FileMode.Open, FileAccess.Read)) f.Flush(flushToDisk: true);
-        File.Move(tmp, path, overwrite: true);
+        return Models.Hf.Safetensors.Load(path);
     }
 }

@@ -124,7 +124,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
             row => $"loss {row["loss"]:F3}{(evalLoss is double e ? $" eval {e:F3}" : "")} {row["tokens_per_second"]:F0} tok/s",
             run.Save, run.Restore, () => _guard.Failure);
         model.eval();
-        RunDirectory.Save(outDir, RunDirectory.PolicyKind, model, model.Config, tokenizer, config);
+        RunDirectory.SavePolicy(outDir, model, tokenizer, config);
         return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
     }
 

@@ -1,0 +1,71 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace PpoSharp.Models.Hf;
+
+/// <summary>Typed reads of a Hugging Face <c>config.json</c>; a missing or mistyped key is an error naming the file and the key.</summary>
+public sealed class HfConfig(JsonObject json, string path)
+{
+    public JsonObject Json => json;
+    public string Path => path;
+
+    public static HfConfig Read(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
+        var path = System.IO.Path.Combine(dir, "config.json");
+        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs config.json)");
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(path)) is JsonObject o ? new HfConfig(o, path)
+                : throw new PpoSharpException($"{path}: must be a JSON object");
+        }
+        catch (JsonException e) { throw new PpoSharpException($"{path}: invalid JSON ({e.Message.Split(". ")[0]})"); }
+    }
+
+    public bool Has(string key) => json[key] is not null;
+
+    public int Int(string key, int? fallback = null) => Get(key, n => n.GetValue<int>(), "an integer", fallback.HasValue ? () => fallback.Value : null);
+
+    public double Double(string key, double? fallback = null) => Get(key, n => n.GetValue<double>(), "a number", fallback.HasValue ? () => fallback.Value : null);
+
+    public bool Bool(string key, bool? fallback = null) => Get(key, n => n.GetValue<bool>(), "true or false", fallback.HasValue ? () => fallback.Value : null);
+
+    public string String(string key, string? fallback = null) => Get(key, n => n.GetValue<string>(), "a string", fallback is null ? null : () => fallback);
+
+    /// <summary>An id or a list of ids (<c>eos_token_id</c> may be either); empty when absent or null.</summary>
+    public List<int> Ids(string key)
+    {
+        var node = json[key];
+        try
+        {
+            return node switch
+            {
+                null => [],
+                JsonArray a => a.Select(x => x!.GetValue<int>()).ToList(),
+                _ => [node.GetValue<int>()],
+            };
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
+        {
+            throw new PpoSharpException($"{path}: '{key}' must be an integer or a list of integers");
+        }
+    }
+
+    /// <summary>The first entry of <c>architectures</c>.</summary>
+    public string Architecture()
+    {
+        if (json["architectures"] is JsonArray { Count: > 0 } a && a[0] is JsonValue v && v.TryGetValue<string>(out var name)) return name;
+        throw new PpoSharpException($"{path}: missing 'architectures' (the model class, e.g. [\"LlamaForCausalLM\"])");
+    }
+
+    public JsonObject? Object(string key) => json[key] as JsonObject;
+
+    /// <summary>The value of <paramref name="key"/> (null counts as absent), else the fallback, else an error naming the key.</summary>
+    private T Get<T>(string key, Func<JsonNode, T> read, string what, Func<T>? fallback)
+    {
+        var node = json[key];
+        if (node is null) return fallback is null ? throw new PpoSharpException($"{path}: missing key '{key}'") : fallback();
+        try { return read(node); }
+        catch (Exception e) when (e is InvalidOperationException or FormatException) { throw new PpoSharpException($"{path}: '{key}' must be {what}"); }
+    }
+}
