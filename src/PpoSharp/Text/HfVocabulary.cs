@@ -42,7 +42,8 @@ internal sealed class HfVocabulary
     {
         try
         {
-            var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            using var stream = File.OpenRead(path);
+            var root = JsonNode.Parse(stream) as JsonObject
                 ?? throw new PpoSharpException($"{path}: not a JSON object");
             return new HfVocabulary(root, path);
         }

@@ -88,7 +88,7 @@ public sealed class JinjaChat : IChatFormat
     private (int Start, int End) AssistantSpan(IReadOnlyList<ChatMessage> messages, int i, string full)
     {
         int start = CommonPrefix(Render([.. messages.Take(i)], true), full);
-        var withTurn = Render([.. messages.Take(i + 1)], false);
+        var withTurn = i == messages.Count - 1 ? full : Render([.. messages.Take(i + 1)], false);
         if (full.StartsWith(withTurn, StringComparison.Ordinal)) return (start, Math.Max(start, withTurn.Length));
         return (start, SuffixEnd(full, start, withTurn) ?? Math.Max(start, CommonPrefix(withTurn, full)));
     }
