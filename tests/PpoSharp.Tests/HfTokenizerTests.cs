@@ -112,6 +112,18 @@ public class HfTokenizerTests
         Assert.Equal($"{Path.Combine(dir, "tokenizer.json")}: missing (a Hugging Face model folder needs its tokenizer.json; sentencepiece-only tokenizer.model folders are not supported)", e.Message);
     }
 
+    [Theory]
+    [InlineData("{\"model\": ", "not a valid tokenizer.json (")]
+    [InlineData("{\"added_tokens\": [], \"model\": {\"type\": \"NoSuchModel\"}}", "the tokenizers library cannot load it (")]
+    public void Load_BrokenTokenizerJson_GivesOneLineErrorNamingTheFile(string content, string problem)
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), content);
+        var e = Assert.Throws<PpoSharpException>(() => HfTokenizer.Load(dir));
+        Assert.StartsWith($"{Path.Combine(dir, "tokenizer.json")}: {problem}", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
     [Fact]
     public void Load_EosTokenNotInVocabulary_NamesTheKey()
     {
