@@ -1,0 +1,304 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Models.Hf;
+
+/// <summary>One tensor of a safetensors header: its dtype name, shape and byte range within the data section.</summary>
+public sealed record SafetensorsEntry(string Name, string Dtype, long[] Shape, long Begin, long End);
+
+/// <summary>
+/// The safetensors format, read and written here without pickle or Python: an 8-byte little-endian header length N,
+/// N bytes of JSON (<c>{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}</c>, padded
+/// with spaces to a multiple of 8), then the tensors' bytes, little-endian, in C order, offsets relative to the data.
+/// A Hugging Face model folder holds one <c>model.safetensors</c>, or an index and the shards it names.
+/// </summary>
+public static partial class Safetensors
+{
+    public const string SingleFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
+    /// <summary>"2GB" as transformers' <c>save_pretrained(max_shard_size="2GB")</c> counts it (decimal).</summary>
+    public const long DefaultMaxShardBytes = 2_000_000_000;
+    private const long MaxHeaderBytes = 100L << 20, ChunkBytes = 1L << 30;
+    private static readonly string[] PickleExtensions = [".bin", ".pt", ".pth", ".ckpt"];
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Every dtype name of the format: its size in bits and the TorchSharp type that holds it (null: none).</summary>
+    private static readonly Dictionary<string, (int Bits, ScalarType? Type)> Dtypes = new()
+    {
+        ["F64"] = (64, ScalarType.Float64), ["F32"] = (32, ScalarType.Float32), ["F16"] = (16, ScalarType.Float16),
+        ["BF16"] = (16, ScalarType.BFloat16), ["I64"] = (64, ScalarType.Int64), ["I32"] = (32, ScalarType.Int32),
+        ["I16"] = (16, ScalarType.Int16), ["I8"] = (8, ScalarType.Int8), ["U8"] = (8, ScalarType.Byte),
+        ["BOOL"] = (8, ScalarType.Bool), ["C64"] = (64, ScalarType.ComplexFloat32),
+        ["U64"] = (64, null), ["U32"] = (32, null), ["U16"] = (16, null), ["F8_E4M3"] = (8, null), ["F8_E5M2"] = (8, null),
+        ["F8_E8M0"] = (8, null), ["F6_E2M3"] = (6, null), ["F6_E3M2"] = (6, null), ["F4"] = (4, null),
+    };
+
+    /// <summary>
+    /// The validated header of one file, in data order: length within 100 MB and the file, valid JSON, known dtypes,
+    /// each byte range the size of shape x item size, none overlapping, all within the data section.
+    /// </summary>
+    public static IReadOnlyList<SafetensorsEntry> ReadHeader(string path) => ReadHeader(path, out _);
+
+    /// <summary>Every tensor of one file, in its stored dtype and with its exact bits (no float conversion).</summary>
+    public static Dictionary<string, Tensor> Load(string path) => Collect(into => LoadInto(path, into));
+
+    /// <summary>
+    /// The weights of a Hugging Face model folder: <c>model.safetensors</c>, else <c>model.safetensors.index.json</c>
+    /// and the shards its <c>weight_map</c> names. Pickle checkpoints (<c>*.bin</c>, <c>*.pt</c>, ...) are refused.
+    /// </summary>
+    public static Dictionary<string, Tensor> LoadFolder(string dir)
+    {
+        if (!Directory.Exists(dir)) throw Fail(dir, "model folder not found");
+        if (File.Exists(Path.Combine(dir, SingleFile))) return Load(Path.Combine(dir, SingleFile));
+        if (File.Exists(Path.Combine(dir, IndexFile))) return LoadSharded(dir, Path.Combine(dir, IndexFile));
+        var pickle = Directory.EnumerateFiles(dir).Order(StringComparer.Ordinal)
+            .FirstOrDefault(f => PickleExtensions.Contains(Path.GetExtension(f), StringComparer.OrdinalIgnoreCase));
+        if (pickle is not null)
+            throw Fail(pickle, "pickle weights are not loaded (they can run code); convert them with `python -c \"from transformers " +
+                $"import AutoModelForCausalLM as M; M.from_pretrained('{dir}').save_pretrained('{dir}', safe_serialization=True)\"`");
+        throw Fail(dir, $"no model weights ({SingleFile} or {IndexFile}) in this folder");
+    }
+
+    /// <summary>
+    /// Writes <paramref name="tensors"/> in the given order and their own dtypes, with <c>"__metadata__": {"format": "pt"}</c>,
+    /// atomically: <c>path.tmp</c> is written, flushed to disk and renamed.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors)
+    {
+        var list = tensors.ToList();
+        var header = Header(path, list);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        WriteAtomically(path, f =>
+        {
+            Span<byte> length = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+            f.Write(length);
+            f.Write(header);
+            foreach (var (_, tensor) in list)
+            {
+                using var scope = NewDisposeScope();
+                InChunks(tensor.detach().cpu().contiguous(), bytes => f.Write(bytes));
+            }
+        });
+    }
+
+    /// <summary>
+    /// Writes a folder as transformers' <c>save_pretrained</c> does: one <c>model.safetensors</c> when the tensors fit in
+    /// <paramref name="maxShardBytes"/>, else <c>model-0000i-of-0000N.safetensors</c> (in the given order; a new shard
+    /// starts when the next tensor would exceed the limit) and <c>model.safetensors.index.json</c>. Weight files of an
+    /// earlier save that this one does not rewrite are removed first.
+    /// </summary>
+    public static void SaveFolder(string dir, IEnumerable<KeyValuePair<string, Tensor>> tensors, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
+        var shards = Shard(tensors, maxShardBytes);
+        List<string> files = shards.Count == 1 ? [SingleFile] : [.. shards.Select((_, i) => $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors"), IndexFile];
+        Directory.CreateDirectory(dir);
+        foreach (var stale in Directory.GetFiles(dir).Where(f => WeightFile().IsMatch(Path.GetFileName(f)) && !files.Contains(Path.GetFileName(f))))
+            File.Delete(stale);
+        for (int i = 0; i < shards.Count; i++) Save(Path.Combine(dir, files[i]), shards[i]);
+        if (shards.Count > 1) WriteIndex(Path.Combine(dir, IndexFile), shards, files);
+    }
+
+    private static List<SafetensorsEntry> ReadHeader(string path, out long dataStart)
+    {
+        if (!File.Exists(path)) throw Fail(path, "file not found");
+        using var f = File.OpenRead(path);
+        if (f.Length < 8) throw Fail(path, $"not a safetensors file ({f.Length} bytes, shorter than the 8-byte header length)");
+        Span<byte> head = stackalloc byte[8];
+        f.ReadExactly(head);
+        ulong length = BinaryPrimitives.ReadUInt64LittleEndian(head);
+        if (length > MaxHeaderBytes) throw Fail(path, $"not a safetensors file (header length {length} exceeds the {MaxHeaderBytes >> 20} MB limit)");
+        if ((long)length > f.Length - 8)
+            throw Fail(path, $"truncated or not a safetensors file (header length {length} is beyond the file, which holds {f.Length - 8} bytes after it)");
+        var header = new byte[length];
+        f.ReadExactly(header);
+        dataStart = 8 + (long)length;
+        return CheckLayout(path, ParseHeader(path, header), f.Length - dataStart);
+    }
+
+    private static List<SafetensorsEntry> ParseHeader(string path, byte[] header)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(header); }
+        catch (JsonException e) { throw Fail(path, $"header is not valid JSON ({e.Message.Split(". ")[0]})"); }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Fail(path, "header is not a JSON object");
+            var seen = new HashSet<string>();
+            return [.. doc.RootElement.EnumerateObject().Where(p => p.Name != "__metadata__")
+                .Select(p => seen.Add(p.Name) ? ParseEntry(path, p) : throw Fail(path, $"tensor '{p.Name}' appears twice in the header"))];
+        }
+    }
+
+    private static SafetensorsEntry ParseEntry(string path, JsonProperty p)
+    {
+        try
+        {
+            var dtype = p.Value.GetProperty("dtype").GetString() ?? throw new FormatException();
+            long[] shape = [.. p.Value.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64() >= 0 ? d.GetInt64() : throw new FormatException())];
+            long[] offsets = [.. p.Value.GetProperty("data_offsets").EnumerateArray().Select(d => d.GetInt64())];
+            if (offsets.Length != 2 || offsets[0] < 0) throw new FormatException();
+            if (!Dtypes.TryGetValue(dtype, out var type)) throw Fail(path, $"tensor '{p.Name}' has unknown dtype '{dtype}'");
+            double bytes = shape.Aggregate(1.0, (n, d) => n * d) * type.Bits / 8;
+            if (offsets[1] - offsets[0] != bytes)
+                throw Fail(path, $"tensor '{p.Name}': data_offsets [{offsets[0]}, {offsets[1]}] hold {offsets[1] - offsets[0]} bytes, but {dtype} [{string.Join(", ", shape)}] takes {bytes}");
+            return new SafetensorsEntry(p.Name, dtype, shape, offsets[0], offsets[1]);
+        }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        {
+            throw Fail(path, $"tensor '{p.Name}': header entry is not {{\"dtype\": name, \"shape\": [sizes], \"data_offsets\": [begin, end]}}");
+        }
+    }
+
+    private static List<SafetensorsEntry> CheckLayout(string path, List<SafetensorsEntry> entries, long dataBytes)
+    {
+        long end = entries.Select(e => e.End).DefaultIfEmpty(0).Max();
+        if (end > dataBytes) throw Fail(path, $"truncated (the header describes {end} bytes of tensor data, the file holds {dataBytes})");
+        var ordered = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
+        for (int i = 1; i < ordered.Count; i++)
+            if (ordered[i].Begin < ordered[i - 1].End)
+                throw Fail(path, $"tensors '{ordered[i - 1].Name}' and '{ordered[i].Name}' overlap in the data section");
+        return ordered;
+    }
+
+    private static void LoadInto(string path, Dictionary<string, Tensor> into)
+    {
+        var entries = ReadHeader(path, out long dataStart);
+        foreach (var e in entries.Where(e => Dtypes[e.Dtype].Type is null))
+            throw Fail(path, $"tensor '{e.Name}' is {e.Dtype}, which TorchSharp cannot hold (convert it to BF16 or F32)");
+        using var f = File.OpenRead(path);
+        foreach (var e in entries)
+        {
+            var tensor = empty(e.Shape, Dtypes[e.Dtype].Type!.Value);
+            into.Add(e.Name, tensor);
+            f.Position = dataStart + e.Begin;
+            InChunks(tensor, bytes => f.ReadExactly(bytes));
+        }
+    }
+
+    /// <summary>Checks the index against the shards' headers before any data is read, then loads the shards in name order.</summary>
+    private static Dictionary<string, Tensor> LoadSharded(string dir, string indexPath)
+    {
+        var weightMap = ReadWeightMap(indexPath);
+        var shards = weightMap.Values.Distinct().Order(StringComparer.Ordinal).ToList();
+        var owner = new Dictionary<string, string>();
+        foreach (var shard in shards)
+        {
+            if (!File.Exists(Path.Combine(dir, shard))) throw Fail(indexPath, $"shard '{shard}' named in the weight_map is missing");
+            foreach (var e in ReadHeader(Path.Combine(dir, shard)))
+                if (!owner.TryAdd(e.Name, shard)) throw Fail(Path.Combine(dir, shard), $"tensor '{e.Name}' is also in {owner[e.Name]}");
+        }
+        foreach (var (name, shard) in weightMap.Where(t => owner.GetValueOrDefault(t.Key) != t.Value))
+            throw Fail(Path.Combine(dir, shard), $"tensor '{name}' is absent, though {IndexFile} places it in this shard");
+        return Collect(into => shards.ForEach(shard => LoadInto(Path.Combine(dir, shard), into)));
+    }
+
+    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            return doc.RootElement.GetProperty("weight_map").EnumerateObject().ToDictionary(p => p.Name,
+                p => p.Value.GetString() is { Length: > 0 } file && Path.GetFileName(file) == file ? file : throw new FormatException());
+        }
+        catch (JsonException e) { throw Fail(indexPath, $"not valid JSON ({e.Message.Split(". ")[0]})"); }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        {
+            throw Fail(indexPath, "not a safetensors index (expects {\"weight_map\": {tensor name: shard file in this folder}})");
+        }
+    }
+
+    private static byte[] Header(string path, List<KeyValuePair<string, Tensor>> tensors)
+    {
+        var root = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
+        long offset = 0;
+        foreach (var (name, tensor) in tensors)
+        {
+            if (root.ContainsKey(name)) throw Fail(path, $"tensor name '{name}' is given twice or reserved");
+            var dtype = Dtypes.FirstOrDefault(d => d.Value.Type == tensor.dtype).Key
+                ?? throw Fail(path, $"tensor '{name}' is {tensor.dtype}, which safetensors cannot store");
+            var shape = new JsonArray([.. tensor.shape.Select(d => (JsonNode?)d)]);
+            long end = offset + ByteSize(tensor);
+            root[name] = new JsonObject { ["dtype"] = dtype, ["shape"] = shape, ["data_offsets"] = new JsonArray(offset, end) };
+            offset = end;
+        }
+        var json = Encoding.UTF8.GetBytes(root.ToJsonString());
+        return [.. json, .. Enumerable.Repeat((byte)' ', (8 - json.Length % 8) % 8)];
+    }
+
+    /// <summary><c>{"metadata": {"total_size": bytes}, "weight_map": {name: shard}}</c>, sorted by name as transformers writes it.</summary>
+    private static void WriteIndex(string path, List<List<KeyValuePair<string, Tensor>>> shards, List<string> files)
+    {
+        var map = shards.SelectMany((shard, i) => shard.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)files[i])));
+        var index = new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["total_size"] = shards.Sum(shard => shard.Sum(t => ByteSize(t.Value))) },
+            ["weight_map"] = new JsonObject(map.OrderBy(t => t.Key, StringComparer.Ordinal)),
+        };
+        var json = Encoding.UTF8.GetBytes(index.ToJsonString(Indented) + "\n");
+        WriteAtomically(path, f => f.Write(json));
+    }
+
+    /// <summary>Tensors grouped into shards in the given order; one larger than the limit is alone in its shard.</summary>
+    private static List<List<KeyValuePair<string, Tensor>>> Shard(IEnumerable<KeyValuePair<string, Tensor>> tensors, long maxShardBytes)
+    {
+        List<List<KeyValuePair<string, Tensor>>> shards = [[]];
+        long size = 0;
+        foreach (var t in tensors)
+        {
+            if (shards[^1].Count > 0 && size + ByteSize(t.Value) > maxShardBytes)
+            {
+                shards.Add([]);
+                size = 0;
+            }
+            shards[^1].Add(t);
+            size += ByteSize(t.Value);
+        }
+        return shards;
+    }
+
+    private static long ByteSize(Tensor t) => t.numel() * t.ElementSize;
+
+    /// <summary>Hands the bytes of a contiguous CPU tensor to <paramref name="io"/> in pieces of at most 1 GiB (a span's length is an int).</summary>
+    private static void InChunks(Tensor tensor, Action<Span<byte>> io)
+    {
+        using var flat = tensor.view(-1);
+        long step = ChunkBytes / tensor.ElementSize, count = flat.shape[0];
+        for (long i = 0; i < count; i += step)
+        {
+            using var part = flat.narrow(0, i, Math.Min(step, count - i));
+            io(part.bytes);
+        }
+    }
+
+    /// <summary>The tensors that <paramref name="fill"/> adds; if it fails, those already added are disposed.</summary>
+    private static Dictionary<string, Tensor> Collect(Action<Dictionary<string, Tensor>> fill)
+    {
+        var result = new Dictionary<string, Tensor>();
+        try { fill(result); }
+        catch { foreach (var t in result.Values) t.Dispose(); throw; }
+        return result;
+    }
+
+    private static void WriteAtomically(string path, Action<FileStream> write)
+    {
+        var tmp = path + ".tmp";
+        try
+        {
+            using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write)) { write(f); f.Flush(flushToDisk: true); }
+            File.Move(tmp, path, overwrite: true);
+        }
+        catch { File.Delete(tmp); throw; }
+    }
+
+    private static PpoSharpException Fail(string path, string problem) => new($"{path}: {problem}");
+
+    /// <summary>The files <see cref="SaveFolder"/> writes (and removes when a later save does not rewrite them).</summary>
+    [GeneratedRegex(@"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")]
+    private static partial Regex WeightFile();
+}
