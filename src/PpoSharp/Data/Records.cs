@@ -8,6 +8,13 @@ public sealed record ChatMessage(Role Role, string Content);
 public readonly record struct Source(string File, int Line)
 {
     public override string ToString() => $"{File}:{Line}";
+
+    /// <summary>Runs one step on this record (such as its chat template); a <see cref="PpoSharpException"/> is reported with the record's file:line.</summary>
+    public T Apply<T>(Func<T> step)
+    {
+        try { return step(); }
+        catch (PpoSharpException e) when (!e.Message.StartsWith(ToString(), StringComparison.Ordinal)) { throw new PpoSharpException($"{this}: {e.Message}"); }
+    }
 }
 
 /// <summary>An SFT record: <c>{"messages":[{"role":..,"content":..}, ...]}</c>.</summary>

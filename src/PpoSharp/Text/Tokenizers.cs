@@ -26,13 +26,22 @@ public static class Tokenizers
     public static void SaveSpec(TokenizerSpec spec, string directory) =>
         File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(spec, Json.Options));
 
+    /// <summary>
+    /// The tokenizer of a model directory: a Hugging Face <c>tokenizer.json</c> (it has a "model" section) through
+    /// <see cref="HfTokenizer"/>, else a built-in tokenizer's spec.
+    /// </summary>
     public static ITokenizer Load(string directory)
     {
         var path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
-        TokenizerSpec? spec;
-        try { spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options); }
-        catch (JsonException e) { throw new PpoSharpException($"{path}: not a valid tokenizer file ({e.Message})"); }
-        return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
+        try
+        {
+            using (var stream = File.OpenRead(path))
+            using (var doc = JsonDocument.Parse(stream))
+                if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out _)) return HfTokenizer.Load(directory);
+            var spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options);
+            return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
+        }
+        catch (JsonException e) { throw new PpoSharpException($"{path}: not a valid tokenizer file ({e.Message.Split(". ")[0]})"); }
     }
 }

@@ -33,11 +33,11 @@ public static class Evaluator
     }
 
     /// <summary>Generates for a batch of prompts (left-padded) and decodes the responses.</summary>
-    public static List<(string Text, int Length)> Complete(Decoder model, ITokenizer tokenizer, IReadOnlyList<IReadOnlyList<ChatMessage>> prompts,
+    public static List<(string Text, int Length)> Complete(Decoder model, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts,
         SamplingOptions options, Generator? generator = null)
     {
         using var scope = NewDisposeScope();
-        var encoded = prompts.Select(p => (IReadOnlyList<int>)tokenizer.Chat.EncodePrompt(p)).ToList();
+        var encoded = EncodePrompts(tokenizer, prompts);
         var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);
         using var generation = Sampling.Generate(model, ids, mask, options, tokenizer.Special, generator);
         return Decode(tokenizer, generation);
@@ -55,7 +55,7 @@ public static class Evaluator
         for (int i = 0; i < prompts.Count; i += batchSize)
         {
             using var scope = NewDisposeScope();
-            var encoded = prompts.Skip(i).Take(batchSize).Select(p => (IReadOnlyList<int>)tokenizer.Chat.EncodePrompt(p.Messages)).ToList();
+            var encoded = EncodePrompts(tokenizer, prompts.Skip(i).Take(batchSize));
             var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);                    // (B, P)
             var g = Sampling.Generate(policy, ids, mask, new SamplingOptions(maxNewTokens), tokenizer.Special, generator);
             var sequences = cat([ids, g.Responses], 1);                                           // (B, P+N)
@@ -67,6 +67,10 @@ public static class Evaluator
         }
         return total / prompts.Count;
     }
+
+    /// <summary>Prompts rendered for generation; a template error names the record.</summary>
+    public static List<IReadOnlyList<int>> EncodePrompts(ITokenizer tokenizer, IEnumerable<PromptRecord> prompts) =>
+        prompts.Select(p => (IReadOnlyList<int>)p.Source.Apply(() => tokenizer.Chat.EncodePrompt(p.Messages))).ToList();
 
     /// <summary>Greedy decoding on every prompt, scored with <paramref name="reward"/> and exact match against <c>solution</c>.</summary>
     public static EvalResult Evaluate(Decoder model, ITokenizer tokenizer, IReadOnlyList<PromptRecord> prompts, IRewardFunction reward,
@@ -80,7 +84,7 @@ public static class Evaluator
         for (int i = 0; i < prompts.Count; i += batchSize)
         {
             var batch = prompts.Skip(i).Take(batchSize).ToList();
-            var outputs = Complete(model, tokenizer, batch.Select(p => p.Messages).ToList(), options);
+            var outputs = Complete(model, tokenizer, batch, options);
             var inputs = batch.Select((p, k) => new RewardInput(p.Messages, outputs[k].Text, p.Solutions, p.Source)).ToList();
             var rewards = reward.Score(inputs);
             lengths.AddRange(outputs.Select(o => o.Length));

@@ -58,7 +58,7 @@ public sealed class PpoTrainer : IDisposable
         (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
         _reference.eval();
         foreach (var p in _reference.parameters()) p.requires_grad = false;
-        _encodedPrompts = prompts.Select(p => tokenizer.Chat.EncodePrompt(p.Messages)).ToArray();
+        _encodedPrompts = prompts.Select(p => p.Source.Apply(() => tokenizer.Chat.EncodePrompt(p.Messages))).ToArray();
         foreach (var (ids, p) in _encodedPrompts.Zip(prompts))
             if (ids.Count >= actor.Config.ContextLength)
                 throw new PpoSharpException($"{p.Source}: prompt is {ids.Count} tokens, leaving no room to respond within context_length {actor.Config.ContextLength}");

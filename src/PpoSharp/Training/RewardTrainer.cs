@@ -43,8 +43,8 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         var pairs = new List<PreferencePair>();
         foreach (var r in records)
         {
-            var chosen = tokenizer.Chat.EncodeWithResponse(r.Messages, r.Chosen);
-            var rejected = tokenizer.Chat.EncodeWithResponse(r.Messages, r.Rejected);
+            var chosen = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Chosen));
+            var rejected = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Rejected));
             int longest = Math.Max(chosen.Count, rejected.Count);
             if (longest > contextLength)
                 throw new PpoSharpException($"{r.Source}: pair is {longest} tokens, longer than context_length {contextLength}");

@@ -45,7 +45,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var list = new List<SftExample>();
         foreach (var r in records)
         {
-            var (ids, trained) = tokenizer.Chat.EncodeConversation(r.Messages);
+            var (ids, trained) = r.Source.Apply(() => tokenizer.Chat.EncodeConversation(r.Messages));
             if (ids.Count > contextLength)
                 throw new PpoSharpException($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}");
             list.Add(new SftExample([.. ids], [.. trained], r.Source));
