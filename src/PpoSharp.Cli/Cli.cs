@@ -105,12 +105,12 @@ internal sealed class TrainingOptions
     }
 }
 
-internal static class Commands
+internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
-    private static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
+    internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
     private static Command Demo(TextWriter output)
     {
@@ -236,34 +236,6 @@ internal static class Commands
         return c;
     }
 
-    private static Command Generate(TextWriter output)
-    {
-        var model = Required("--model", "run directory of a policy");
-        var prompt = Required("--prompt", "the user message");
-        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
-        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default)", DefaultValueFactory = _ => 0.0 };
-        var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
-        var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var c = new Command("generate", "one completion of a user message") { model, prompt, maxNew, temperature, topK, topP, seed };
-        c.SetAction(r =>
-        {
-            Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
-            Check.AtLeast(r.GetValue(temperature), 0, "--temperature");
-            Check.AtLeast(r.GetValue(topK), 0, "--top-k");
-            Check.InRange(r.GetValue(topP), 1e-9, 1, "--top-p");
-            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
-            policy.eval();
-            double t = r.GetValue(temperature);
-            var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
-            using var generator = new torch.Generator((ulong)r.GetValue(seed));
-            var text = Evaluator.Complete(policy, tokenizer, [[new ChatMessage(Role.User, r.GetValue(prompt)!)]], options, generator)[0].Text;
-            output.WriteLine(text);
-            return 0;
-        });
-        return c;
-    }
-
     private static Command Eval(TextWriter output, TextWriter errors)
     {
         var model = Required("--model", "run directory of a policy, or of a reward model (then --data holds preference pairs)");
@@ -274,7 +246,7 @@ internal static class Commands
         var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid };
         c.SetAction(r =>
         {
-            if (RunDirectory.ReadConfig(r.GetValue(model)!).Kind == RunDirectory.RewardModelKind)
+            if (RunDirectory.IsScalarModel(r.GetValue(model)!))
             {
                 var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid));
                 ReportSkipped(pairs.Skipped, errors);

@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.Text.Json;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Text;
+using PpoSharp.Training;
+using TorchSharp;
+
+namespace PpoSharp.Cli;
+
+/// <summary>Commands that show what a model does and sees: <c>generate</c> and <c>inspect</c>.</summary>
+internal static partial class Commands
+{
+    private static Command Generate(TextWriter output)
+    {
+        var model = Required("--model", "a PpoSharp run or a Hugging Face model folder holding a policy");
+        var prompt = new Option<string?>("--prompt") { Description = "the user message (rendered with the model's chat template unless --raw)" };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "token ids fed as they are, e.g. 1,2,3" };
+        var system = new Option<string?>("--system") { Description = "a system message before the user message" };
+        var raw = new Option<bool>("--raw") { Description = "encode --prompt as plain text (with the tokenizer's BOS where it adds one), no chat template" };
+        var json = new Option<bool>("--json") { Description = "print one JSON object: prompt_ids, ids (new), text, logprobs (log p of each new id at temperature 1)" };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default)", DefaultValueFactory = _ => 0.0 };
+        var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed };
+        c.SetAction(r =>
+        {
+            Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
+            Check.AtLeast(r.GetValue(temperature), 0, "--temperature");
+            Check.AtLeast(r.GetValue(topK), 0, "--top-k");
+            if (!(r.GetValue(topP) is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {r.GetValue(topP)})");
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
+            double t = r.GetValue(temperature);
+            var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
+            using var generator = new torch.Generator((ulong)r.GetValue(seed));
+            var completion = Inspection.Complete(policy, tokenizer, ids, options, generator);
+            output.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(completion, Json.Compact) : completion.Text);
+            return 0;
+        });
+        return c;
+    }
+
+    /// <summary>The prompt's ids: --prompt-ids as given, or --prompt (and --system) through the chat template, or as plain text with --raw.</summary>
+    private static List<int> PromptIds(ITokenizer tokenizer, string? prompt, string? promptIds, string? system, bool raw)
+    {
+        if ((prompt is null) == (promptIds is null)) throw new PpoSharpException("give either --prompt TEXT or --prompt-ids 1,2,3");
+        if (promptIds is not null)
+        {
+            if (system is not null || raw) throw new PpoSharpException("--system and --raw apply to --prompt, not to --prompt-ids");
+            return promptIds.Split(',').Select(s => int.TryParse(s.Trim(), out var id) ? id
+                : throw new PpoSharpException($"--prompt-ids: '{s}' is not an integer (expected a comma-separated list such as 1,2,3)")).ToList();
+        }
+        if (prompt!.Length == 0) throw new PpoSharpException("--prompt is empty");
+        if (raw) return system is not null ? throw new PpoSharpException("--system needs the chat template (leave out --raw)")
+            : tokenizer is HfTokenizer hf ? [.. hf.EncodeWithSpecialTokens(prompt)] : [.. tokenizer.Encode(prompt)];
+        List<ChatMessage> messages = system is null ? [] : [new(Role.System, system)];
+        messages.Add(new ChatMessage(Role.User, prompt));
+        return tokenizer.Chat.EncodePrompt(messages);
+    }
+
+    private static Command Inspect(TextWriter output)
+    {
+        var model = Required("--model", "a PpoSharp run or a Hugging Face model folder");
+        var data = Required("--data", "chat records, prompts or preference pairs (JSON Lines)");
+        var n = new Option<int>("--n") { Description = "records to show", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "one JSON object per record: text, ids, loss_mask" };
+        var c = new Command("inspect", "what the model sees: each record's rendered text, token ids and loss mask (trained text between « »)") { model, data, n, json };
+        c.SetAction(r =>
+        {
+            Check.Positive(r.GetValue(n), "--n");
+            var tokenizer = RunDirectory.LoadTokenizer(r.GetValue(model)!);
+            foreach (var view in Inspection.Records(tokenizer, r.GetValue(data)!, r.GetValue(n)))
+            {
+                if (r.GetValue(json))
+                {
+                    output.WriteLine(JsonSerializer.Serialize(new { text = view.Text, ids = view.Ids, loss_mask = view.LossMask.Select(b => b ? 1 : 0) }, Json.Compact));
+                    continue;
+                }
+                output.WriteLine($"{view.Source}: {view.Ids.Count} tokens, {view.LossMask.Count(b => b)} trained");
+                output.WriteLine(Inspection.Marked(tokenizer, view));
+                output.WriteLine($"ids: {string.Join(' ', view.Ids)}");
+                output.WriteLine();
+            }
+            return 0;
+        });
+        return c;
+    }
+}

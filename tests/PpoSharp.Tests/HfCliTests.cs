@@ -1,0 +1,106 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PpoSharp.Models.Hf;
+using PpoSharp.Training;
+
+namespace PpoSharp.Tests;
+
+/// <summary>
+/// The whole pipeline through the command line on a Hugging Face folder (tiny-llama3: bf16 weights, tied head, the real
+/// Llama 3 tokenizer and chat template): generate --json reproduces the reference, inspect shows assistant-only loss
+/// masks, and sft -> rm -> ppo each write a folder that loads again as an HF folder of the same architecture and dtype.
+/// </summary>
+public class HfCliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        int code = Cli.Cli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static readonly Lazy<string> Data = new(() =>
+    {
+        var dir = TestSupport.TempDir();
+        var words = new[] { "cab", "dog", "zebra", "moon", "tree", "lamp" };
+        TestSupport.WriteLines(dir, "chat.jsonl", words.Select(w =>
+            $$"""{"messages":[{"role":"system","content":"Sort letters."},{"role":"user","content":"sort: {{w}}"},{"role":"assistant","content":"{{string.Concat(w.Order())}}"}]}""").ToArray());
+        TestSupport.WriteLines(dir, "prompts.jsonl", words.Select(w => $$"""{"messages":[{"role":"user","content":"sort: {{w}}"}],"solution":"{{string.Concat(w.Order())}}"}""").ToArray());
+        TestSupport.WriteLines(dir, "prefs.jsonl", words.Select(w =>
+            $$"""{"messages":[{"role":"user","content":"sort: {{w}}"}],"chosen":"{{string.Concat(w.Order())}}","rejected":"{{w}}"}""").ToArray());
+        return dir;
+    });
+
+    [Fact]
+    public void GenerateJson_PromptIds_ReproducesReferenceGreedyIdsAndLogprobs()
+    {
+        var model = TestSupport.HfModel("tiny-llama3");
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "expected.json")))!;
+        var promptIds = expected["greedy"]!["prompt_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        var newIds = expected["greedy"]!["new_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        var (code, output, err) = Run("generate", "--model", model, "--prompt-ids", string.Join(",", promptIds), "--json", "--max-new-tokens", "16");
+        Assert.True(code == 0, err);
+        var result = JsonNode.Parse(output)!;
+        Assert.Equal(promptIds, result["prompt_ids"]!.AsArray().Select(x => x!.GetValue<int>()));
+        var ids = result["ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        Assert.Equal(newIds.TakeWhile(id => id is not (128001 or 128008 or 128009)), ids);   // generation stops at any EOS id
+        // The first new id's log-probability is the last prompt position's reference: log p(argmax) = logit - logsumexp.
+        var last = expected["sequences"]![0]!["positions"]!.AsArray()[^1]!;
+        Assert.Equal(last["argmax"]!.GetValue<int>(), ids[0]);
+        var logprobs = result["logprobs"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        Assert.Equal(ids.Length, logprobs.Length);
+        Assert.All(logprobs, lp => Assert.InRange(lp, -50, 0));
+    }
+
+    [Fact]
+    public void Inspect_ChatRecords_MasksOnlyAssistantTurns()
+    {
+        var model = TestSupport.HfModel("tiny-llama3");
+        var (code, output, err) = Run("inspect", "--model", model, "--data", Path.Combine(Data.Value, "chat.jsonl"), "--n", "2", "--json");
+        Assert.True(code == 0, err);
+        var lines = output.Trim().Split('\n');
+        Assert.Equal(2, lines.Length);
+        var tokenizer = RunDirectory.LoadTokenizer(model);
+        foreach (var (line, word) in lines.Zip(new[] { "cab", "dog" }))
+        {
+            var o = JsonNode.Parse(line)!;
+            var ids = o["ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+            var mask = o["loss_mask"]!.AsArray().Select(x => x!.GetValue<int>() == 1).ToArray();
+            Assert.StartsWith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSort letters.<|eot_id|>", o["text"]!.GetValue<string>());
+            var trained = tokenizer.Decode(ids.Where((_, i) => mask[i]), skipSpecial: false);
+            Assert.StartsWith(string.Concat(word.Order()) + "<|eot_id|>", trained);
+            Assert.DoesNotContain("sort:", trained);
+            Assert.DoesNotContain("Sort letters", trained);
+        }
+    }
+
+    [Fact]
+    public void SftRmPpo_OnHfFolder_EachRunIsAnHfFolderOfTheSameArchitectureAndDtype()
+    {
+        var model = TestSupport.HfModel("tiny-llama3");
+        var root = TestSupport.TempDir();
+        string sft = Path.Combine(root, "sft"), rm = Path.Combine(root, "rm"), ppo = Path.Combine(root, "ppo");
+        Assert.Equal(0, Run("sft", "--init", model, "--data", Path.Combine(Data.Value, "chat.jsonl"), "--out", sft, "--set", "steps=3", "--set", "batch_size=4", "--set", "eval_fraction=0").Code);
+        Assert.Equal(0, Run("rm", "--init", sft, "--data", Path.Combine(Data.Value, "prefs.jsonl"), "--out", rm, "--set", "steps=3", "--set", "batch_size=4", "--set", "eval_fraction=0").Code);
+        var (code, _, err) = Run("ppo", "--init", sft, "--reward", $"model:{rm}", "--data", Path.Combine(Data.Value, "prompts.jsonl"), "--out", ppo,
+            "--set", "iterations=2", "--set", "batch_size=4", "--set", "num_mini_batches=2", "--set", "response_length=6");
+        Assert.True(code == 0, err);
+
+        var baseNames = Safetensors.ReadHeader(Path.Combine(model, "model.safetensors")).Select(e => e.Name).Order().ToList();
+        foreach (var (dir, arch, extra) in new[] { (sft, "LlamaForCausalLM", ""), (ppo, "LlamaForCausalLM", ""), (rm, "LlamaForSequenceClassification", "score.weight"), (Path.Combine(ppo, "critic"), "LlamaForSequenceClassification", "score.weight") })
+        {
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!;
+            Assert.Equal(arch, config["architectures"]![0]!.GetValue<string>());
+            Assert.Equal("bfloat16", config["torch_dtype"]!.GetValue<string>());
+            var header = Safetensors.ReadHeader(Path.Combine(dir, "model.safetensors"));
+            Assert.Equal(baseNames.Concat(extra == "" ? [] : [extra]).Order(), header.Select(e => e.Name).Order());
+            Assert.All(header, e => Assert.Equal("BF16", e.Dtype));
+            Assert.True(File.Exists(Path.Combine(dir, "tokenizer.json")) && File.Exists(Path.Combine(dir, "tokenizer_config.json")), dir);
+            Assert.Equal(HfCheckpoint.Read(dir).Spec, HfCheckpoint.Read(model).Spec);
+        }
+        Assert.Equal(1, JsonNode.Parse(File.ReadAllText(Path.Combine(rm, "config.json")))!["num_labels"]!.GetValue<int>());
+        Assert.Equal(File.ReadAllText(Path.Combine(model, "generation_config.json")), File.ReadAllText(Path.Combine(ppo, "generation_config.json")));
+        var (genCode, text, genErr) = Run("generate", "--model", ppo, "--prompt", "sort: cab", "--max-new-tokens", "4");
+        Assert.True(genCode == 0, genErr);
+    }
+}
