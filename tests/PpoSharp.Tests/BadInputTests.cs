@@ -1,4 +1,7 @@
+using System.Text.Json.Nodes;
+using PpoSharp.Models.Hf;
 using PpoSharp.Training;
+using static TorchSharp.torch;
 
 namespace PpoSharp.Tests;
 
@@ -31,12 +34,65 @@ public class BadInputTests
         File.WriteAllBytes(Path.Combine(truncated, RunDirectory.ModelFile), bytes[..(bytes.Length / 2)]);
         var shapes = Copy("shapes");
         var config = Path.Combine(shapes, RunDirectory.ConfigFile);
-        File.WriteAllText(config, File.ReadAllText(config).Replace("\"d_model\": 64", "\"d_model\": 32"));
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"n_embd\": 64", "\"n_embd\": 32"));
         var noTokenizer = Copy("no-tokenizer");
         File.Delete(Path.Combine(noTokenizer, "tokenizer.json"));
         var badConfig = Copy("bad-config");
         File.WriteAllText(Path.Combine(badConfig, RunDirectory.ConfigFile), "{\"kind\": \"policy\"");
         return new() { ["pickle"] = pickle, ["truncated"] = truncated, ["shapes"] = shapes, ["no-tokenizer"] = noTokenizer, ["bad-config"] = badConfig };
+    });
+
+    /// <summary>The tiny Llama 3 folder spoiled in the ways real model folders go wrong, made once per test run.</summary>
+    private static readonly Lazy<Dictionary<string, string>> SpoiledHf = new(() =>
+    {
+        var spoiled = new Dictionary<string, string> { ["clean"] = TestSupport.HfModel("tiny-llama3") };
+        string Copy(string name, Action<string> spoil)
+        {
+            var dir = TestSupport.HfModel("tiny-llama3");
+            spoil(dir);
+            return spoiled[name] = dir;
+        }
+        void EditConfig(string dir, string file, Action<JsonObject> edit)
+        {
+            var path = Path.Combine(dir, file);
+            var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            edit(json);
+            File.WriteAllText(path, json.ToJsonString());
+        }
+        void Rewrite(string dir, Func<Dictionary<string, Tensor>, IEnumerable<KeyValuePair<string, Tensor>>> change, long maxShardBytes = Safetensors.DefaultMaxShardBytes)
+        {
+            var tensors = Safetensors.LoadFolder(dir);
+            File.Delete(Path.Combine(dir, Safetensors.SingleFile));
+            Safetensors.SaveFolder(dir, change(tensors).ToList(), maxShardBytes);
+        }
+        Copy("architecture", d => EditConfig(d, "config.json", c => c["architectures"] = new JsonArray("FalconForCausalLM")));
+        Copy("no-config", d => File.Delete(Path.Combine(d, "config.json")));
+        Copy("no-tokenizer", d => File.Delete(Path.Combine(d, "tokenizer.json")));
+        Copy("pickle", d => File.Move(Path.Combine(d, Safetensors.SingleFile), Path.Combine(d, "pytorch_model.bin")));
+        Copy("truncated-shard", d =>
+        {
+            Rewrite(d, t => t, maxShardBytes: 2_000_000);
+            var shard = Directory.GetFiles(d, "model-00002-of-*.safetensors").Single();
+            File.WriteAllBytes(shard, File.ReadAllBytes(shard)[..1000]);
+        });
+        Copy("missing-shard", d =>
+        {
+            Rewrite(d, t => t, maxShardBytes: 2_000_000);
+            File.Delete(Directory.GetFiles(d, "model-00002-of-*.safetensors").Single());
+        });
+        Copy("shape", d => EditConfig(d, "config.json", c => c["intermediate_size"] = 128));
+        Copy("dtype", d => Rewrite(d, t => t.Select(p => p.Key.EndsWith("layers.1.mlp.up_proj.weight", StringComparison.Ordinal) ? new(p.Key, p.Value.to(ScalarType.Int32)) : p)));
+        Copy("missing-tensor", d => Rewrite(d, t => t.Where(p => !p.Key.EndsWith("layers.0.self_attn.k_proj.weight", StringComparison.Ordinal))));
+        Copy("extra-tensor", d => Rewrite(d, t => t.Append(new("model.layers.0.self_attn.rotary.scale", ones(4)))));
+        Copy("template", d => EditConfig(d, "tokenizer_config.json", c => c["chat_template"] = "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"));
+        Copy("rope", d => EditConfig(d, "config.json", c => c["rope_scaling"] = new JsonObject { ["rope_type"] = "yarn", ["factor"] = 4.0 }));
+        Copy("activation", d => EditConfig(d, "config.json", c => c["hidden_act"] = "gelu"));
+        Copy("eos", d =>
+        {
+            foreach (var file in new[] { "config.json", "generation_config.json" }) EditConfig(d, file, c => c.Remove("eos_token_id"));
+            EditConfig(d, "tokenizer_config.json", c => c.Remove("eos_token"));
+        });
+        return spoiled;
     });
 
     public static TheoryData<string, string[], string> Cases => new()
@@ -68,14 +124,34 @@ public class BadInputTests
         { "minibatches not dividing the batch", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "num_mini_batches=5"], "num_mini_batches (5) must divide batch_size (64)" },
         { "value of the wrong type", ["sft", "--data", "{prompts}", "--out", "{out}", "--set", "steps=many"], "--set steps=many: 'steps' expects an integer" },
         { "missing model directory", ["ppo", "--data", "{prompts}", "--init", "/nonexistent/sft", "--reward", "edit-distance", "--out", "{out}"], "/nonexistent/sft: model directory not found" },
-        { "directory that is no model", ["generate", "--model", "{data}", "--prompt", "sort: ba"], "config.json: missing (not a PpoSharp run directory)" },
+        { "directory that is no model", ["generate", "--model", "{data}", "--prompt", "sort: ba"], "config.json: missing (a model directory needs config.json)" },
         { "model file that is a pickle", ["generate", "--model", "{spoiled:pickle}", "--prompt", "sort: ba"], "model.safetensors: not a safetensors file" },
         { "truncated model file", ["generate", "--model", "{spoiled:truncated}", "--prompt", "sort: ba"], "model.safetensors: truncated (" },
-        { "model shapes differ from config", ["generate", "--model", "{spoiled:shapes}", "--prompt", "sort: ba"], "the config expects Float32 [" },
+        { "model shapes differ from config", ["generate", "--model", "{spoiled:shapes}", "--prompt", "sort: ba"], "config.json implies [" },
         { "missing tokenizer", ["generate", "--model", "{spoiled:no-tokenizer}", "--prompt", "sort: ba"], "tokenizer.json: missing" },
-        { "corrupt run config", ["eval", "--model", "{spoiled:bad-config}", "--data", "{prompts}"], "config.json: invalid config" },
+        { "corrupt run config", ["eval", "--model", "{spoiled:bad-config}", "--data", "{prompts}"], "config.json: invalid JSON" },
         { "reward model where a policy is needed", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "model:{policy}", "--out", "{out}"], "holds a policy, but a reward model is needed here" },
         { "unknown reward", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "bleu", "--out", "{out}"], "--reward: unknown reward 'bleu'" },
+        { "HF: unknown architecture", ["generate", "--model", "{hf:architecture}", "--prompt", "hi"], "architecture 'FalconForCausalLM' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel" },
+        { "HF: missing config.json", ["sft", "--init", "{hf:no-config}", "--data", "@hf-chat.jsonl", "--out", "{out}"], "config.json: missing (a model directory needs config.json)" },
+        { "HF: missing tokenizer", ["generate", "--model", "{hf:no-tokenizer}", "--prompt", "hi"], "tokenizer.json: missing" },
+        { "HF: pickle weights", ["generate", "--model", "{hf:pickle}", "--prompt", "hi"], "pytorch_model.bin: pickle weights are not loaded (they can run code); convert them with" },
+        { "HF: truncated shard", ["generate", "--model", "{hf:truncated-shard}", "--prompt", "hi"], "model-00002-of-" },
+        { "HF: missing shard", ["sft", "--init", "{hf:missing-shard}", "--data", "@hf-chat.jsonl", "--out", "{out}"], "model.safetensors.index.json: shard 'model-00002-of-" },
+        { "HF: shape mismatch", ["generate", "--model", "{hf:shape}", "--prompt", "hi"], "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [96x32], config.json implies [128x32]" },
+        { "HF: integer weights", ["generate", "--model", "{hf:dtype}", "--prompt", "hi"], "tensor 'model.layers.1.mlp.up_proj.weight' is Int32, a weight must be floating point" },
+        { "HF: missing tensor", ["generate", "--model", "{hf:missing-tensor}", "--prompt", "hi"], "tensor 'model.layers.0.self_attn.k_proj.weight' is missing from the weights" },
+        { "HF: unexpected tensor", ["generate", "--model", "{hf:extra-tensor}", "--prompt", "hi"], "unexpected tensor 'model.layers.0.self_attn.rotary.scale'" },
+        { "HF: chat template error", ["sft", "--init", "{hf:template}", "--data", "@hf-chat.jsonl", "--out", "{out}"], "hf-chat.jsonl:1: chat template: System role not supported" },
+        { "HF: prompt longer than the context", ["ppo", "--init", "{hf:clean}", "--data", "@hf-long-prompt.jsonl", "--reward", "exact-match", "--out", "{out}"], "hf-long-prompt.jsonl:2: prompt is " },
+        { "HF: generate prompt too long", ["generate", "--model", "{hf:clean}", "--prompt-ids", string.Join(",", Enumerable.Repeat(9, 130))], "the prompt is 130 tokens, leaving no room to respond within context_length 128" },
+        { "HF: unsupported rope type", ["generate", "--model", "{hf:rope}", "--prompt", "hi"], "rope type 'yarn' is not supported (supported: default, linear, llama3)" },
+        { "HF: unsupported activation", ["generate", "--model", "{hf:activation}", "--prompt", "hi"], "hidden_act 'gelu' is not supported for LlamaForCausalLM" },
+        { "HF: no end-of-sequence id anywhere", ["generate", "--model", "{hf:eos}", "--prompt", "hi"], "eos" },
+        { "HF: prompt id outside the vocabulary", ["generate", "--model", "{hf:clean}", "--prompt-ids", "1,999999"], "prompt id 999999 is outside the vocabulary (0 .. 128255)" },
+        { "HF: prompt ids not integers", ["generate", "--model", "{hf:clean}", "--prompt-ids", "1,two,3"], "--prompt-ids: 'two' is not an integer" },
+        { "HF: both prompt forms", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--prompt-ids", "1"], "give either --prompt TEXT or --prompt-ids 1,2,3" },
+        { "HF: empty prompt", ["generate", "--model", "{hf:clean}", "--prompt", ""], "--prompt is empty" },
     };
 
     [Theory, MemberData(nameof(Cases))]
@@ -85,7 +161,7 @@ public class BadInputTests
         var resolved = args.Select(a => a
             .Replace("{out}", outDir).Replace("{policy}", Policy).Replace("{prompts}", Prompts)
             .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data"))
-            .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a).ToArray();
+            .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]] : a).ToArray();
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         int code = Cli.Cli.Run(resolved, stdout, stderr);
