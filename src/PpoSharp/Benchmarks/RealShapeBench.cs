@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using PpoSharp.Models;
+using TorchSharp;
+using PpoSharp.Text;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Benchmarks;
+
+/// <summary>Training and generation at a real model's shape (SmolLM2-135M's, random weights): what a user of a pretrained model gets on this machine.</summary>
+public static partial class Bench
+{
+    /// <summary>SmolLM2-135M: 30 layers, hidden 576, 9 heads, 3 key/value heads, SwiGLU 1536, vocabulary 49152, tied head, RoPE, RMSNorm.</summary>
+    public static DecoderSpec SmolLm2Shape => new(49152, 8192, 30, 9, 576)
+    {
+        KvHeads = 3, Intermediate = 1536, Norm = NormKind.RmsNorm, Positions = PositionKind.Rope, RopeTheta = 100000, Mlp = MlpKind.SwiGlu,
+        QkvBias = false, OutBias = false, MlpBias = false, TiedHead = true,
+    };
+
+    /// <summary>Whether the CPU has AVX512-BF16 (bf16 matmuls are fast only then; on AVX2 libtorch's bf16 is far slower than fp32).</summary>
+    public static bool CpuHasBf16 => OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo") && File.ReadAllText("/proc/cpuinfo").Contains(" avx512_bf16", StringComparison.Ordinal);
+
+    private static void RealShapeFigures(Dictionary<string, object> r, PairedLimit limit, bool quick, TextWriter log)
+    {
+        double before = RssMb();
+        manual_seed(0);
+        using var model = new Decoder(SmolLm2Shape);
+        long n = MatmulParameters(model);
+        r["smollm2_parameters"] = model.parameters().Sum(p => p.numel());
+        r["smollm2_weights_mb"] = RssMb() - before;
+        var (trainSeconds, trainMfu) = limit.Measure(RealTrainStep(model, out double trainFlops), trainFlops, quick ? 1 : 2);
+        (r["smollm2_train_tokens_per_second"], r["smollm2_train_mfu"]) = (RealTrainTokens / trainSeconds, trainMfu);
+        log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128: {RealTrainTokens / trainSeconds:F0} tokens/s, MFU {trainMfu:F2}");
+        model.eval();
+        foreach (int b in new[] { 1, 16 })
+        {
+            double flops = b * RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0);
+            var (seconds, mfu) = limit.Measure(() => RealGenerate(model, b), flops, quick ? 1 : 2);
+            (r[$"smollm2_generate_tokens_per_second_b{b}"], r[$"smollm2_generate_mfu_b{b}"]) = (b * RealNewTokens / seconds, mfu);
+            log.WriteLine($"bench: SmolLM2-135M shape, generate batch {b}, {RealNewTokens} new tokens: {b * RealNewTokens / seconds:F1} tokens/s, MFU {mfu:F3}");
+        }
+        r["smollm2_bf16"] = CpuHasBf16;
+        if (CpuHasBf16)
+        {
+            model.to(ScalarType.BFloat16);
+            double seconds = RealGenerate(model, 16);
+            r["smollm2_generate_tokens_per_second_b16_bf16"] = 16 * RealNewTokens / seconds;
+            log.WriteLine($"bench: SmolLM2-135M shape, bf16 generate batch 16: {16 * RealNewTokens / seconds:F1} tokens/s");
+        }
+        r["smollm2_peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+    }
+
+    private const int RealTrainTokens = 4 * 128, RealNewTokens = 32;
+
+    /// <summary>A timed forward + backward + AdamW step at batch 4 x 128 (after one warm-up step), and its FLOPs.</summary>
+    private static Func<double> RealTrainStep(Decoder model, out double flops)
+    {
+        model.train();
+        var optimizer = optim.AdamW(model.parameters(), lr: 1e-5);
+        var ids = randint(0, model.Config.VocabSize, [4, 128]);                  // (B, T)
+        var targets = ids.roll(-1, 1);
+        double Step() => Time(() =>
+        {
+            using var scope = NewDisposeScope();
+            optimizer.zero_grad();
+            nn.functional.cross_entropy(model.forward(ids).flatten(0, 1), targets.flatten()).backward();
+            optimizer.step();
+        });
+        Step();
+        flops = RealTrainTokens * TrainFlopsPerToken(MatmulParameters(model), model.Config, 128);
+        return Step;
+    }
+
+    /// <summary>Seconds to sample <see cref="RealNewTokens"/> tokens after 16-token prompts.</summary>
+    private static double RealGenerate(Decoder model, int batch)
+    {
+        using var scope = NewDisposeScope();
+        var prompts = randint(0, model.Config.VocabSize, [batch, PromptTokens]);
+        var mask = ones(batch, PromptTokens, ScalarType.Bool);
+        return Time(() => Sampling.Generate(model, prompts, mask, new SamplingOptions(RealNewTokens), new SpecialTokenIds(0, []), new Generator(1)).Dispose());
+    }
+}
