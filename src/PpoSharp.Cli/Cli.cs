@@ -3,6 +3,7 @@ using System.Text.Json;
 using PpoSharp.Data;
 using PpoSharp.Models;
 using PpoSharp.Rewards;
+using PpoSharp.Text;
 using PpoSharp.Training;
 using Training = PpoSharp.Training;
 using TorchSharp;
@@ -26,7 +27,7 @@ public static class Cli
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            errors.WriteLine($"error: {parsed.Errors[0].Message} (see 'ppo-sharp --help')");
+            errors.WriteLine($"error: {parsed.Errors[0].Message.ReplaceLineEndings(" ")} (see 'ppo-sharp --help')");
             return UserError;
         }
         try
@@ -72,13 +73,14 @@ internal sealed class TrainingOptions
         if (c.Name != "demo") c.Options.Add(Resume);
     }
 
-    public SftConfig Sft(ParseResult r) => Load(r, new SftConfig(), c => c.Validate());
+    /// <summary>The config: TRL-like defaults when <paramref name="init"/> is a pretrained Hugging Face model, the built-in ones otherwise; then --config and --set.</summary>
+    public SftConfig Sft(ParseResult r, string? init) => Load(r, Tokenizers.IsPretrained(init) ? SftConfig.Pretrained : new SftConfig(), c => c.Validate());
 
-    public PpoConfig Ppo(ParseResult r) => Load(r, new PpoConfig(), c => c.Validate());
+    public PpoConfig Ppo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? PpoConfig.Pretrained : new PpoConfig(), c => c.Validate());
 
     public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
 
-    public RmConfig Rm(ParseResult r) => Load(r, new RmConfig(), c => c.Validate());
+    public RmConfig Rm(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate());
 
     /// <summary>
     /// The steps every training command takes once its config and other inputs are read: read <paramref name="data"/>
@@ -161,7 +163,7 @@ internal static partial class Commands
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Sft(r);
+            var config = opts.Sft(r, r.GetValue(init));
             return opts.Train(r, data, outDir, Jsonl.ReadChat, errors, (records, dir, stop) => output.WriteLine(
                 Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)).Summary(dir)));
         });
@@ -182,7 +184,7 @@ internal static partial class Commands
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Ppo(r);
+            var config = opts.Ppo(r, r.GetValue(init)!);
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
             var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
@@ -202,7 +204,7 @@ internal static partial class Commands
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Rm(r);
+            var config = opts.Rm(r, r.GetValue(init)!);
             return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
                 Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
         });
@@ -242,8 +244,9 @@ internal static partial class Commands
         var data = Required("--data", "prompts with solution, or preference pairs for a reward model (JSON Lines)");
         var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
-        var skipInvalid = new Option<bool>("--skip-invalid");
-        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid };
+        var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
+        var dtype = DtypeOption();
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype };
         c.SetAction(r =>
         {
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
@@ -263,6 +266,7 @@ internal static partial class Commands
             var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));
             ReportSkipped(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            policy.ComputeIn(r.GetValue(dtype));
             var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
             output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {

@@ -24,7 +24,8 @@ internal static partial class Commands
         var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed };
+        var dtype = DtypeOption();
+        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
@@ -32,6 +33,7 @@ internal static partial class Commands
             Check.AtLeast(r.GetValue(topK), 0, "--top-k");
             if (!(r.GetValue(topP) is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {r.GetValue(topP)})");
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            policy.ComputeIn(r.GetValue(dtype));
             var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
             double t = r.GetValue(temperature);
             var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
@@ -60,6 +62,11 @@ internal static partial class Commands
         messages.Add(new ChatMessage(Role.User, prompt));
         return tokenizer.Chat.EncodePrompt(messages);
     }
+
+    internal static Option<ComputeDtype> DtypeOption() => new("--dtype")
+    {
+        Description = "compute dtype: auto (fp32 on the CPU), float32, or bfloat16 (faster on CPUs with AVX512-BF16)", DefaultValueFactory = _ => ComputeDtype.Auto,
+    };
 
     private static Command Inspect(TextWriter output)
     {

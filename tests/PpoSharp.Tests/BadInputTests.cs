@@ -147,11 +147,12 @@ public class BadInputTests
         { "HF: generate prompt too long", ["generate", "--model", "{hf:clean}", "--prompt-ids", string.Join(",", Enumerable.Repeat(9, 130))], "the prompt is 130 tokens, leaving no room to respond within context_length 128" },
         { "HF: unsupported rope type", ["generate", "--model", "{hf:rope}", "--prompt", "hi"], "rope type 'yarn' is not supported (supported: default, linear, llama3)" },
         { "HF: unsupported activation", ["generate", "--model", "{hf:activation}", "--prompt", "hi"], "hidden_act 'gelu' is not supported for LlamaForCausalLM" },
-        { "HF: no end-of-sequence id anywhere", ["generate", "--model", "{hf:eos}", "--prompt", "hi"], "eos" },
+        { "HF: no end-of-sequence id anywhere", ["generate", "--model", "{hf:eos}", "--prompt", "hi"], ": no EOS token (none of generation_config.json eos_token_id, config.json eos_token_id, tokenizer_config.json eos_token)" },
         { "HF: prompt id outside the vocabulary", ["generate", "--model", "{hf:clean}", "--prompt-ids", "1,999999"], "prompt id 999999 is outside the vocabulary (0 .. 128255)" },
         { "HF: prompt ids not integers", ["generate", "--model", "{hf:clean}", "--prompt-ids", "1,two,3"], "--prompt-ids: 'two' is not an integer" },
         { "HF: both prompt forms", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--prompt-ids", "1"], "give either --prompt TEXT or --prompt-ids 1,2,3" },
         { "HF: empty prompt", ["generate", "--model", "{hf:clean}", "--prompt", ""], "--prompt is empty" },
+        { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 
     [Theory, MemberData(nameof(Cases))]

@@ -18,7 +18,7 @@ public static class ResponseScoring
         long n = sequences.shape[1] - promptLength;
         var positions = Sampling.PositionIds(mask);                                              // (B, L)
         var hidden = model.Hidden(sequences, positions, mask);                                  // (B, L, C)
-        var logits = model.Logits(hidden.narrow(1, promptLength - 1, n)) / temperature;         // (B, N, V)
+        var logits = model.Logits(hidden.narrow(1, promptLength - 1, n)).to(ScalarType.Float32) / temperature;   // (B, N, V) in fp32
         return (logits, hidden, positions);
     }
 

@@ -187,7 +187,7 @@ public static class Sampling
         var allKeys = cat([promptKeys, ones(b, n, ScalarType.Bool, prompts.device)], 1);    // (B, P + N)
         bool padded = !promptKeys.all().item<bool>();
         var positions = PositionIds(promptKeys);                                            // (B, P)
-        var logits = model.Logits(model.Hidden(prompts, positions, promptKeys, cache).select(1, -1));  // (B, V)
+        var logits = model.Logits(model.Hidden(prompts, positions, promptKeys, cache).select(1, -1)).to(ScalarType.Float32);  // (B, V) sampled in fp32
         var nextPos = positions.select(1, -1) + 1;                                          // (B)
         var sequence = prompts;                                                              // (B, L), without the cache only
         var finished = zeros(b, ScalarType.Bool, prompts.device);                            // (B)
@@ -210,7 +210,7 @@ public static class Sampling
                 sequence = cat([sequence, column], 1);
                 hidden = model.Hidden(sequence, PositionIds(keys), keys);                  // (B, L, C)
             }
-            logits = model.Logits(hidden.select(1, -1));                                    // (B, V)
+            logits = model.Logits(hidden.select(1, -1)).to(ScalarType.Float32);             // (B, V)
             nextPos = nextPos + 1;
         }
         var responses = stack(tokens, 1).MoveToOuterDisposeScope();                         // (B, N)

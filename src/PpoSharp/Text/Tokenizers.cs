@@ -23,6 +23,22 @@ public static class Tokenizers
     /// </summary>
     public static bool IsBuiltIn(ITokenizer tokenizer) => tokenizer is CharTokenizer or Gpt2Tokenizer;
 
+    /// <summary>Whether a model directory's tokenizer is a Hugging Face one (a pretrained model); false for built-in runs and for a missing directory.</summary>
+    public static bool IsPretrained(string? directory)
+    {
+        var path = directory is null ? null : Path.Combine(directory, FileName);
+        try { return path is not null && File.Exists(path) && IsHfFile(path); }
+        catch (JsonException) { return false; }                  // reported when the model loads
+    }
+
+    /// <summary>A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not.</summary>
+    private static bool IsHfFile(string path)
+    {
+        using var stream = File.OpenRead(path);
+        using var doc = JsonDocument.Parse(stream);
+        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out _);
+    }
+
     public static void SaveSpec(TokenizerSpec spec, string directory) =>
         File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(spec, Json.Options));
 
@@ -36,9 +52,7 @@ public static class Tokenizers
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         try
         {
-            using (var stream = File.OpenRead(path))
-            using (var doc = JsonDocument.Parse(stream))
-                if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out _)) return HfTokenizer.Load(directory);
+            if (IsHfFile(path)) return HfTokenizer.Load(directory);
             var spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options);
             return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
         }

@@ -8,6 +8,12 @@ namespace PpoSharp.Training;
 /// </summary>
 public sealed record PpoConfig
 {
+    /// <summary>
+    /// Defaults for a pretrained (Hugging Face) model: TRL's PPO learning rate 3e-6, batches of 16 prompts, 64-token
+    /// responses and 20 iterations, sized for a CPU.
+    /// </summary>
+    public static PpoConfig Pretrained => new() { Lr = 3e-6, BatchSize = 16, ResponseLength = 64, Iterations = 20, CheckpointEvery = 5 };
+
     /// <summary>Rollout-update iterations (each samples a fresh prompt batch).</summary>
     public int Iterations { get; init; } = 60;
     /// <summary>Prompts per iteration (the rollout batch).</summary>

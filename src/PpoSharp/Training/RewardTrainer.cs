@@ -16,6 +16,9 @@ public sealed record RmConfig : TrainingConfig
 {
     public RmConfig() => (Steps, Lr, WarmupSteps, EvalFraction, EvalEvery, CheckpointEvery) = (400, 5e-4, 20, 0.1, 100, 100);
 
+    /// <summary>Defaults for a pretrained (Hugging Face) backbone: TRL's reward-model learning rate 1e-5, batches of 8 pairs, 200 steps.</summary>
+    public static RmConfig Pretrained => new() { Lr = 1e-5, BatchSize = 8, Steps = 200, WarmupSteps = 10, EvalEvery = 50, CheckpointEvery = 50 };
+
     /// <summary>Subtract the mean training reward, stored with the model, so that rewards have mean 0.</summary>
     [JsonPropertyOrder(1)] public bool Normalize { get; init; } = true;
 

@@ -14,6 +14,12 @@ public sealed record SftConfig : TrainingConfig
 {
     public SftConfig() => (Steps, Lr, WarmupSteps, EvalFraction, EvalEvery, CheckpointEvery) = (1200, 2e-3, 50, 0.05, 200, 200);
 
+    /// <summary>
+    /// Defaults for a pretrained (Hugging Face) model: TRL's SFT learning rate 2e-5, smaller batches and fewer steps for a
+    /// CPU; the built-in defaults above would wreck a pretrained model's weights.
+    /// </summary>
+    public static SftConfig Pretrained => new() { Lr = 2e-5, BatchSize = 8, Steps = 200, WarmupSteps = 10, EvalEvery = 50, CheckpointEvery = 50 };
+
     // Order 1: the keys of this record come after the shared ones (in config.json and in "allowed:" lists).
     [JsonPropertyOrder(1)] public double Beta1 { get; init; } = 0.9;
     [JsonPropertyOrder(1)] public double Beta2 { get; init; } = 0.99;
