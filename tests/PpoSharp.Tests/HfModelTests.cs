@@ -8,12 +8,14 @@ namespace PpoSharp.Tests;
 
 /// <summary>
 /// The tiny HF checkpoints reproduce the outputs of implementations we did not write (expected.json: llama2.c's model.py
-/// for tiny-llama3 with q/k rows permuted to HF's rotary layout, nanoGPT for tiny-gpt2): logits at probe ids, log-sums,
-/// arg-max and next-token log-probabilities within 1e-4, alone, left-padded into one batch, and decoded with the KV cache.
+/// for tiny-llama3 with q/k rows permuted to HF's rotary layout, nanoGPT for tiny-gpt2; for tiny-qwen2, tiny-qwen3 and
+/// tiny-mistral an independent PyTorch re-implementation of transformers' modeling files, tools/reference/python): logits
+/// at probe ids, log-sums, arg-max and next-token log-probabilities within 1e-4, alone, left-padded into one batch, and
+/// decoded with the KV cache.
 /// </summary>
 public class HfModelTests
 {
-    public static TheoryData<string> Fixtures => new() { "tiny-llama3", "tiny-gpt2" };
+    public static TheoryData<string> Fixtures => new() { "tiny-llama3", "tiny-gpt2", "tiny-qwen2", "tiny-qwen3", "tiny-mistral" };
 
     private sealed record Position(int Argmax, double Logsumexp, double[] ProbeLogits, double? NextTokenLogprob);
 
