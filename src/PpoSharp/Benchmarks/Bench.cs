@@ -147,9 +147,19 @@ public static partial class Bench
         manual_seed(0);
         var config = new DecoderSpec(512, 128, 4, d / 64, d);
         using var model = new Decoder(config);
+        var (step, optimizer) = TrainStep(model, 16, 128);
+        using var _ = optimizer;
+        double flops = TrainTokens * TrainFlopsPerToken(MatmulParameters(model), config, 128);
+        var (seconds, mfu) = measure(step, flops);
+        return (seconds, mfu, flops);
+    }
+
+    /// <summary>A timed forward + backward + AdamW step on random ids (batch, length), after one warm-up step; and its optimizer, to dispose.</summary>
+    private static (Func<double> Step, IDisposable Optimizer) TrainStep(Decoder model, int batch, int length)
+    {
         model.train();
-        using var optimizer = optim.AdamW(model.parameters(), lr: 1e-4);
-        var ids = randint(0, 512, [16, 128]);
+        var optimizer = optim.AdamW(model.parameters(), lr: 1e-5);
+        var ids = randint(0, model.Config.VocabSize, [batch, length]);               // (B, T)
         var targets = ids.roll(-1, 1);
         double Step() => Time(() =>
         {
@@ -159,9 +169,7 @@ public static partial class Bench
             optimizer.step();
         });
         Step();
-        double flops = TrainTokens * TrainFlopsPerToken(MatmulParameters(model), config, 128);
-        var (seconds, mfu) = measure(Step, flops);
-        return (seconds, mfu, flops);
+        return (Step, optimizer);
     }
 
     private static Decoder GenerateModel()

@@ -26,7 +26,10 @@ public static partial class Bench
         long n = MatmulParameters(model);
         r["smollm2_parameters"] = model.parameters().Sum(p => p.numel());
         r["smollm2_weights_mb"] = model.parameters().Sum(p => p.numel() * p.element_size()) / 1048576.0;   // fp32; AdamW keeps two more copies
-        var (trainSeconds, trainMfu) = limit.Measure(RealTrainStep(model, out double trainFlops), trainFlops, quick ? 1 : 2);
+        double trainFlops = RealTrainTokens * TrainFlopsPerToken(n, model.Config, 128);
+        var (step, optimizer) = TrainStep(model, 4, 128);
+        var (trainSeconds, trainMfu) = limit.Measure(step, trainFlops, quick ? 1 : 2);
+        optimizer.Dispose();
         (r["smollm2_train_tokens_per_second"], r["smollm2_train_mfu"]) = (RealTrainTokens / trainSeconds, trainMfu);
         log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128: {RealTrainTokens / trainSeconds:F0} tokens/s, MFU {trainMfu:F2}");
         model.eval();
@@ -49,25 +52,6 @@ public static partial class Bench
     }
 
     private const int RealTrainTokens = 4 * 128, RealNewTokens = 32;
-
-    /// <summary>A timed forward + backward + AdamW step at batch 4 x 128 (after one warm-up step), and its FLOPs.</summary>
-    private static Func<double> RealTrainStep(Decoder model, out double flops)
-    {
-        model.train();
-        var optimizer = optim.AdamW(model.parameters(), lr: 1e-5);
-        var ids = randint(0, model.Config.VocabSize, [4, 128]);                  // (B, T)
-        var targets = ids.roll(-1, 1);
-        double Step() => Time(() =>
-        {
-            using var scope = NewDisposeScope();
-            optimizer.zero_grad();
-            nn.functional.cross_entropy(model.forward(ids).flatten(0, 1), targets.flatten()).backward();
-            optimizer.step();
-        });
-        Step();
-        flops = RealTrainTokens * TrainFlopsPerToken(MatmulParameters(model), model.Config, 128);
-        return Step;
-    }
 
     /// <summary>Seconds to sample <see cref="RealNewTokens"/> tokens after 16-token prompts.</summary>
     private static double RealGenerate(Decoder model, int batch)
