@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using PpoSharp.Models.Hf;
 using PpoSharp.Training;
+using static TorchSharp.torch;
 
 namespace PpoSharp.Tests;
 
@@ -31,10 +32,12 @@ public class HfCliTests
         return dir;
     });
 
-    [Fact]
-    public void GenerateJson_PromptIds_ReproducesReferenceGreedyIdsAndLogprobs()
+    [Theory]
+    [InlineData("tiny-llama3")]
+    [InlineData("tiny-gpt2")]
+    public void GenerateJson_PromptIds_ReproducesReferenceGreedyIdsAndLogprobs(string name)
     {
-        var model = TestSupport.HfModel("tiny-llama3");
+        var model = TestSupport.HfModel(name);
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "expected.json")))!;
         var promptIds = expected["greedy"]!["prompt_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
         var newIds = expected["greedy"]!["new_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
@@ -43,13 +46,20 @@ public class HfCliTests
         var result = JsonNode.Parse(output)!;
         Assert.Equal(promptIds, result["prompt_ids"]!.AsArray().Select(x => x!.GetValue<int>()));
         var ids = result["ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
-        Assert.Equal(newIds.TakeWhile(id => id is not (128001 or 128008 or 128009)), ids);   // generation stops at any EOS id
-        // The first new id's log-probability is the last prompt position's reference: log p(argmax) = logit - logsumexp.
+        var eos = RunDirectory.LoadTokenizer(model).Special.Eos;
+        Assert.Equal(newIds.TakeWhile(id => !eos.Contains(id)), ids);                       // generation stops at any EOS id
+        Assert.Equal(16, ids.Length);
+
+        // log p of each new id under the model: the log-softmax of a plain forward over prompt + continuation, whose
+        // logits match the reference (HfModelTests); the first is also the reference's last prompt position.
+        var logprobs = result["logprobs"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        var (policy, _) = RunDirectory.LoadPolicy(model);
+        var all = promptIds.Concat(ids).Select(i => (long)i).ToArray();
+        using var _ = no_grad();
+        var logp = policy.forward(tensor(all, [1, all.Length]))[0].log_softmax(-1);           // (T, V)
+        for (int k = 0; k < ids.Length; k++) Assert.Equal(logp[promptIds.Length - 1 + k, ids[k]].item<float>(), logprobs[k], 1e-4);
         var last = expected["sequences"]![0]!["positions"]!.AsArray()[^1]!;
         Assert.Equal(last["argmax"]!.GetValue<int>(), ids[0]);
-        var logprobs = result["logprobs"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
-        Assert.Equal(ids.Length, logprobs.Length);
-        Assert.All(logprobs, lp => Assert.InRange(lp, -50, 0));
     }
 
     [Fact]

@@ -48,7 +48,7 @@ public static class RunDirectory
     /// <summary>Saves a policy as a Hugging Face folder of its architecture, with its tokenizer and the training settings.</summary>
     public static void SavePolicy(string dir, Decoder model, ITokenizer tokenizer, object training)
     {
-        HfCheckpoint.Save(dir, model.Format, model, null, new Dictionary<string, JsonNode?>());
+        HfCheckpoint.Save(dir, model.Format, model, null, TokenIds(model, tokenizer));
         SaveText(dir, model, tokenizer, training);
     }
 
@@ -59,9 +59,19 @@ public static class RunDirectory
     /// </summary>
     public static void SaveScalarModel(string dir, Decoder backbone, ScalarHead head, double offset, ITokenizer tokenizer, object training)
     {
-        var extra = new Dictionary<string, JsonNode?> { [OffsetKey] = offset, [HeadKey] = head.IsMlp ? "mlp" : "linear", ["pad_token_id"] = tokenizer.Special.Pad };
+        var extra = TokenIds(backbone, tokenizer);
+        (extra[OffsetKey], extra[HeadKey], extra["pad_token_id"]) = (offset, head.IsMlp ? "mlp" : "linear", tokenizer.Special.Pad);
         HfCheckpoint.Save(dir, backbone.Format, backbone, head, extra);
         SaveText(dir, backbone, tokenizer, training);
+    }
+
+    /// <summary>eos_token_id and pad_token_id for a config that has none (built-in models); a base model's own stay as they are.</summary>
+    private static Dictionary<string, JsonNode?> TokenIds(Decoder model, ITokenizer tokenizer)
+    {
+        var ids = new Dictionary<string, JsonNode?>();
+        if (!model.Format.Config.ContainsKey("eos_token_id")) ids["eos_token_id"] = tokenizer.Special.Eos.Count == 1 ? tokenizer.Special.Eos[0] : new JsonArray([.. tokenizer.Special.Eos.Select(e => (JsonNode)e)]);
+        if (!model.Format.Config.ContainsKey("pad_token_id")) ids["pad_token_id"] = tokenizer.Special.Pad;
+        return ids;
     }
 
     private static void SaveText(string dir, Decoder model, ITokenizer tokenizer, object training)
