@@ -113,4 +113,21 @@ public class HfCliTests
         var (genCode, text, genErr) = Run("generate", "--model", ppo, "--prompt", "sort: cab", "--max-new-tokens", "4");
         Assert.True(genCode == 0, genErr);
     }
+
+    [Fact]
+    public void SftResume_OnHfFolder_GivesTheSameMetricsAndModelAsAnUninterruptedRun()
+    {
+        var model = TestSupport.HfModel("tiny-llama3");
+        var root = TestSupport.TempDir();
+        string whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed"), data = Path.Combine(Data.Value, "chat.jsonl");
+        string[] Sft(string dir, int steps, params string[] more) =>
+            ["sft", "--init", model, "--data", data, "--out", dir, "--set", $"steps={steps}", "--set", "batch_size=4", "--set", "checkpoint_every=2", "--set", "eval_fraction=0", .. more];
+        Assert.Equal(0, Run(Sft(whole, 4)).Code);
+        Assert.Equal(0, Run(Sft(resumed, 2)).Code);
+        Assert.Equal(0, Run(Sft(resumed, 4, "--resume")).Code);
+        double[] Losses(string dir) => MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName)).Select(r => r["loss"].GetDouble()).ToArray();
+        Assert.Equal(4, Losses(resumed).Length);
+        Assert.Equal(Losses(whole), Losses(resumed));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model.safetensors")), File.ReadAllBytes(Path.Combine(resumed, "model.safetensors")));
+    }
 }

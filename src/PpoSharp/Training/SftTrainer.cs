@@ -19,7 +19,7 @@ public sealed record StepState(int Step, int SkippedInARow, int SkippedTotal);
 public sealed record SftResult(int Steps, double FinalLoss, double? EvalLoss, double Seconds, double TokensPerSecond)
 {
     public string Summary(string dir) =>
-        $"sft: {Steps} steps in {Seconds:F0} s, loss {FinalLoss:F3}, eval loss {EvalLoss:F3}, {TokensPerSecond:F0} tokens/s -> {dir}";
+        $"sft: {Steps} steps in {Seconds:F0} s, loss {FinalLoss:F3}, {(EvalLoss is double e ? $"eval loss {e:F3}, " : "")}{TokensPerSecond:F0} tokens/s -> {dir}";
 }
 
 /// <summary>
