@@ -245,8 +245,8 @@ internal static partial class Commands
         var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
         var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
-        var dtype = DtypeOption();
-        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype };
+        var (dtype, device) = (DtypeOption(), DeviceOption());
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device };
         c.SetAction(r =>
         {
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
@@ -266,7 +266,7 @@ internal static partial class Commands
             var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));
             ReportSkipped(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
-            policy.ComputeIn(r.GetValue(dtype));
+            policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
             output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {

@@ -24,8 +24,8 @@ internal static partial class Commands
         var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var dtype = DtypeOption();
-        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype };
+        var (dtype, device) = (DtypeOption(), DeviceOption());
+        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype, device };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
@@ -33,7 +33,7 @@ internal static partial class Commands
             Check.AtLeast(r.GetValue(topK), 0, "--top-k");
             if (!(r.GetValue(topP) is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {r.GetValue(topP)})");
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
-            policy.ComputeIn(r.GetValue(dtype));
+            policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
             double t = r.GetValue(temperature);
             var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
@@ -66,6 +66,11 @@ internal static partial class Commands
     internal static Option<ComputeDtype> DtypeOption() => new("--dtype")
     {
         Description = "compute dtype: auto (fp32 on the CPU), float32, or bfloat16 (faster on CPUs with AVX512-BF16)", DefaultValueFactory = _ => ComputeDtype.Auto,
+    };
+
+    internal static Option<ComputeDevice> DeviceOption() => new("--device")
+    {
+        Description = "cpu (default), or cuda with TorchSharp's CUDA package", DefaultValueFactory = _ => ComputeDevice.Cpu,
     };
 
     private static Command Inspect(TextWriter output)

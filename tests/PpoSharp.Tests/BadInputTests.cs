@@ -152,6 +152,9 @@ public class BadInputTests
         { "HF: prompt ids not integers", ["generate", "--model", "{hf:clean}", "--prompt-ids", "1,two,3"], "--prompt-ids: 'two' is not an integer" },
         { "HF: both prompt forms", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--prompt-ids", "1"], "give either --prompt TEXT or --prompt-ids 1,2,3" },
         { "HF: empty prompt", ["generate", "--model", "{hf:clean}", "--prompt", ""], "--prompt is empty" },
+        { "CUDA asked for, CPU build", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--device", "cuda"], "device 'cuda' is not available: this build references TorchSharp-cpu" },
+        { "CUDA asked for in a training config", ["sft", "--init", "{hf:clean}", "--data", "@hf-chat.jsonl", "--out", "{out}", "--set", "device=cuda"], "device 'cuda' is not available" },
+        { "unknown device key value", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "device=tpu"], "--set device=tpu: 'device' expects one of cpu, cuda" },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 

@@ -89,7 +89,7 @@ public static class Sampling
         if (o.Greedy) return logits.argmax(-1);
         using var scope = NewDisposeScope();
         var cdf = nn.functional.softmax(ProcessLogits(logits, o), -1).cumsum(-1, type: ScalarType.Float64);  // (B, V)
-        var u = rand([logits.shape[0], 1], generator: generator, dtype: ScalarType.Float64) * cdf.narrow(-1, -1, 1);  // (B, 1)
+        var u = rand([logits.shape[0], 1], generator: generator, dtype: ScalarType.Float64).to(cdf.device) * cdf.narrow(-1, -1, 1);  // (B, 1); the generator is the CPU's
         return searchsorted(cdf, u, right: true).squeeze(-1).clamp_max(logits.shape[^1] - 1).MoveToOuterDisposeScope();
     }
 

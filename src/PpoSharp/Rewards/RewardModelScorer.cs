@@ -31,7 +31,7 @@ public sealed class RewardModelScorer(RewardModel model, ITokenizer tokenizer, s
             var rows = batch.Skip(i).Take(batchSize)
                 .Select(x => x.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(x.Messages, x.Response)))
                 .Select(ids => (IReadOnlyList<int>)ids.Skip(Math.Max(0, ids.Count - context)).ToList()).ToList();
-            var (ids, mask) = Sampling.LeftPad(rows, tokenizer.Special.Pad);          // (B, T)
+            var (ids, mask) = Sampling.LeftPad(rows, tokenizer.Special.Pad, Models.Devices.DeviceOf(model.Backbone));          // (B, T)
             scores.AddRange(model.Score(ids, mask).data<float>().Select(v => (double)v));
         }
         return scores;

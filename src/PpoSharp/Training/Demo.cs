@@ -121,6 +121,7 @@ public static class Demo
             model = new Decoder(config.ModelConfig(tokenizer.VocabSize));
         }
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
+        model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
     }
@@ -133,6 +134,7 @@ public static class Demo
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
+        model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }

@@ -38,7 +38,7 @@ public static class Evaluator
     {
         using var scope = NewDisposeScope();
         var encoded = EncodePrompts(tokenizer, prompts);
-        var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);
+        var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad, Devices.DeviceOf(model));
         using var generation = Sampling.Generate(model, ids, mask, options, tokenizer.Special, generator);
         return Decode(tokenizer, generation);
     }
@@ -56,7 +56,7 @@ public static class Evaluator
         {
             using var scope = NewDisposeScope();
             var encoded = EncodePrompts(tokenizer, prompts.Skip(i).Take(batchSize));
-            var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad);                    // (B, P)
+            var (ids, mask) = Sampling.LeftPad(encoded, tokenizer.Special.Pad, Devices.DeviceOf(policy));   // (B, P)
             var g = Sampling.Generate(policy, ids, mask, new SamplingOptions(maxNewTokens), tokenizer.Special, generator);
             var sequences = cat([ids, g.Responses], 1);                                           // (B, P+N)
             var full = cat([mask, g.Mask], 1);

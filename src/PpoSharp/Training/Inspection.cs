@@ -26,7 +26,7 @@ public static class Inspection
         model.eval();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var (prompt, mask) = Sampling.LeftPad([promptIds], tokenizer.Special.Pad);                  // (1, P)
+        var (prompt, mask) = Sampling.LeftPad([promptIds], tokenizer.Special.Pad, Devices.DeviceOf(model));                  // (1, P)
         var g = Sampling.Generate(model, prompt, mask, options, tokenizer.Special, generator);
         var n = (int)g.Mask.sum().item<long>();
         var responses = g.Responses.narrow(1, 0, n);                                              // (1, n)

@@ -64,6 +64,8 @@ public sealed record PpoConfig
     /// <summary>Cap on generated tokens per response.</summary>
     public int ResponseLength { get; init; } = 16;
     public CriticArrangement Critic { get; init; } = CriticArrangement.Separate;
+    /// <summary>Where actor, reference, critic and batches live: cpu, or cuda with TorchSharp's CUDA package.</summary>
+    public ComputeDevice Device { get; init; } = ComputeDevice.Cpu;
     public int Seed { get; init; } = 1;
 
     /// <summary>Write a checkpoint (models, optimizer, RNG and controller state, data position) every this many iterations.</summary>

@@ -90,6 +90,9 @@ public sealed class PpoTrainer : IDisposable
         }
         else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel,
             Tokenizers.IsBuiltIn(tokenizer));
+        var device = config.Device.Resolve();
+        (actor, reference) = (actor.to(device), reference.to(device));
+        critic.to(device);
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
     }
 
@@ -202,7 +205,7 @@ public sealed class PpoTrainer : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         _actor.eval();
-        var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad);   // (B, P)
+        var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad, Devices.DeviceOf(_actor));   // (B, P)
         var sampling = new SamplingOptions(_config.ResponseLength, _config.Temperature, _config.TopK, _config.TopP);
         var clock = Stopwatch.StartNew();
         var generation = Sampling.Generate(_actor, prompts, promptMask, sampling, _tokenizer.Special, _generator);   // owned by the scope
@@ -237,8 +240,9 @@ public sealed class PpoTrainer : IDisposable
     {
         var texts = Evaluator.Decode(_tokenizer, generation);
         var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
-        var scores = tensor(_reward.Score(inputs).Select(s => (float)s).ToArray());    // (B)
-        var gold = _gold is null ? null : tensor(_gold.Score(inputs).Select(s => (float)s).ToArray());   // (B)
+        var device = generation.Responses.device;
+        var scores = tensor(_reward.Score(inputs).Select(s => (float)s).ToArray(), device: device);    // (B)
+        var gold = _gold is null ? null : tensor(_gold.Score(inputs).Select(s => (float)s).ToArray(), device: device);   // (B)
         if (_config.MissingEosPenalty > 0)
         {
             var hasEos = Sampling.EndedWithEos(generation.Responses, generation.Mask, _tokenizer.Special.Eos);   // (B)
@@ -283,7 +287,7 @@ public sealed class PpoTrainer : IDisposable
         double firstRatioMean = double.NaN, firstRatioMax = double.NaN;
         for (int epoch = 0; epoch < _config.NumPpoEpochs; epoch++)
         {
-            using var order = randperm(e.Sequences.shape[0], generator: _generator);
+            using var order = randperm(e.Sequences.shape[0], generator: _generator).to(e.Sequences.device);
             double epochKl = 0;
             for (int mb = 0; mb < _config.NumMiniBatches; mb++)
             {

@@ -60,7 +60,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
     public static (Tensor Chosen, Tensor Rejected) ScorePairs(RewardModel model, IReadOnlyList<PreferencePair> batch, int pad)
     {
         var rows = batch.Select(p => (IReadOnlyList<int>)p.Chosen).Concat(batch.Select(p => (IReadOnlyList<int>)p.Rejected)).ToList();
-        var (ids, mask) = Sampling.LeftPad(rows, pad);                                  // (2B, T)
+        var (ids, mask) = Sampling.LeftPad(rows, pad, Devices.DeviceOf(model.Backbone));   // (2B, T)
         var scores = model.Score(ids, mask);                                            // (2B)
         return (scores.narrow(0, 0, batch.Count), scores.narrow(0, batch.Count, batch.Count));
     }
@@ -104,7 +104,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         var (loss, gradNorm, lr) = run.Step(step, () =>
         {
             var (chosen, rejected) = ScorePairs(model, batch, pad);
-            (var value, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
+            (var value, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray(), device: chosen.device));
             return value;
         });
         return new Dictionary<string, object>
@@ -124,7 +124,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
             using var scope = NewDisposeScope();
             var batch = pairs.Skip(i).Take(batchSize).ToList();
             var (chosen, rejected) = ScorePairs(model, batch, pad);
-            var (l, a, m) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray()));
+            var (l, a, m) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray(), device: chosen.device));
             loss += l.item<float>() * batch.Count;
             accuracy += a * batch.Count;
             margin += m * batch.Count;

@@ -57,7 +57,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     /// Right-pads a batch into inputs (B, T-1) and targets (B, T-1): targets are the next ids where the loss applies,
     /// <see cref="IgnoreIndex"/> elsewhere.
     /// </summary>
-    public static (Tensor Inputs, Tensor Targets) Collate(IReadOnlyList<SftExample> batch, int pad)
+    public static (Tensor Inputs, Tensor Targets) Collate(IReadOnlyList<SftExample> batch, int pad, Device? device = null)
     {
         int t = batch.Max(e => e.Ids.Length) - 1;
         var inputs = new long[batch.Count * t];
@@ -73,7 +73,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                 if (e.Trained[j + 1]) targets[i * t + j] = e.Ids[j + 1];
             }
         }
-        return (tensor(inputs, [batch.Count, t]), tensor(targets, [batch.Count, t]));
+        return (tensor(inputs, [batch.Count, t], device: device), tensor(targets, [batch.Count, t], device: device));
     }
 
     /// <summary>Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>.</summary>
@@ -131,7 +131,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Decoder model, List<SftExample> batch, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        var (inputs, targets) = Collate(batch, pad);                                           // (B, T) each
+        var (inputs, targets) = Collate(batch, pad, Devices.DeviceOf(model));                  // (B, T) each
         return run.Step(step, () => LossFault is null ? Loss(model, inputs, targets) : LossFault(Loss(model, inputs, targets)));
     }
 
@@ -144,7 +144,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         for (int i = 0; i < examples.Count; i += batchSize)
         {
             using var scope = NewDisposeScope();
-            var (inputs, targets) = Collate(examples.Skip(i).Take(batchSize).ToList(), pad);
+            var (inputs, targets) = Collate(examples.Skip(i).Take(batchSize).ToList(), pad, Devices.DeviceOf(model));
             long n = targets.ne(IgnoreIndex).sum().item<long>();
             sum += Loss(model, inputs, targets).item<float>() * n;
             count += n;
