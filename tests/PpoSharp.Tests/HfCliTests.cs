@@ -108,7 +108,13 @@ public class HfCliTests
             Assert.True(File.Exists(Path.Combine(dir, "tokenizer.json")) && File.Exists(Path.Combine(dir, "tokenizer_config.json")), dir);
             Assert.Equal(HfCheckpoint.Read(dir).Spec, HfCheckpoint.Read(model).Spec);
         }
-        Assert.Equal(1, JsonNode.Parse(File.ReadAllText(Path.Combine(rm, "config.json")))!["num_labels"]!.GetValue<int>());
+        var rmConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(rm, "config.json")))!;
+        Assert.Equal(1, rmConfig["num_labels"]!.GetValue<int>());
+        // transformers reads a reward at the last token that is not pad_token_id: not an EOS id, so that it is the same token
+        // PpoSharp reads (the end of turn), and the saved tokenizer pads with it too.
+        int pad = rmConfig["pad_token_id"]!.GetValue<int>();
+        Assert.DoesNotContain(pad, RunDirectory.LoadTokenizer(model).Special.Eos);
+        Assert.Equal(pad, RunDirectory.LoadTokenizer(rm).Special.Pad);
         Assert.Equal(File.ReadAllText(Path.Combine(model, "generation_config.json")), File.ReadAllText(Path.Combine(ppo, "generation_config.json")));
         var (genCode, text, genErr) = Run("generate", "--model", ppo, "--prompt", "sort: cab", "--max-new-tokens", "4");
         Assert.True(genCode == 0, genErr);

@@ -133,4 +133,23 @@ public class RewardModelTests
         Assert.True(rm.Head.forward(hidden).allclose(critic.Values(hidden, ids, ids, ids, 0, 3)));
         Assert.False(new CriticModel(null, rm.Backbone.Config.DModel).Values(hidden, ids, ids, ids, 0, 3).allclose(rm.Head.forward(hidden)));
     }
+
+    [Fact]
+    public void BuiltInRewardModel_IsSavedUnderItsOwnArchitectureName_SoTransformersRefusesIt()
+    {
+        var (dir, _) = Trained.Value;
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!;
+        Assert.Equal("GPT2WithMlpScoreHead", config["architectures"]![0]!.GetValue<string>());   // the notes' MLP head is no HF "score" layer
+        Assert.True(RunDirectory.LoadRewardModel(dir).Model.Head.IsMlp);
+    }
+
+    [Fact]
+    public void CriticInit_FromARewardModelWithAnotherTokenizer_IsRefused()
+    {
+        var (dir, _) = Trained.Value;
+        var prompts = new[] { new PromptRecord([new(Role.User, "hi")], ["x"], new Source("p", 1)) };
+        var e = Assert.Throws<PpoSharpException>(() =>
+            PpoTrainer.FromRunDirectory(TestSupport.HfModel("tiny-llama3"), new ExactMatch(), prompts, new PpoConfig(), TextWriter.Null, criticInitDir: dir));
+        Assert.Contains($"--critic-init {dir}: the reward model's tokenizer", e.Message);
+    }
 }

@@ -18,7 +18,7 @@ public sealed class Decoder : Module<Tensor, Tensor>
     private readonly ModuleList<DecoderBlock> layers;
     private readonly Norm norm;
     private readonly Linear? lm_head;
-    private readonly Tensor? inv_freq;                     // (hd/2) rotary frequencies, not saved
+    private readonly float[]? _invFreq;                    // (hd/2) rotary frequencies: fp32 whatever the weights' dtype, not saved
 
     public DecoderSpec Config { get; }
 
@@ -35,7 +35,7 @@ public sealed class Decoder : Module<Tensor, Tensor>
         norm = new Norm(spec.Norm, spec.DModel, spec.NormEps);
         if (!spec.TiedHead) lm_head = Linear(spec.DModel, spec.VocabSize, hasBias: false);
         RegisterComponents();
-        if (spec.Positions == PositionKind.Rope) register_buffer(nameof(inv_freq), inv_freq = Rope.InverseFrequencies(spec), persistent: false);
+        if (spec.Positions == PositionKind.Rope) _invFreq = Rope.InverseFrequencies(spec);
         InitWeights();
     }
 
@@ -58,7 +58,7 @@ public sealed class Decoder : Module<Tensor, Tensor>
         var mask = AttentionMask(b, t, past, keyMask, embed.weight!.dtype, ids.device);               // (B, 1, T, L) or none
         var x = embed.forward(ids);                                                                     // (B, T, C)
         if (pos_embed is not null) x = x + pos_embed.forward(positions);
-        (Tensor, Tensor)? rope = inv_freq is null ? null : Rope.Tables(positions, inv_freq, x.dtype);                // (B, T, 1, hd) x2
+        (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), x.dtype);                // (B, T, 1, hd) x2
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, mask, causal: mask is null && t > 1, cache, rope);
         cache?.Advance((int)t);
         return norm.forward(x).MoveToOuterDisposeScope();                                            // (B, T, C)
@@ -144,12 +144,18 @@ internal static class Rope
     /// inv_freq_j = 1 / θ^(2j / hd), j = 0 .. hd/2-1, in fp32 as transformers computes it; with Llama 3.1 scaling, long
     /// wavelengths are divided by the factor, short ones kept and the band between interpolated smoothly.
     /// </summary>
-    public static Tensor InverseFrequencies(DecoderSpec spec)
+    public static float[] InverseFrequencies(DecoderSpec spec)
+    {
+        using var scope = NewDisposeScope();
+        return Frequencies(spec).data<float>().ToArray();
+    }
+
+    private static Tensor Frequencies(DecoderSpec spec)
     {
         int hd = spec.HeadDim;
         var invFreq = 1.0f / pow(tensor((float)spec.RopeTheta), arange(0, hd, 2, dtype: int64).to(ScalarType.Float32) / hd);   // (hd/2)
         if (spec.RopeScaling is not { } s) return invFreq;
-        if (s.LowFreqFactor == 0) return invFreq / s.Factor;
+        if (!s.Llama3) return invFreq / s.Factor;
         double lowWavelen = s.OriginalMaxPositions / s.LowFreqFactor, highWavelen = s.OriginalMaxPositions / s.HighFreqFactor;
         var wavelen = 2 * Math.PI / invFreq;
         var scaled = where(wavelen > lowWavelen, invFreq / s.Factor, invFreq);
@@ -159,7 +165,7 @@ internal static class Rope
         return where(medium, smoothed, scaled);
     }
 
-    /// <summary>cos and sin (B, T, 1, hd) of positions (B, T), broadcast over heads.</summary>
+    /// <summary>cos and sin (B, T, 1, hd) of positions (B, T), computed in fp32 and cast to the activations' dtype, broadcast over heads.</summary>
     public static (Tensor Cos, Tensor Sin) Tables(Tensor positions, Tensor invFreq, ScalarType dtype)
     {
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;          // (B, T, hd/2)

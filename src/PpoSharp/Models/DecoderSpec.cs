@@ -30,10 +30,10 @@ public enum MlpKind
 }
 
 /// <summary>
-/// Llama 3.1's frequency-dependent RoPE scaling (<c>rope_type: llama3</c>); <see cref="LowFreqFactor"/> = 0 means plain
-/// linear scaling (all frequencies divided by <see cref="Factor"/>).
+/// RoPE scaling: linear (every frequency divided by <see cref="Factor"/>), or, with <see cref="Llama3"/>, Llama 3.1's
+/// frequency-dependent scaling (<c>rope_type: llama3</c>).
 /// </summary>
-public sealed record RopeScaling(double Factor, double LowFreqFactor = 0, double HighFreqFactor = 0, int OriginalMaxPositions = 0);
+public sealed record RopeScaling(double Factor, bool Llama3 = false, double LowFreqFactor = 0, double HighFreqFactor = 0, int OriginalMaxPositions = 0);
 
 /// <summary>
 /// One causal decoder for every supported architecture: the built-in GPT is one configuration, Llama, Mistral, Qwen2/3

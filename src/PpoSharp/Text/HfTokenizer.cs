@@ -59,6 +59,9 @@ public sealed class HfTokenizer : ITokenizer, IDisposable
 
     public IChatFormat Chat { get; }
 
+    /// <summary>The special tokens of the vocabulary (added tokens marked special), by id.</summary>
+    public IReadOnlyDictionary<int, string> SpecialTokens => _special;
+
     /// <summary>
     /// Loads a Hugging Face model folder: <c>tokenizer.json</c> (required) and, when present, <c>tokenizer_config.json</c>,
     /// <c>chat_template.jinja</c>, <c>generation_config.json</c> and <c>config.json</c>.

@@ -78,22 +78,32 @@ public sealed class PpoTrainer : IDisposable
     {
         manual_seed(config.Seed);
         var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir);
-        var (reference, _) = RunDirectory.LoadPolicy(initDir);
+        var reference = RunDirectory.LoadPolicyModel(initDir);
         CriticModel critic;
         if (criticInitDir != null)
         {
             if (config.Critic == CriticArrangement.Shared)
                 throw new PpoSharpException("--critic-init: a shared critic uses the actor's backbone; set critic=separate to start it from a reward model");
-            var (rm, _) = RunDirectory.LoadRewardModel(criticInitDir);
+            var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(criticInitDir);
+            CheckSameTokens(tokenizer, rmTokenizer, criticInitDir);
             critic = new CriticModel(rm.Backbone, rm.Backbone.Config.DModel, rm.Head.IsMlp);
             critic.InitHeadFrom(rm.Head);
         }
-        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicy(initDir).Model : null, actor.Config.DModel,
+        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicyModel(initDir) : null, actor.Config.DModel,
             Tokenizers.IsBuiltIn(tokenizer));
         var device = config.Device.Resolve();
         (actor, reference) = (actor.to(device), reference.to(device));
         critic.to(device);
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
+    }
+
+    /// <summary>A critic from a reward model reads the policy's token ids, so both must tokenize alike: same vocabulary size and the same ids for a probe text.</summary>
+    private static void CheckSameTokens(ITokenizer policy, ITokenizer rewardModel, string dir)
+    {
+        const string probe = "Hello, world! 123 <b>ok</b>\n";
+        if (policy.VocabSize != rewardModel.VocabSize || !policy.Encode(probe).SequenceEqual(rewardModel.Encode(probe)))
+            throw new PpoSharpException($"--critic-init {dir}: the reward model's tokenizer ({rewardModel.VocabSize} ids) differs from the policy's ({policy.VocabSize} ids); the critic reads the policy's tokens");
+        (rewardModel as IDisposable)?.Dispose();
     }
 
     public Decoder Actor => _actor;

@@ -20,8 +20,8 @@ public static class RunDirectory
 {
     public const string ConfigFile = "config.json", ModelFile = "model.safetensors", TrainingFile = "training_config.json";
     public const string GenerationFile = "generation_config.json", CriticFolder = "critic";
-    /// <summary>config.json keys that only PpoSharp reads (transformers keeps unknown keys as attributes and ignores them).</summary>
-    public const string OffsetKey = "pposharp_reward_offset", HeadKey = "pposharp_head";
+    /// <summary>A config.json key that only PpoSharp reads (transformers keeps unknown keys as attributes and ignores them).</summary>
+    public const string OffsetKey = "pposharp_reward_offset";
 
     /// <summary>
     /// Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/> (start over: old metrics and
@@ -60,19 +60,53 @@ public static class RunDirectory
     public static void SaveScalarModel(string dir, Decoder backbone, ScalarHead head, double offset, ITokenizer tokenizer, object training)
     {
         var extra = TokenIds(backbone, tokenizer);
-        (extra[OffsetKey], extra[HeadKey], extra["pad_token_id"]) = (offset, head.IsMlp ? "mlp" : "linear", tokenizer.Special.Pad);
+        int pad = ScorePadId(tokenizer);
+        (extra[OffsetKey], extra["pad_token_id"]) = (offset, pad);
         HfCheckpoint.Save(dir, backbone.Format, backbone, head, extra);
         SaveText(dir, backbone, tokenizer, training);
+        WritePadToken(dir, tokenizer, pad);
     }
 
-    /// <summary>eos_token_id and pad_token_id for a config that has none (built-in models); a base model's own stay as they are.</summary>
+    /// <summary>
+    /// The pad id written with a reward model or critic. transformers' *ForSequenceClassification reads the score at the
+    /// last token that is not <c>pad_token_id</c>, PpoSharp at the last real token; where the pad id is an EOS id (Llama 3,
+    /// Mistral: no pad token of their own) these differ for every sequence that ends with EOS. So a special token that is
+    /// neither EOS nor BOS (one named like a pad first) is taken instead, and saved as the tokenizer's pad_token too.
+    /// </summary>
+    private static int ScorePadId(ITokenizer tokenizer)
+    {
+        if (!tokenizer.Special.IsEos(tokenizer.Special.Pad) || tokenizer is not HfTokenizer hf) return tokenizer.Special.Pad;
+        return hf.SpecialTokens.Where(p => !tokenizer.Special.IsEos(p.Key) && p.Key != hf.Bos)
+            .OrderByDescending(p => p.Value.Contains("pad", StringComparison.OrdinalIgnoreCase)).ThenBy(p => p.Key)
+            .Select(p => p.Key).DefaultIfEmpty(tokenizer.Special.Pad).First();
+    }
+
+    /// <summary>Sets <c>pad_token</c> in a saved tokenizer_config.json that has none, so that the tokenizer and the config agree.</summary>
+    private static void WritePadToken(string dir, ITokenizer tokenizer, int pad)
+    {
+        var path = Path.Combine(dir, "tokenizer_config.json");
+        if (tokenizer is not HfTokenizer hf || !File.Exists(path) || JsonNode.Parse(File.ReadAllText(path)) is not JsonObject config || config["pad_token"] is not null) return;
+        config["pad_token"] = hf.SpecialTokens.GetValueOrDefault(pad, hf.Decode([pad], skipSpecial: false));
+        AtomicFile.WriteText(path, config.ToJsonString(Json.Options));
+    }
+
+    /// <summary>
+    /// eos_token_id, pad_token_id and bos_token_id where the config has none (built-in models; a base without a pad id); a
+    /// base model's own stay as they are. A built-in model has no BOS: like GPT-2's, it is the end token.
+    /// </summary>
     private static Dictionary<string, JsonNode?> TokenIds(Decoder model, ITokenizer tokenizer)
     {
         var ids = new Dictionary<string, JsonNode?>();
-        if (!model.Format.Config.ContainsKey("eos_token_id")) ids["eos_token_id"] = tokenizer.Special.Eos.Count == 1 ? tokenizer.Special.Eos[0] : new JsonArray([.. tokenizer.Special.Eos.Select(e => (JsonNode)e)]);
-        if (!model.Format.Config.ContainsKey("pad_token_id")) ids["pad_token_id"] = tokenizer.Special.Pad;
+        var config = model.Format.Config;
+        if (config["eos_token_id"] is null) ids["eos_token_id"] = EosJson(tokenizer);
+        if (config["pad_token_id"] is null) ids["pad_token_id"] = tokenizer.Special.Pad;
+        if (config["bos_token_id"] is null) ids["bos_token_id"] = tokenizer is HfTokenizer { Bos: int bos } ? bos : tokenizer.Special.Eos[0];
         return ids;
     }
+
+    /// <summary>The EOS id, or the list of them, as config files write it.</summary>
+    private static JsonNode EosJson(ITokenizer tokenizer) =>
+        tokenizer.Special.Eos.Count == 1 ? tokenizer.Special.Eos[0] : new JsonArray([.. tokenizer.Special.Eos.Select(e => (JsonNode)e)]);
 
     private static void SaveText(string dir, Decoder model, ITokenizer tokenizer, object training)
     {
@@ -81,7 +115,7 @@ public static class RunDirectory
         if (source is not null && File.Exists(source)) { if (Path.GetFullPath(source) != Path.GetFullPath(Path.Combine(dir, GenerationFile))) File.Copy(source, Path.Combine(dir, GenerationFile), overwrite: true); }
         else AtomicFile.WriteText(Path.Combine(dir, GenerationFile), new JsonObject
         {
-            ["eos_token_id"] = new JsonArray(tokenizer.Special.Eos.Select(e => (JsonNode)e).ToArray()), ["pad_token_id"] = tokenizer.Special.Pad,
+            ["eos_token_id"] = EosJson(tokenizer), ["pad_token_id"] = tokenizer.Special.Pad,
         }.ToJsonString(Json.Options));
         AtomicFile.WriteText(Path.Combine(dir, TrainingFile), JsonSerializer.Serialize(training, training.GetType(), Json.Options));
     }
@@ -95,12 +129,18 @@ public static class RunDirectory
     /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir)
     {
+        var tokenizer = LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec);
+        return (LoadPolicyModel(dir), tokenizer);
+    }
+
+    /// <summary>Loads a policy's decoder alone (a second copy for the reference or the critic: no tokenizer is loaded).</summary>
+    public static Decoder LoadPolicyModel(string dir)
+    {
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
-        var tokenizer = LoadTokenizer(dir, spec);
         var model = new Decoder(spec, info);
         HfCheckpoint.Load(dir, info, model);
-        return (model, tokenizer);
+        return model;
     }
 
     /// <summary>Loads a reward model (backbone + scalar head + offset) and its tokenizer.</summary>
@@ -110,7 +150,7 @@ public static class RunDirectory
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
         var tokenizer = LoadTokenizer(dir, spec);
         var config = new HfConfig(info.Config, Path.Combine(dir, ConfigFile));
-        var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false }), mlpHead: config.String(HeadKey, "linear") == "mlp");
+        var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false, MlpHead = false }), mlpHead: info.MlpHead);
         HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
         model.SetOffset(config.Double(OffsetKey, 0));
         model.eval();

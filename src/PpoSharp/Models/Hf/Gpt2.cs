@@ -24,6 +24,8 @@ public sealed class Gpt2 : HfArchitecture
         var act = c.String("activation_function", "gelu_new");
         if (!Activations.TryGetValue(act, out var mlp))
             throw new PpoSharpException($"{c.Path}: activation_function '{act}' is not supported (supported: {string.Join(", ", Activations.Keys)})");
+        if (c.Bool("scale_attn_by_inverse_layer_idx", false)) throw new PpoSharpException($"{c.Path}: scale_attn_by_inverse_layer_idx true is not supported");
+        if (!c.Bool("scale_attn_weights", true)) throw new PpoSharpException($"{c.Path}: scale_attn_weights false is not supported");
         int d = c.Int("n_embd");
         return new DecoderSpec(c.Int("vocab_size"), c.Int("n_positions"), c.Int("n_layer"), c.Int("n_head"), d)
         {

@@ -34,6 +34,12 @@ public abstract class HfArchitecture
     /// <summary>The <c>architectures</c> name of the same backbone with a scalar head (<c>score</c>), as TRL and OpenRLHF load reward models.</summary>
     public virtual string SequenceClassification => CausalLm.Replace("ForCausalLM", "ForSequenceClassification", StringComparison.Ordinal);
 
+    /// <summary>
+    /// The <c>architectures</c> name of the backbone with the notes' MLP score head (built-in reward models and critics): a
+    /// name of PpoSharp's own, so that transformers refuses the folder instead of loading it with a random <c>score</c>.
+    /// </summary>
+    public string MlpScoreModel => SequenceClassification.Replace("ForSequenceClassification", "WithMlpScoreHead", StringComparison.Ordinal);
+
     public abstract DecoderSpec ReadSpec(HfConfig c);
 
     /// <summary>Writes the spec's keys into a config.json object (the other keys of a base model's config stay as they were).</summary>
@@ -50,13 +56,17 @@ public abstract class HfArchitecture
 
     public static readonly IReadOnlyList<HfArchitecture> All = [new Llama(), new Mistral(), new Qwen2(), new Qwen3(), new Gpt2()];
 
-    /// <summary>The family of an <c>architectures</c> name (causal LM or sequence classification); anything else is refused naming the supported ones.</summary>
-    public static (HfArchitecture Arch, bool ScalarHead) Find(string name, string path)
+    /// <summary>
+    /// The family of an <c>architectures</c> name and its head: the LM head, a linear score (sequence classification) or
+    /// the MLP score head; anything else is refused naming the supported ones.
+    /// </summary>
+    public static (HfArchitecture Arch, bool ScalarHead, bool MlpHead) Find(string name, string path)
     {
         foreach (var a in All)
         {
-            if (a.CausalLm == name) return (a, false);
-            if (a.SequenceClassification == name) return (a, true);
+            if (a.CausalLm == name) return (a, false, false);
+            if (a.SequenceClassification == name) return (a, true, false);
+            if (a.MlpScoreModel == name) return (a, true, true);
         }
         throw new PpoSharpException($"{path}: architecture '{name}' is not supported (supported: {string.Join(", ", All.Select(a => a.CausalLm))}, and their ForSequenceClassification reward models)");
     }

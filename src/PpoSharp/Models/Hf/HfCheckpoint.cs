@@ -11,6 +11,9 @@ namespace PpoSharp.Models.Hf;
 /// </summary>
 public sealed record HfModelInfo(HfArchitecture Arch, bool ScalarHead, JsonObject Config, ScalarType StoredDtype, string? Directory = null)
 {
+    /// <summary>The scalar head is the notes' MLP (architectures <c>*WithMlpScoreHead</c>), not the linear <c>score</c>.</summary>
+    public bool MlpHead { get; init; }
+
     /// <summary>A new built-in model: GPT-2's layout, fp32.</summary>
     public static HfModelInfo BuiltIn() => new(new Gpt2(), false, new JsonObject(), ScalarType.Float32);
 }
@@ -26,22 +29,27 @@ public static class HfCheckpoint
     public static (HfModelInfo Info, DecoderSpec Spec) Read(string dir)
     {
         var config = HfConfig.Read(dir);
-        var (arch, scalarHead) = HfArchitecture.Find(config.Architecture(), config.Path);
+        var (arch, scalarHead, mlpHead) = HfArchitecture.Find(config.Architecture(), config.Path);
         try
         {
             var spec = arch.ReadSpec(config).Validate();
-            return (new HfModelInfo(arch, scalarHead, config.Json, StoredDtype(config), dir), spec);
+            return (new HfModelInfo(arch, scalarHead, config.Json, StoredDtype(config, dir), dir) { MlpHead = mlpHead }, spec);
         }
         catch (PpoSharpException e) when (!e.Message.StartsWith(config.Path, StringComparison.Ordinal)) { throw new PpoSharpException($"{config.Path}: {e.Message}"); }
     }
 
-    private static ScalarType StoredDtype(HfConfig c) => c.String("torch_dtype", c.String("dtype", "float32")) switch
+    private static readonly Dictionary<string, ScalarType> DtypeNames = new()
     {
-        "float32" => ScalarType.Float32,
-        "bfloat16" => ScalarType.BFloat16,
-        "float16" => ScalarType.Float16,
-        var other => throw new PpoSharpException($"{c.Path}: torch_dtype '{other}' is not supported (supported: float32, bfloat16, float16)"),
+        ["float32"] = ScalarType.Float32, ["bfloat16"] = ScalarType.BFloat16, ["float16"] = ScalarType.Float16,
     };
+
+    /// <summary>The weights' dtype: <c>torch_dtype</c> (or v5's <c>dtype</c>), else the first stored tensor's.</summary>
+    private static ScalarType StoredDtype(HfConfig c, string dir)
+    {
+        var name = c.String("torch_dtype", c.String("dtype", "")) is { Length: > 0 } n ? n : Safetensors.FirstDtype(dir);
+        return DtypeNames.TryGetValue(name, out var t) ? t
+            : throw new PpoSharpException($"{c.Path}: torch_dtype '{name}' is not supported (supported: {string.Join(", ", DtypeNames.Keys)})");
+    }
 
     /// <summary>The HF tensors of the decoder (and the head's, as <c>score.*</c>), in the model's naming.</summary>
     private static List<WeightMap> Maps(HfModelInfo info, DecoderSpec spec, ScalarHead? head)
@@ -56,9 +64,13 @@ public static class HfCheckpoint
     /// <summary>Copies a folder's weights into <paramref name="model"/> (and <paramref name="head"/>), after checking every name and shape.</summary>
     public static void Load(string dir, HfModelInfo info, Decoder model, ScalarHead? head = null)
     {
-        var stored = Safetensors.LoadFolder(dir).ToDictionary(p => info.Arch.Normalize(p.Key), p => p.Value);
+        var raw = Safetensors.LoadFolder(dir);
+        var stored = new Dictionary<string, Tensor>();
         try
         {
+            foreach (var (name, t) in raw)
+                if (!stored.TryAdd(info.Arch.Normalize(name), t))
+                    throw new PpoSharpException($"{dir}: tensor '{name}' is stored twice (with and without the '{info.Arch.Prefix}' prefix)");
             var maps = Maps(info, model.Config, head);
             var ours = Parameters(model, head);
             var needed = maps.SelectMany(m => m.Hf).ToHashSet();
@@ -72,7 +84,7 @@ public static class HfCheckpoint
         }
         finally
         {
-            foreach (var t in stored.Values) t.Dispose();
+            foreach (var t in raw.Values) t.Dispose();
         }
     }
 
@@ -107,7 +119,7 @@ public static class HfCheckpoint
     public static void Save(string dir, HfModelInfo info, Decoder model, ScalarHead? head, IReadOnlyDictionary<string, JsonNode?> extra)
     {
         Directory.CreateDirectory(dir);
-        var config = WriteConfig(info, model.Config, head is not null, extra);
+        var config = WriteConfig(info, model.Config, head, extra);
         var ours = Parameters(model, head);
         var tensors = new List<KeyValuePair<string, Tensor>>();
         using var scope = NewDisposeScope();
@@ -126,14 +138,15 @@ public static class HfCheckpoint
         return m.Hf.Zip([t.narrow(0, 0, q), t.narrow(0, q, kv), t.narrow(0, q + kv, kv)], (n, p) => new KeyValuePair<string, Tensor>(n, p.contiguous()));
     }
 
-    private static JsonObject WriteConfig(HfModelInfo info, DecoderSpec spec, bool scalarHead, IReadOnlyDictionary<string, JsonNode?> extra)
+    private static JsonObject WriteConfig(HfModelInfo info, DecoderSpec spec, ScalarHead? head, IReadOnlyDictionary<string, JsonNode?> extra)
     {
         var config = (JsonObject)info.Config.DeepClone();
-        config["architectures"] = new JsonArray(scalarHead ? info.Arch.SequenceClassification : info.Arch.CausalLm);
+        config["architectures"] = new JsonArray(head is null ? info.Arch.CausalLm : head.IsMlp ? info.Arch.MlpScoreModel : info.Arch.SequenceClassification);
         config["model_type"] = info.Arch.ModelType;
         info.Arch.WriteSpec(spec, config);
-        config["torch_dtype"] = info.StoredDtype switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", _ => "float32" };
-        if (scalarHead)
+        config["torch_dtype"] = DtypeNames.First(p => p.Value == info.StoredDtype).Key;
+        if (config.ContainsKey("dtype")) config["dtype"] = config["torch_dtype"]!.DeepClone();        // transformers v5's name
+        if (head is not null)
         {
             config["num_labels"] = 1;
             config["id2label"] = new JsonObject { ["0"] = "LABEL_0" };

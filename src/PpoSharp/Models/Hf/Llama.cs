@@ -35,18 +35,23 @@ public class Llama : HfArchitecture
 
     protected virtual int ContextLength(HfConfig c) => c.Int("max_position_embeddings", 2048);
 
+    /// <summary>Qwen's <c>use_sliding_window</c> (on in no released checkpoint) changes attention in some layers; this decoder does not implement it.</summary>
+    protected static DecoderSpec RefuseSlidingWindow(HfConfig c, DecoderSpec spec) => c.Bool("use_sliding_window", false)
+        ? throw new PpoSharpException($"{c.Path}: use_sliding_window true is not supported (sliding-window attention is not implemented)") : spec;
+
     /// <summary>rope_theta and scaling from the legacy <c>rope_scaling</c> key or transformers v5's <c>rope_parameters</c>.</summary>
     private static (double Theta, RopeScaling? Scaling) ReadRope(HfConfig c)
     {
-        var p = c.Object("rope_parameters") ?? c.Object("rope_scaling");
-        double theta = p?["rope_theta"] is JsonNode t ? t.GetValue<double>() : c.Double("rope_theta", 10000);
-        var type = (p?["rope_type"] ?? p?["type"])?.GetValue<string>() ?? "default";
-        double Get(string key) => p![key]?.GetValue<double>() ?? throw new PpoSharpException($"{c.Path}: rope type '{type}' needs '{key}'");
+        var key = c.Has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+        if (c.Object(key) is not { } o) return (c.Double("rope_theta", 10000), null);
+        var p = new HfConfig(o, $"{c.Path}: {key}");                                  // errors name the file and the section
+        double theta = p.Double("rope_theta", c.Double("rope_theta", 10000));
+        var type = p.String("rope_type", p.String("type", "default"));
         return type switch
         {
             "default" => (theta, null),
-            "linear" => (theta, new RopeScaling(Get("factor"))),
-            "llama3" => (theta, new RopeScaling(Get("factor"), Get("low_freq_factor"), Get("high_freq_factor"), (int)Get("original_max_position_embeddings"))),
+            "linear" => (theta, new RopeScaling(p.Double("factor"))),
+            "llama3" => (theta, new RopeScaling(p.Double("factor"), true, p.Double("low_freq_factor"), p.Double("high_freq_factor"), p.Int("original_max_position_embeddings"))),
             _ => throw new PpoSharpException($"{c.Path}: rope type '{type}' is not supported (supported: default, linear, llama3)"),
         };
     }
@@ -106,6 +111,8 @@ public sealed class Qwen2 : Llama
     public override string CausalLm => "Qwen2ForCausalLM";
     public override string ModelType => "qwen2";
     protected override (bool Qkv, bool Out) AttentionBias(HfConfig c) => (true, false);
+
+    public override DecoderSpec ReadSpec(HfConfig c) => RefuseSlidingWindow(c, base.ReadSpec(c));
 }
 
 /// <summary>Qwen3ForCausalLM: Llama plus RMSNorm of each query and key head (q_norm, k_norm); head_dim may differ from hidden / heads.</summary>
@@ -114,4 +121,6 @@ public sealed class Qwen3 : Llama
     public override string CausalLm => "Qwen3ForCausalLM";
     public override string ModelType => "qwen3";
     protected override bool QkNorm => true;
+
+    public override DecoderSpec ReadSpec(HfConfig c) => RefuseSlidingWindow(c, base.ReadSpec(c));
 }

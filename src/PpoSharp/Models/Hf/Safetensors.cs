@@ -64,6 +64,20 @@ public static partial class Safetensors
     }
 
     /// <summary>
+    /// The dtype of a model folder's first stored tensor as transformers names it (float32, bfloat16, float16; other names
+    /// as safetensors spells them), for configs that do not say; reads headers only.
+    /// </summary>
+    public static string FirstDtype(string dir)
+    {
+        var single = Path.Combine(dir, SingleFile);
+        var file = File.Exists(single) ? single
+            : File.Exists(Path.Combine(dir, IndexFile)) ? Path.Combine(dir, ReadWeightMap(Path.Combine(dir, IndexFile)).Values.Order(StringComparer.Ordinal).First())
+            : null;
+        var dtype = file is null ? null : ReadHeader(file).FirstOrDefault()?.Dtype;
+        return dtype switch { "F32" => "float32", "BF16" => "bfloat16", "F16" => "float16", null => "float32", _ => dtype };
+    }
+
+    /// <summary>
     /// Writes <paramref name="tensors"/> in the given order and their own dtypes, with <c>"__metadata__": {"format": "pt"}</c>,
     /// atomically: <c>path.tmp</c> is written, flushed to disk and renamed.
     /// </summary>
