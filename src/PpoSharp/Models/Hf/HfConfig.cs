@@ -32,25 +32,6 @@ public sealed class HfConfig(JsonObject json, string path)
 
     public string String(string key, string? fallback = null) => Get(key, n => n.GetValue<string>(), "a string", fallback is null ? null : () => fallback);
 
-    /// <summary>An id or a list of ids (<c>eos_token_id</c> may be either); empty when absent or null.</summary>
-    public List<int> Ids(string key)
-    {
-        var node = json[key];
-        try
-        {
-            return node switch
-            {
-                null => [],
-                JsonArray a => a.Select(x => x!.GetValue<int>()).ToList(),
-                _ => [node.GetValue<int>()],
-            };
-        }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
-        {
-            throw new PpoSharpException($"{path}: '{key}' must be an integer or a list of integers");
-        }
-    }
-
     /// <summary>The first entry of <c>architectures</c>.</summary>
     public string Architecture()
     {

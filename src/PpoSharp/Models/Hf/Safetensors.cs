@@ -86,7 +86,7 @@ public static partial class Safetensors
         var list = tensors.ToList();
         var header = Header(path, list);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        WriteAtomically(path, f =>
+        AtomicFile.WriteStream(path, f =>
         {
             Span<byte> length = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
@@ -255,7 +255,7 @@ public static partial class Safetensors
             ["weight_map"] = new JsonObject(map.OrderBy(t => t.Key, StringComparer.Ordinal)),
         };
         var json = Encoding.UTF8.GetBytes(index.ToJsonString(Indented) + "\n");
-        WriteAtomically(path, f => f.Write(json));
+        AtomicFile.WriteStream(path, f => f.Write(json));
     }
 
     /// <summary>Tensors grouped into shards in the given order; one larger than the limit is alone in its shard.</summary>
@@ -297,17 +297,6 @@ public static partial class Safetensors
         try { fill(result); }
         catch { foreach (var t in result.Values) t.Dispose(); throw; }
         return result;
-    }
-
-    private static void WriteAtomically(string path, Action<FileStream> write)
-    {
-        var tmp = path + ".tmp";
-        try
-        {
-            using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write)) { write(f); f.Flush(flushToDisk: true); }
-            File.Move(tmp, path, overwrite: true);
-        }
-        catch { File.Delete(tmp); throw; }
     }
 
     private static PpoSharpException Fail(string path, string problem) => new($"{path}: {problem}");
