@@ -245,8 +245,8 @@ internal static partial class Commands
         var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
         var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
-        var (dtype, device) = (DtypeOption(), DeviceOption());
-        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device };
+        var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs };
         c.SetAction(r =>
         {
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
@@ -265,7 +265,7 @@ internal static partial class Commands
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
             var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));
             ReportSkipped(prompts.Skipped, errors);
-            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
             output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>

@@ -24,15 +24,15 @@ internal static partial class Commands
         var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var (dtype, device) = (DtypeOption(), DeviceOption());
-        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype, device };
+        var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
+        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype, device, kwargs };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
             Check.AtLeast(r.GetValue(temperature), 0, "--temperature");
             Check.AtLeast(r.GetValue(topK), 0, "--top-k");
             if (!(r.GetValue(topP) is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {r.GetValue(topP)})");
-            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!);
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
             double t = r.GetValue(temperature);
@@ -73,17 +73,35 @@ internal static partial class Commands
         Description = "cpu (default), or cuda with TorchSharp's CUDA package", DefaultValueFactory = _ => ComputeDevice.Cpu,
     };
 
+    internal static Option<string?> ChatKwargsOption() => new("--chat-template-kwargs")
+    {
+        Description = "extra chat-template variables as a JSON object, e.g. '{\"enable_thinking\": false}' for Qwen3",
+    };
+
+    /// <summary>The --chat-template-kwargs object, or none.</summary>
+    internal static IReadOnlyDictionary<string, object?>? ChatKwargs(string? json)
+    {
+        if (json is null) return null;
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(json) is System.Text.Json.Nodes.JsonObject o ? o.ToDictionary(p => p.Key, p => (object?)p.Value?.DeepClone())
+                : throw new PpoSharpException("--chat-template-kwargs must be a JSON object, e.g. {\"enable_thinking\": false}");
+        }
+        catch (JsonException) { throw new PpoSharpException("--chat-template-kwargs must be a JSON object, e.g. {\"enable_thinking\": false}"); }
+    }
+
     private static Command Inspect(TextWriter output)
     {
         var model = Required("--model", "a PpoSharp run or a Hugging Face model folder");
         var data = Required("--data", "chat records, prompts or preference pairs (JSON Lines)");
         var n = new Option<int>("--n") { Description = "records to show", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "one JSON object per record: text, ids, loss_mask" };
-        var c = new Command("inspect", "what the model sees: each record's rendered text, token ids and loss mask (trained text between « »)") { model, data, n, json };
+        var kwargs = ChatKwargsOption();
+        var c = new Command("inspect", "what the model sees: each record's rendered text, token ids and loss mask (trained text between « »)") { model, data, n, json, kwargs };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(n), "--n");
-            var tokenizer = RunDirectory.LoadTokenizer(r.GetValue(model)!);
+            var tokenizer = RunDirectory.LoadTokenizer(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             foreach (var view in Inspection.Records(tokenizer, r.GetValue(data)!, r.GetValue(n)))
             {
                 if (r.GetValue(json))

@@ -71,4 +71,17 @@ public class ConfigTests
     [InlineData("task=chess", "unknown task 'chess'")]
     public void NestedSections_BadKeyOrValue_NamesTheDottedKey(string set, string message) =>
         Assert.Contains(message, Assert.Throws<PpoSharpException>(() => ConfigLoader.Load(new DemoConfig(), null, [set], d => d.Validate())).Message);
+
+    [Fact]
+    public void ChatTemplateKwargs_AreAFreeFormMap_FromSetAndFile_WhileOtherKeysStayChecked()
+    {
+        var file = TestSupport.WriteLines(TestSupport.TempDir(), "c.json", """{"chat_template_kwargs": {"enable_thinking": false, "tools_style": "json"}}""");
+        var c = Load(file, "chat_template_kwargs.reasoning_effort=low");
+        Assert.Equal(["enable_thinking", "tools_style", "reasoning_effort"], c.ChatTemplateKwargs.Keys);
+        Assert.False(c.ChatTemplateKwargs["enable_thinking"].GetBoolean());
+        Assert.Equal("low", c.ChatTemplateKwargs["reasoning_effort"].GetString());
+        Assert.Empty(new SftConfig().ChatTemplateKwargs);
+        var e = Assert.Throws<PpoSharpException>(() => ConfigLoader.Load(new DemoConfig(), null, ["ppo.chat_template_kwargs.enable_thinking=false", "ppo.nope=1"], c => c));
+        Assert.Contains("unknown key 'ppo.nope'", e.Message);
+    }
 }

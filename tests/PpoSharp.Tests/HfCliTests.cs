@@ -136,4 +136,21 @@ public class HfCliTests
         Assert.Equal(Losses(whole), Losses(resumed));
         Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model.safetensors")), File.ReadAllBytes(Path.Combine(resumed, "model.safetensors")));
     }
+
+    [Fact]
+    public void ChatTemplateKwargs_ReachTheTemplate_InInspectAndGenerate()
+    {
+        var model = TestSupport.HfModel("tiny-llama3");
+        var configPath = Path.Combine(model, "tokenizer_config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["chat_template"] = "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}{{ mood | default('calm') }}:{% endif %}";
+        File.WriteAllText(configPath, config.ToJsonString());
+        var prompts = Path.Combine(Data.Value, "prompts.jsonl");
+        Assert.EndsWith("sort: cabcalm:", JsonNode.Parse(Run("inspect", "--model", model, "--data", prompts, "--n", "1", "--json").Out)!["text"]!.GetValue<string>());
+        var (code, output, err) = Run("inspect", "--model", model, "--data", prompts, "--n", "1", "--json", "--chat-template-kwargs", """{"mood": "cheerful"}""");
+        Assert.True(code == 0, err);
+        Assert.EndsWith("sort: cabcheerful:", JsonNode.Parse(output)!["text"]!.GetValue<string>());
+        var bad = Run("generate", "--model", model, "--prompt", "hi", "--chat-template-kwargs", "[1]");
+        Assert.Equal((2, "error: --chat-template-kwargs must be a JSON object, e.g. {\"enable_thinking\": false}"), (bad.Code, bad.Err.Trim()));
+    }
 }

@@ -44,15 +44,15 @@ public static class Tokenizers
 
     /// <summary>
     /// The tokenizer of a model directory: a Hugging Face <c>tokenizer.json</c> (it has a "model" section) through
-    /// <see cref="HfTokenizer"/>, else a built-in tokenizer's spec.
+    /// <see cref="HfTokenizer"/>, with <paramref name="chatKwargs"/> for its chat template; else a built-in tokenizer's spec.
     /// </summary>
-    public static ITokenizer Load(string directory)
+    public static ITokenizer Load(string directory, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         try
         {
-            if (IsHfFile(path)) return HfTokenizer.Load(directory);
+            if (IsHfFile(path)) return HfTokenizer.Load(directory, chatKwargs);
             var spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options);
             return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
         }

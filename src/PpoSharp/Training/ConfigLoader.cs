@@ -15,13 +15,15 @@ public static class ConfigLoader
     {
         var node = JsonSerializer.SerializeToNode(defaults, Json.Options)!.AsObject();
         var origin = new Dictionary<string, string>();
-        if (file != null) Merge(node, ReadFile(file), file, origin);
+        var maps = FreeFormMaps(node);
+        void Apply(JsonObject source, string from) => Merge(node, source, from, origin, maps);
+        if (file != null) Apply(ReadFile(file), file);
         foreach (var s in sets)
         {
             int eq = s.IndexOf('=');
             if (eq <= 0) throw new PpoSharpException($"--set '{s}': expected key=value");
             var (key, text) = (s[..eq].Trim(), s[(eq + 1)..]);
-            Merge(node, new JsonObject { [key] = ParseValue(text) }, $"--set {s}", origin);
+            Apply(new JsonObject { [key] = ParseValue(text) }, $"--set {s}");
         }
         T config;
         try { config = node.Deserialize<T>(Json.Options)!; }
@@ -44,20 +46,39 @@ public static class ConfigLoader
         catch (JsonException e) { throw new PpoSharpException($"{file}: invalid JSON ({e.Message.Split(". ")[0]})"); }
     }
 
+    /// <summary>Sections whose default is an empty object: free-form maps (such as chat_template_kwargs) that take any key.</summary>
+    private static HashSet<string> FreeFormMaps(JsonObject node, string prefix = "")
+    {
+        var maps = new HashSet<string>();
+        foreach (var (key, value) in node)
+            if (value is JsonObject o)
+            {
+                if (o.Count == 0) maps.Add(prefix + key);
+                else maps.UnionWith(FreeFormMaps(o, $"{prefix}{key}."));
+            }
+        return maps;
+    }
+
     /// <summary>Copies keys of <paramref name="source"/> into <paramref name="target"/>; nested objects merge key by key,
     /// and a dotted key (<c>ppo.lr</c>) addresses a nested section.</summary>
-    private static void Merge(JsonObject target, JsonObject source, string from, Dictionary<string, string> origin, string prefix = "")
+    private static void Merge(JsonObject target, JsonObject source, string from, Dictionary<string, string> origin, HashSet<string> maps, string prefix = "")
     {
         foreach (var (rawKey, value) in source)
         {
             int dot = rawKey.IndexOf('.');
             var key = dot > 0 ? rawKey[..dot] : rawKey;
+            if (maps.Contains(prefix.TrimEnd('.')) && prefix.Length > 0)
+            {
+                target[rawKey] = value?.DeepClone();                      // a free-form map takes any key as it is
+                origin[prefix + rawKey] = from;
+                continue;
+            }
             if (!target.ContainsKey(key))
                 throw new PpoSharpException($"{from}: unknown key '{prefix}{key}'; allowed: {string.Join(", ", target.Select(kv => prefix + kv.Key))}");
             if (dot > 0 && target[key] is JsonObject section)
-                Merge(section, new JsonObject { [rawKey[(dot + 1)..]] = value?.DeepClone() }, from, origin, $"{prefix}{key}.");
+                Merge(section, new JsonObject { [rawKey[(dot + 1)..]] = value?.DeepClone() }, from, origin, maps, $"{prefix}{key}.");
             else if (value is JsonObject nested && target[key] is JsonObject existing)
-                Merge(existing, nested, from, origin, $"{prefix}{key}.");
+                Merge(existing, nested, from, origin, maps, $"{prefix}{key}.");
             else
             {
                 target[key] = value?.DeepClone();

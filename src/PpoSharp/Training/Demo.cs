@@ -114,7 +114,7 @@ public static class Demo
         torch.manual_seed(config.Seed);
         Decoder model;
         ITokenizer tokenizer;
-        if (initDir != null) (model, tokenizer) = RunDirectory.LoadPolicy(initDir);
+        if (initDir != null) (model, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
         else
         {
             tokenizer = SftTrainer.NewTokenizer(config.Tokenizer, records);
@@ -131,7 +131,7 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false)
     {
         torch.manual_seed(config.Seed);
-        var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir);
+        var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
         model.to(config.Device.Resolve());

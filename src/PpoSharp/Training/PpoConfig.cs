@@ -64,6 +64,8 @@ public sealed record PpoConfig
     /// <summary>Cap on generated tokens per response.</summary>
     public int ResponseLength { get; init; } = 16;
     public CriticArrangement Critic { get; init; } = CriticArrangement.Separate;
+    /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
+    public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
     /// <summary>Where actor, reference, critic and batches live: cpu, or cuda with TorchSharp's CUDA package.</summary>
     public ComputeDevice Device { get; init; } = ComputeDevice.Cpu;
     public int Seed { get; init; } = 1;

@@ -77,7 +77,7 @@ public sealed class PpoTrainer : IDisposable
         TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null)
     {
         manual_seed(config.Seed);
-        var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir);
+        var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
         var reference = RunDirectory.LoadPolicyModel(initDir);
         CriticModel critic;
         if (criticInitDir != null)

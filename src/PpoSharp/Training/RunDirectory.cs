@@ -123,13 +123,17 @@ public static class RunDirectory
     /// <summary>Writes a module's parameters to a safetensors file, atomically.</summary>
     public static void SaveModule(string path, nn.Module module) => AtomicFile.Write(path, tmp => module.save_safetensors(tmp));
 
+    /// <summary>A config's chat_template_kwargs as the tokenizer takes them.</summary>
+    public static IReadOnlyDictionary<string, object?> ChatKwargs(Dictionary<string, JsonElement> kwargs) =>
+        kwargs.ToDictionary(p => p.Key, p => (object?)p.Value);
+
     /// <summary>Whether a model directory holds a backbone with a scalar head (a reward model or critic) rather than a policy.</summary>
     public static bool IsScalarModel(string dir) => HfCheckpoint.Read(dir).Info.ScalarHead;
 
     /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
-    public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir)
+    public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
-        var tokenizer = LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec);
+        var tokenizer = LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec, chatKwargs);
         return (LoadPolicyModel(dir), tokenizer);
     }
 
@@ -144,25 +148,25 @@ public static class RunDirectory
     }
 
     /// <summary>Loads a reward model (backbone + scalar head + offset) and its tokenizer.</summary>
-    public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir)
+    public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
-        var tokenizer = LoadTokenizer(dir, spec);
-        var config = new HfConfig(info.Config, Path.Combine(dir, ConfigFile));
+        var tokenizer = LoadTokenizer(dir, spec, chatKwargs);
         var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false, MlpHead = false }), mlpHead: info.MlpHead);
         HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
-        model.SetOffset(config.Double(OffsetKey, 0));
+        model.SetOffset(new HfConfig(info.Config, Path.Combine(dir, ConfigFile)).Double(OffsetKey, 0));
         model.eval();
         return (model, tokenizer);
     }
 
     /// <summary>The tokenizer of a model directory (checked against its config.json), without loading the weights.</summary>
-    public static ITokenizer LoadTokenizer(string dir) => LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec);
+    public static ITokenizer LoadTokenizer(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null) =>
+        LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec, chatKwargs);
 
-    private static ITokenizer LoadTokenizer(string dir, DecoderSpec spec)
+    private static ITokenizer LoadTokenizer(string dir, DecoderSpec spec, IReadOnlyDictionary<string, object?>? chatKwargs)
     {
-        var tokenizer = Tokenizers.Load(dir);
+        var tokenizer = Tokenizers.Load(dir, chatKwargs);
         if (tokenizer.VocabSize > spec.VocabSize)
             throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {spec.VocabSize} is smaller than the tokenizer's {tokenizer.VocabSize} ids");
         return tokenizer;

@@ -25,6 +25,8 @@ public abstract record TrainingConfig
     /// <summary>Held-out evaluation every this many steps (and at the end).</summary>
     public int EvalEvery { get; init; }
     public int Seed { get; init; } = 1;
+    /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
+    public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
     /// <summary>Where the model and batches live: cpu, or cuda with TorchSharp's CUDA package.</summary>
     public Models.ComputeDevice Device { get; init; } = Models.ComputeDevice.Cpu;
     /// <summary>Write a checkpoint (model, optimizer, step) every this many steps.</summary>
