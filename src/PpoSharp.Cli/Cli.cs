@@ -25,6 +25,12 @@ public static class Cli
         var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
         foreach (var command in Commands.All(output, errors)) root.Subcommands.Add(command);
         var parsed = root.Parse(args);
+        if (args.Length > 0 && !args[0].StartsWith('-') && root.Subcommands.All(c => c.Name != args[0]))
+        {
+            var closest = root.Subcommands.Select(c => c.Name).MinBy(name => Rewards.EditDistance.Levenshtein([.. args[0]], [.. name]));
+            errors.WriteLine($"error: unknown command '{args[0]}' (did you mean '{closest}'? see 'ppo-sharp --help')");
+            return UserError;
+        }
         if (parsed.Errors.Count > 0)
         {
             errors.WriteLine($"error: {parsed.Errors[0].Message.ReplaceLineEndings(" ")} (see 'ppo-sharp --help')");
@@ -139,13 +145,16 @@ internal static partial class Commands
         var eval = new Option<int>("--eval") { Description = "held-out prompts", DefaultValueFactory = _ => 200 };
         var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with the task's systematic flaw (sort: descending; add: no carries)", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed };
+        var force = new Option<bool>("--force") { Description = "write into a non-empty --out directory" };
+        var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed, force };
         c.SetAction(r =>
         {
             var t = BuiltinTask.Get(r.GetValue(task)!);
             Check.Positive(r.GetValue(train), "--train");
             Check.Positive(r.GetValue(eval), "--eval");
             Check.InRange(r.GetValue(noise), 0, 1, "--noise");
+            if (!r.GetValue(force) && Directory.Exists(r.GetValue(outDir)) && Directory.EnumerateFileSystemEntries(r.GetValue(outDir)!).Any())
+                throw new PpoSharpException($"{r.GetValue(outDir)}: output directory is not empty (use --force to write into it, or another --out)");
             TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
             output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}");
             return 0;

@@ -155,6 +155,12 @@ public class BadInputTests
         { "CUDA asked for, CPU build", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--device", "cuda"], "device 'cuda' is not available: this build references TorchSharp-cpu" },
         { "CUDA asked for in a training config", ["sft", "--init", "{hf:clean}", "--data", "@hf-chat.jsonl", "--out", "{out}", "--set", "device=cuda"], "device 'cuda' is not available" },
         { "unknown device key value", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "device=tpu"], "--set device=tpu: 'device' expects one of cpu, cuda" },
+        { "misspelt command", ["dmeo"], "unknown command 'dmeo' (did you mean 'demo'?" },
+        { "directory given as --data", ["eval", "--model", "{policy}", "--data", "{data}"], "data: is a directory; --data takes a JSON Lines file" },
+        { "file given as --model", ["generate", "--model", "{prompts}", "--prompt", "sort: ba"], "prompts.jsonl: is a file; a model is a directory" },
+        { "top_p of 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "top_p=0"], "top_p must be in (0, 1] (got 0)" },
+        { "--top-p of 0", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--top-p", "0"], "--top-p must be in (0, 1] (got 0)" },
+        { "data into a non-empty directory", ["data", "--out", "{data}"], "data: output directory is not empty (use --force to write into it, or another --out)" },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 

@@ -67,7 +67,7 @@ public class ReliabilityTests
         {
             var e = Assert.Throws<TrainingStoppedException>(() => trainer.Train(dir, stop: stop));
             Assert.True(e.Interrupted);
-            Assert.Contains("interrupted after step 3", e.Message);
+            Assert.Contains("ppo: interrupted after iteration 3", e.Message);
             Assert.Contains("--resume", e.Message);
         }
         Assert.Equal("step-000003", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
@@ -135,7 +135,7 @@ public class ReliabilityTests
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(1)));
         var errors = process.StandardError.ReadToEnd();
         Assert.Equal(130, process.ExitCode);
-        Assert.Contains("interrupted after step", errors);
+        Assert.Contains("ppo: interrupted after iteration", errors);
         Assert.Contains("--resume", errors);
         int done = Rows(dir).Count;
         Assert.Equal($"step-{done:D6}", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));

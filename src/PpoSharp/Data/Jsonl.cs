@@ -48,6 +48,7 @@ public static class Jsonl
 
     private static JsonlResult<T> Read<T>(string path, bool skipInvalid, Func<JsonElement, Source, T> parse)
     {
+        if (Directory.Exists(path)) throw new PpoSharpException($"{path}: is a directory; --data takes a JSON Lines file");
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: file not found");
         var records = new List<T>();
         var skipped = new List<string>();

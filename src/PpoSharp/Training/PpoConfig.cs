@@ -104,7 +104,7 @@ public sealed record PpoConfig
         Check.AtLeast(ScoreClip, 0, "score_clip");
         Check.Positive(Temperature, "temperature");
         Check.AtLeast(TopK, 0, "top_k");
-        Check.InRange(TopP, 1e-9, 1, "top_p");
+        if (!(TopP > 0 && TopP <= 1)) throw new PpoSharpException($"top_p must be in (0, 1] (got {TopP})");
         Check.Positive(ResponseLength, "response_length");
         Check.Positive(CheckpointEvery, "checkpoint_every");
         Check.Positive(KeepCheckpoints, "keep_checkpoints");

@@ -20,6 +20,9 @@ public static class Seeds
 /// </summary>
 public sealed record ResumableLoop(string Title, int Total, string OutDir, int CheckpointEvery, int KeepCheckpoints, TextWriter Log)
 {
+    /// <summary>What one step is called in messages: PPO counts iterations, the supervised trainers steps.</summary>
+    private string Unit => Title == "ppo" ? "iteration" : "step";
+
     /// <param name="resume">Continue from the newest usable checkpoint.</param>
     /// <param name="stop">Ctrl+C / SIGTERM request, checked after each step.</param>
     /// <param name="step">Runs step i (1-based) and returns its metrics row.</param>
@@ -55,9 +58,9 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
                 if (i % CheckpointEvery == 0 || i == Total || stopping)
                     Checkpoints.Save(OutDir, i, KeepCheckpoints, dir => save(dir, i));
                 if (reason != null)
-                    throw new TrainingStoppedException($"{Title}: stopped after step {i}: {reason}; checkpoint written in {Checkpoints.Root(OutDir)}", false);
+                    throw new TrainingStoppedException($"{Title}: stopped after {Unit} {i}: {reason}; checkpoint written in {Checkpoints.Root(OutDir)}", false);
                 if (stopping && i < Total)
-                    throw new TrainingStoppedException($"{Title}: interrupted after step {i}; checkpoint written; continue with the same command and --resume", true);
+                    throw new TrainingStoppedException($"{Title}: interrupted after {Unit} {i}; checkpoint written; continue with the same command and --resume", true);
             }
         });
     }

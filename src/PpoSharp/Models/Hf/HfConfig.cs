@@ -11,6 +11,7 @@ public sealed class HfConfig(JsonObject json, string path)
 
     public static HfConfig Read(string dir)
     {
+        if (File.Exists(dir)) throw new PpoSharpException($"{dir}: is a file; a model is a directory (config.json, weights, tokenizer)");
         if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
         var path = System.IO.Path.Combine(dir, "config.json");
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs config.json)");
