@@ -18,11 +18,30 @@ public static class Cli
 {
     public const int UserError = 2, Interrupted = 130;
 
+    /// <summary>The environment variable that sets the thread count when --threads is not given.</summary>
+    public const string ThreadsVariable = "PPOSHARP_THREADS";
+
+    /// <summary>--threads, else PPOSHARP_THREADS, else every core; a value below 1 is a user error.</summary>
+    public static int Threads(int? option)
+    {
+        var env = Environment.GetEnvironmentVariable(ThreadsVariable);
+        int? fromEnv = env is null ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
+        int threads = option ?? fromEnv ?? Environment.ProcessorCount;
+        if (threads < 1) throw new PpoSharpException($"{(option is null ? ThreadsVariable : "--threads")} must be at least 1 (got {threads})");
+        return threads;
+    }
+
     public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
     {
         var output = stdout ?? Console.Out;
         var errors = stderr ?? Console.Error;
         var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
+        var threads = new Option<int?>("--threads")
+        {
+            Description = $"CPU threads for torch and the generation workers (default: ${ThreadsVariable}, else every core); fewer leave room for other jobs",
+            Recursive = true,
+        };
+        root.Options.Add(threads);
         foreach (var command in Commands.All(output, errors)) root.Subcommands.Add(command);
         var parsed = root.Parse(args);
         if (args.Length > 0 && !args[0].StartsWith('-') && root.Subcommands.All(c => c.Name != args[0]))
@@ -38,7 +57,7 @@ public static class Cli
         }
         try
         {
-            torch.set_num_threads(Environment.ProcessorCount);
+            torch.set_num_threads(Threads(parsed.GetValue(threads)));
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (TrainingStoppedException e)

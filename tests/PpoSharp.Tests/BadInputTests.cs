@@ -161,6 +161,7 @@ public class BadInputTests
         { "top_p of 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "top_p=0"], "top_p must be in (0, 1] (got 0)" },
         { "--top-p of 0", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--top-p", "0"], "--top-p must be in (0, 1] (got 0)" },
         { "data into a non-empty directory", ["data", "--out", "{data}"], "data: output directory is not empty (use --force to write into it, or another --out)" },
+        { "no threads", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--threads", "0"], "--threads must be at least 1 (got 0)" },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 

@@ -101,4 +101,26 @@ public class CliTests
         Assert.Contains("report.html", again.Out);
         Assert.Contains("ppo_reward.png", File.ReadAllText(Path.Combine(dir, "report.html")));
     }
+
+    [Fact]
+    public void Threads_OptionThenEnvironmentThenCores_AndTorchRunsWithThem()
+    {
+        var before = Environment.GetEnvironmentVariable(Cli.Cli.ThreadsVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, "1");
+            Assert.Equal(1, Cli.Cli.Threads(null));
+            Assert.Equal(2, Cli.Cli.Threads(2));
+            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, null);
+            Assert.Equal(Environment.ProcessorCount, Cli.Cli.Threads(null));
+            var stdout = new StringWriter();
+            Assert.Equal(0, Cli.Cli.Run(["generate", "--model", Path.Combine(TestSupport.TrainedSortModel, "model"), "--prompt", "sort: ab", "--threads", "1"], stdout, new StringWriter()));
+            Assert.Equal(1, TorchSharp.torch.get_num_threads());
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, before);
+            TorchSharp.torch.set_num_threads(Environment.ProcessorCount);
+        }
+    }
 }

@@ -44,7 +44,6 @@ public static partial class Bench
 
     public static Dictionary<string, object> Run(bool quick, TextWriter log)
     {
-        torch.set_num_threads(Environment.ProcessorCount);
         var r = new Dictionary<string, object> { ["threads"] = torch.get_num_threads(), ["quick"] = quick };
         var limit = new PairedLimit();
         double first = Gemm(1024, quick ? 11 : 21);
