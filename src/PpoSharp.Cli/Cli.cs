@@ -214,9 +214,10 @@ internal static partial class Commands
         {
             var config = opts.Ppo(r, r.GetValue(init)!);
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
-            var evalPrompts = r.GetValue(eval) is string e ? Jsonl.ReadPrompts(e).Records : null;
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
-            return opts.Train(r, data, outDir, Jsonl.ReadPrompts, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
+            var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e), false, goldFunction ?? rewardFunction).Records : null;
+            JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);
+            return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
                 prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
         });
         return c;
@@ -291,7 +292,7 @@ internal static partial class Commands
             }
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
-            var prompts = Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid));
+            var prompts = RewardChecks.RequireSolutions(Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid)), r.GetValue(skipInvalid), rewardFunction);
             ReportSkipped(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));

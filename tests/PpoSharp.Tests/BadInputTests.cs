@@ -161,6 +161,8 @@ public class BadInputTests
         { "top_p of 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "top_p=0"], "top_p must be in (0, 1] (got 0)" },
         { "--top-p of 0", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--top-p", "0"], "--top-p must be in (0, 1] (got 0)" },
         { "data into a non-empty directory", ["data", "--out", "{data}"], "data: output directory is not empty (use --force to write into it, or another --out)" },
+        { "prompt without the solution a rule needs, line 2", ["ppo", "--data", "@solution-missing-line2.jsonl", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "solution-missing-line2.jsonl:2: reward 'edit-distance' needs a 'solution' field" },
+        { "preference pairs given as PPO prompts", ["ppo", "--data", "@pairs-as-prompts.jsonl", "--init", "{policy}", "--reward", "exact-match:0.5,repetition", "--out", "{out}"], "pairs-as-prompts.jsonl:1: reward 'exact-match' needs a 'solution' field" },
         { "no threads", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--threads", "0"], "--threads must be at least 1 (got 0)" },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };

@@ -84,4 +84,17 @@ public class RuleRewardTests
         Assert.Equal(4, r.Parts.Count);
         Assert.Equal(1 + 0.2 * 0 + 0.1 * 0 + 1, Score(r, "abc", "abc"), 12);
     }
+
+    [Fact]
+    public void RequireSolutions_RuleReward_NamesFirstRecordWithout_OrSkipsThemWhenAsked()
+    {
+        PromptRecord P(int line, params string[] solutions) => new([new(Role.User, "q")], solutions, new Source("f.jsonl", line));
+        var read = new JsonlResult<PromptRecord>([P(1, "a"), P(2), P(3, "c"), P(4)], []);
+        var reward = RewardSpec.Parse("repetition,edit-distance:0.5");
+        Assert.Equal("f.jsonl:2: reward 'edit-distance' needs a 'solution' field", Assert.Throws<PpoSharpException>(() => RewardChecks.RequireSolutions(read, false, reward)).Message);
+        var skipped = RewardChecks.RequireSolutions(read, true, reward);
+        Assert.Equal([1, 3], skipped.Records.Select(r => r.Source.Line));
+        Assert.Equal(2, skipped.Skipped.Count);
+        Assert.Same(read, RewardChecks.RequireSolutions(read, false, RewardSpec.Parse("repetition")));      // no rule needs a solution
+    }
 }

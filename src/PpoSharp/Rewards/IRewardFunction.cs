@@ -17,12 +17,37 @@ public interface IRewardFunction
 {
     string Name { get; }
     IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch);
+
+    /// <summary>The name of a part that scores against the record's <c>solution</c>, or null when none does.</summary>
+    string? NeedsSolution => null;
+}
+
+/// <summary>Checks of prompt records against the rewards that will score them, made when the file is read.</summary>
+public static class RewardChecks
+{
+    /// <summary>
+    /// Prompts without a <c>solution</c> where a reward needs one: an error naming the first record's file:line, before
+    /// anything is written; with <paramref name="skipInvalid"/>, such records are skipped and reported instead.
+    /// </summary>
+    public static JsonlResult<PromptRecord> RequireSolutions(JsonlResult<PromptRecord> read, bool skipInvalid, params IRewardFunction?[] rewards)
+    {
+        var rule = rewards.Select(r => r?.NeedsSolution).FirstOrDefault(n => n is not null);
+        if (rule is null) return read;
+        var missing = read.Records.Where(p => p.Solutions.Count == 0).Select(p => $"{p.Source}: reward '{rule}' needs a 'solution' field").ToList();
+        if (missing.Count == 0) return read;
+        if (!skipInvalid) throw new PpoSharpException(missing[0]);
+        var kept = read.Records.Where(p => p.Solutions.Count > 0).ToList();
+        if (kept.Count == 0) throw new PpoSharpException($"every record lacks the 'solution' that reward '{rule}' needs (first: {missing[0]})");
+        return new JsonlResult<PromptRecord>(kept, [.. read.Skipped, .. missing]);
+    }
 }
 
 /// <summary>A rule scored against the record's <c>solution</c>; with a group of solutions the best one counts.</summary>
 public abstract class SolutionReward : IRewardFunction
 {
     public abstract string Name { get; }
+
+    public string? NeedsSolution => Name;
 
     /// <summary>Score of <paramref name="response"/> against one solution.</summary>
     protected abstract double ScoreOne(string response, string solution);

@@ -8,6 +8,8 @@ public sealed class CompositeReward(IReadOnlyList<(IRewardFunction Function, dou
     public IReadOnlyList<(IRewardFunction Function, double Weight)> Parts { get; } = parts;
     public string Name => string.Join(",", Parts.Select(p => p.Weight == 1 ? p.Function.Name : $"{p.Function.Name}:{p.Weight.ToString(CultureInfo.InvariantCulture)}"));
 
+    public string? NeedsSolution => Parts.Select(p => p.Function.NeedsSolution).FirstOrDefault(n => n is not null);
+
     public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch)
     {
         var total = new double[batch.Count];
