@@ -275,7 +275,8 @@ internal static partial class Commands
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
         var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
         var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
-        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs };
+        var samples = new Option<string?>("--samples") { Description = "also write one JSON line per prompt: prompt, solution, response, reward, exact_match" };
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs, samples };
         c.SetAction(r =>
         {
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
@@ -296,7 +297,12 @@ internal static partial class Commands
             ReportSkipped(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
+            if (r.GetValue(samples) is string samplesPath && Directory.Exists(samplesPath)) throw new PpoSharpException($"{samplesPath}: is a directory; --samples takes a file to write");
             var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
+            if (r.GetValue(samples) is string path) Jsonl.Write(path, result.Samples.Select(s => new
+            {
+                prompt = s.Prompt, solution = s.Solutions, response = s.Response, reward = s.Reward, exact_match = s.ExactMatch,
+            }));
             output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
                 ["n"] = result.N, ["reward_mean"] = result.RewardMean, ["exact_match"] = result.ExactMatch,

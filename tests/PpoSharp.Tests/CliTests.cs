@@ -123,4 +123,20 @@ public class CliTests
             TorchSharp.torch.set_num_threads(Environment.ProcessorCount);
         }
     }
+
+    [Fact]
+    public void EvalSamples_WritesOneLinePerPrompt_WhoseRewardsAverageToTheTotal()
+    {
+        var samples = Path.Combine(TestSupport.TempDir(), "samples.jsonl");
+        var stdout = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["eval", "--model", Path.Combine(TestSupport.TrainedSortModel, "model"), "--data", Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl"),
+            "--reward", "edit-distance", "--samples", samples], stdout, new StringWriter()));
+        var total = System.Text.Json.JsonDocument.Parse(stdout.ToString()).RootElement;
+        var rows = File.ReadAllLines(samples).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(total.GetProperty("n").GetInt32(), rows.Count);
+        Assert.Equal(total.GetProperty("reward_mean").GetDouble(), rows.Average(r => r.GetProperty("reward").GetDouble()), 9);
+        Assert.Equal(total.GetProperty("exact_match").GetDouble(), rows.Average(r => r.GetProperty("exact_match").GetBoolean() ? 1.0 : 0.0), 9);
+        Assert.All(rows, r => Assert.StartsWith("sort: ", r.GetProperty("prompt").GetString()));
+        Assert.All(rows, r => Assert.Equal(System.Text.Json.JsonValueKind.String, r.GetProperty("response").ValueKind));
+    }
 }
