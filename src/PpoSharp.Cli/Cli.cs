@@ -193,7 +193,8 @@ internal static partial class Commands
         {
             var config = opts.Sft(r, r.GetValue(init));
             return opts.Train(r, data, outDir, Jsonl.ReadChat, errors, (records, dir, stop) => output.WriteLine(
-                Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)).Summary(dir)));
+                Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
+                    new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data))).Summary(dir)));
         });
         return c;
     }
@@ -218,7 +219,9 @@ internal static partial class Commands
             var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e), false, goldFunction ?? rewardFunction).Records : null;
             JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);
             return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
-                prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
+                prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
+                new RunJob("ppo", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
+                    .With("gold", r.GetValue(gold)).With("critic_init", r.GetValue(criticInit))));
         });
         return c;
     }
@@ -235,7 +238,8 @@ internal static partial class Commands
         {
             var config = opts.Rm(r, r.GetValue(init)!);
             return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
-                Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force)));
+                Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
+                    new RunJob("rm", config).With("init", r.GetValue(init)).With("data", r.GetValue(data))));
         });
         return c;
     }

@@ -139,4 +139,25 @@ public class CliTests
         Assert.All(rows, r => Assert.StartsWith("sort: ", r.GetProperty("prompt").GetString()));
         Assert.All(rows, r => Assert.Equal(System.Text.Json.JsonValueKind.String, r.GetProperty("response").ValueKind));
     }
+
+    [Fact]
+    public void Resume_OfADifferentJob_IsRefusedNamingWhatChanged_TheSameJobMayRunLonger()
+    {
+        var root = TestSupport.TempDir();
+        string dir = Path.Combine(root, "ppo"), prompts = Path.Combine(root, "prompts.jsonl");
+        File.Copy(Path.Combine(TestSupport.TrainedSortModel, "data", "prompts.jsonl"), prompts);
+        string[] Ppo(string reward, params string[] more) => ["ppo", "--data", prompts, "--init", Path.Combine(TestSupport.TrainedSortModel, "model"), "--reward", reward, "--out", dir,
+            "--set", "batch_size=8", "--set", "num_mini_batches=2", "--set", "checkpoint_every=1", "--set", "response_length=8", .. more];
+        (int Code, string Err) Run(string[] args) { var e = new StringWriter(); return (Cli.Cli.Run(args, new StringWriter(), e), e.ToString().Trim()); }
+
+        Assert.Equal(0, Run(Ppo("edit-distance", "--set", "iterations=1")).Code);
+        Assert.Equal((2, $"error: {dir}: --resume continues the same job only, and reward was \"edit-distance\", now \"exact-match\" (use --force to start over, or another --out)"),
+            Run(Ppo("exact-match", "--resume", "--set", "iterations=2")));
+        Assert.Contains("and config.lr was 0.0001, now 0.001", Run(Ppo("edit-distance", "--resume", "--set", "iterations=2", "--set", "lr=0.001")).Err);
+        File.AppendAllText(prompts, File.ReadLines(prompts).First() + "\n");
+        Assert.Contains("and data_sha256 was", Run(Ppo("edit-distance", "--resume", "--set", "iterations=2")).Err);
+        File.WriteAllLines(prompts, File.ReadAllLines(prompts).SkipLast(1));
+        Assert.Equal(0, Run(Ppo("edit-distance", "--resume", "--set", "iterations=2")).Code);                  // the same job, run longer
+        Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Length);
+    }
 }

@@ -109,7 +109,7 @@ public static class Demo
 
     /// <summary>SFT from a new model (tokenizer built from the data) or from the run directory <paramref name="initDir"/>.</summary>
     public static SftResult RunSft(IReadOnlyList<ChatRecord> records, string? initDir, string outDir, SftConfig config, TextWriter log,
-        bool resume = false, StopSignal? stop = null, bool force = false)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
     {
         torch.manual_seed(config.Seed);
         Decoder model;
@@ -122,30 +122,30 @@ public static class Demo
         }
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
         model.to(config.Device.Resolve());
-        RunDirectory.PrepareOutput(outDir, force, resume);
+        RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
     }
 
     /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
     public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log,
-        bool resume = false, StopSignal? stop = null, bool force = false)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
     {
         torch.manual_seed(config.Seed);
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
         model.to(config.Device.Resolve());
-        RunDirectory.PrepareOutput(outDir, force, resume);
+        RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }
 
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,
-        bool resume = false, StopSignal? stop = null, bool force = false)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
     {
         using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir);
-        RunDirectory.PrepareOutput(outDir, force, resume);          // after every input has loaded: a bad one writes nothing
+        RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
         var before = Eval();

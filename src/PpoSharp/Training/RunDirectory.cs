@@ -25,13 +25,19 @@ public static class RunDirectory
 
     /// <summary>
     /// Creates <paramref name="dir"/>; refuses a non-empty one unless <paramref name="force"/> (start over: old metrics and
-    /// checkpoints are removed) or <paramref name="resume"/> (continue it), so no run is overwritten by mistake.
+    /// checkpoints are removed) or <paramref name="resume"/> (continue it, only if <paramref name="job"/> is the one recorded
+    /// there), so no run is overwritten by mistake; a new run records its <paramref name="job"/>.
     /// </summary>
-    public static void PrepareOutput(string dir, bool force, bool resume = false)
+    public static void PrepareOutput(string dir, bool force, bool resume = false, RunJob? job = null)
     {
         CheckOutput(dir, force, resume);
-        if (resume) return;
+        if (resume)
+        {
+            job?.CheckResume(dir);
+            return;
+        }
         Directory.CreateDirectory(dir);
+        job?.Write(dir);
         if (!force) return;
         File.Delete(Path.Combine(dir, MetricsWriter.FileName));
         if (Directory.Exists(Checkpoints.Root(dir))) Directory.Delete(Checkpoints.Root(dir), recursive: true);
