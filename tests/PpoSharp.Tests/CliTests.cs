@@ -160,4 +160,19 @@ public class CliTests
         Assert.Equal(0, Run(Ppo("edit-distance", "--resume", "--set", "iterations=2")).Code);                  // the same job, run longer
         Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Length);
     }
+
+    [Fact]
+    public void PpoEval_SavesTheHeldOutComparisonInSummaryJson_AndTheReportShowsIt()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
+        var data = Path.Combine(TestSupport.TrainedSortModel, "data");
+        Assert.Equal(0, Cli.Cli.Run(["ppo", "--data", Path.Combine(data, "prompts.jsonl"), "--init", Path.Combine(TestSupport.TrainedSortModel, "model"), "--reward", "edit-distance",
+            "--eval", Path.Combine(data, "eval.jsonl"), "--out", dir, "--set", "iterations=1", "--set", "batch_size=8", "--set", "num_mini_batches=2"], new StringWriter(), new StringWriter()));
+        var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json"))).RootElement;
+        Assert.Equal(File.ReadLines(Path.Combine(data, "eval.jsonl")).Count(), summary.GetProperty("eval_prompts").GetInt32());
+        Assert.Equal(["edit-distance reward", "exact match", "response length (tokens)"], summary.GetProperty("table").EnumerateArray().Select(r => r.GetProperty("metric").GetString()));
+        Assert.Equal(12, summary.GetProperty("samples").GetArrayLength());
+        Assert.Equal(0, Cli.Cli.Run(["report", dir], new StringWriter(), new StringWriter()));
+        Assert.Contains("edit-distance reward", File.ReadAllText(Path.Combine(dir, "report.html")));
+    }
 }

@@ -53,7 +53,10 @@ public sealed record DemoResult(EvalResult Sft, EvalResult Ppo, double SftKl, do
         new("response length (tokens)", $"{Sft.ResponseLength:F1}", $"{Ppo.ResponseLength:F1}"),
     ];
 
-    public List<DemoSample> Samples(int count) => Sft.Samples.Zip(Ppo.Samples).Take(count)
+    public List<DemoSample> Samples(int count) => SideBySide(Sft, Ppo, count);
+
+    /// <summary>The first <paramref name="count"/> prompts with the answers of the model before and after training.</summary>
+    public static List<DemoSample> SideBySide(EvalResult before, EvalResult after, int count) => before.Samples.Zip(after.Samples).Take(count)
         .Select(p => new DemoSample(p.First.Prompt, string.Join(" | ", p.First.Solutions), p.First.Response, p.First.ExactMatch, p.Second.Response, p.Second.ExactMatch))
         .ToList();
 }
@@ -153,8 +156,24 @@ public static class Demo
         var after = Eval();
         log.WriteLine(result.Summary(outDir));
         if (before != null && after != null)
+        {
             log.WriteLine($"ppo: held-out greedy {(gold is null ? "reward" : $"gold reward ({gold.Name})")} {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
+            WriteEvalSummary(outDir, evalReward.Name, before, after);
+        }
         return (result, before, after);
+    }
+
+    /// <summary>The held-out comparison of a ppo run with --eval, in summary.json, which the run's report shows (the "SFT" column is the initial model).</summary>
+    private static void WriteEvalSummary(string outDir, string reward, EvalResult before, EvalResult after)
+    {
+        List<TableRow> table =
+        [
+            new($"{reward} reward", $"{before.RewardMean:F3}", $"{after.RewardMean:F3}"),
+            new("exact match", $"{before.ExactMatch:P1}", $"{after.ExactMatch:P1}"),
+            new("response length (tokens)", $"{before.ResponseLength:F1}", $"{after.ResponseLength:F1}"),
+        ];
+        var summary = new DemoSummary("ppo --eval", after.N, reward, table, DemoResult.SideBySide(before, after, 12));
+        AtomicFile.WriteText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
     }
 
     private static void PrintSummary(DemoResult r, TextWriter log)
