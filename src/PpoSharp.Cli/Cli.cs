@@ -116,7 +116,7 @@ internal sealed class TrainingOptions
         Action<IReadOnlyList<T>, string, StopSignal> train)
     {
         var records = read(r.GetValue(data)!, r.GetValue(SkipInvalid));
-        Commands.ReportSkipped(records.Skipped, errors);
+        InvalidRecords.Report(records.Skipped, errors);
         var dir = r.GetValue(outDir)!;
         RunDirectory.CheckOutput(dir, r.GetValue(Force), r.GetValue(Resume));
         using var stop = StopSignal.Listen();
@@ -194,7 +194,7 @@ internal static partial class Commands
             var config = opts.Sft(r, r.GetValue(init));
             return opts.Train(r, data, outDir, Jsonl.ReadChat, errors, (records, dir, stop) => output.WriteLine(
                 Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                    new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data))).Summary(dir)));
+                    new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)).Summary(dir)));
         });
         return c;
     }
@@ -221,7 +221,7 @@ internal static partial class Commands
             return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
                 prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
                 new RunJob("ppo", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
-                    .With("gold", r.GetValue(gold)).With("critic_init", r.GetValue(criticInit))));
+                    .With("gold", r.GetValue(gold)).With("critic_init", r.GetValue(criticInit)), r.GetValue(opts.SkipInvalid)));
         });
         return c;
     }
@@ -239,7 +239,7 @@ internal static partial class Commands
             var config = opts.Rm(r, r.GetValue(init)!);
             return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
                 Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                    new RunJob("rm", config).With("init", r.GetValue(init)).With("data", r.GetValue(data))));
+                    new RunJob("rm", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)));
         });
         return c;
     }
@@ -286,7 +286,7 @@ internal static partial class Commands
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
             {
                 var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid));
-                ReportSkipped(pairs.Skipped, errors);
+                InvalidRecords.Report(pairs.Skipped, errors);
                 var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(r.GetValue(model)!);
                 var e = RewardTrainer.Evaluate(rm, RewardTrainer.Tokenize(pairs.Records, rmTokenizer, rm.Backbone.Config.ContextLength), rmTokenizer.Special.Pad);
                 output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
@@ -298,7 +298,7 @@ internal static partial class Commands
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
             var prompts = RewardChecks.RequireSolutions(Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid)), r.GetValue(skipInvalid), rewardFunction);
-            ReportSkipped(prompts.Skipped, errors);
+            InvalidRecords.Report(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             if (r.GetValue(samples) is string samplesPath && Directory.Exists(samplesPath)) throw new PpoSharpException($"{samplesPath}: is a directory; --samples takes a file to write");
@@ -315,13 +315,5 @@ internal static partial class Commands
             return 0;
         });
         return c;
-    }
-
-    internal static void ReportSkipped(IReadOnlyList<string> skipped, TextWriter errors)
-    {
-        if (skipped.Count == 0) return;
-        errors.WriteLine($"warning: skipped {skipped.Count} invalid record(s):");
-        foreach (var s in skipped.Take(10)) errors.WriteLine($"  {s}");
-        if (skipped.Count > 10) errors.WriteLine($"  ... and {skipped.Count - 10} more");
     }
 }

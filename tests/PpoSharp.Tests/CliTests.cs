@@ -175,4 +175,30 @@ public class CliTests
         Assert.Equal(0, Cli.Cli.Run(["report", dir], new StringWriter(), new StringWriter()));
         Assert.Contains("edit-distance reward", File.ReadAllText(Path.Combine(dir, "report.html")));
     }
+
+    [Fact]
+    public void SkipInvalid_SkipsAndReportsRecordsLongerThanTheContext_InSftAndPpo()
+    {
+        var root = TestSupport.TempDir();
+        var data = Path.Combine(TestSupport.TrainedSortModel, "data");
+        var longText = new string('a', 500);
+        var chat = TestSupport.WriteLines(root, "chat.jsonl", [.. File.ReadLines(Path.Combine(data, "sft.jsonl")).Take(20),
+            $$"""{"messages":[{"role":"user","content":"{{longText}}"},{"role":"assistant","content":"a"}]}"""]);
+        var prompts = TestSupport.WriteLines(root, "prompts.jsonl", [.. File.ReadLines(Path.Combine(data, "prompts.jsonl")).Take(20),
+            $$"""{"messages":[{"role":"user","content":"{{longText}}"}],"solution":"a"}"""]);
+        var model = Path.Combine(TestSupport.TrainedSortModel, "model");
+        foreach (var args in new[]
+                 {
+                     new[] { "sft", "--init", model, "--data", chat, "--out", Path.Combine(root, "sft"), "--set", "steps=1", "--set", "batch_size=4" },
+                     ["ppo", "--init", model, "--data", prompts, "--reward", "edit-distance", "--out", Path.Combine(root, "ppo"), "--set", "iterations=1", "--set", "batch_size=4", "--set", "num_mini_batches=2"],
+                 })
+        {
+            var (stdout, stderr) = (new StringWriter(), new StringWriter());
+            Assert.Equal(2, Cli.Cli.Run(args, new StringWriter(), stderr));                                 // without --skip-invalid: an error naming line 21
+            Assert.Contains(":21: ", stderr.ToString());
+            Assert.Equal(0, Cli.Cli.Run([.. args, "--skip-invalid"], stdout, new StringWriter()));
+            Assert.Contains("warning: skipped 1 invalid record(s):", stdout.ToString());
+            Assert.Contains(":21: ", stdout.ToString());
+        }
+    }
 }

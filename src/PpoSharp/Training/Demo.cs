@@ -112,7 +112,7 @@ public static class Demo
 
     /// <summary>SFT from a new model (tokenizer built from the data) or from the run directory <paramref name="initDir"/>.</summary>
     public static SftResult RunSft(IReadOnlyList<ChatRecord> records, string? initDir, string outDir, SftConfig config, TextWriter log,
-        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         torch.manual_seed(config.Seed);
         Decoder model;
@@ -123,7 +123,9 @@ public static class Demo
             tokenizer = SftTrainer.NewTokenizer(config.Tokenizer, records);
             model = new Decoder(config.ModelConfig(tokenizer.VocabSize));
         }
-        var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength);
+        var invalid = new InvalidRecords(skipInvalid);
+        var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid);
+        InvalidRecords.Report(invalid.Skipped, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
@@ -131,12 +133,14 @@ public static class Demo
 
     /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
     public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log,
-        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         torch.manual_seed(config.Seed);
         var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
-        var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength);
+        var invalid = new InvalidRecords(skipInvalid);
+        var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
+        InvalidRecords.Report(invalid.Skipped, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
@@ -145,9 +149,11 @@ public static class Demo
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,
-        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
-        using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir);
+        var invalid = new InvalidRecords(skipInvalid);
+        using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid);
+        InvalidRecords.Report(invalid.Skipped, log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);

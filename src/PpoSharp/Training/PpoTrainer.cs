@@ -34,7 +34,7 @@ public sealed class PpoTrainer : IDisposable
     private readonly ITokenizer _tokenizer;
     private readonly IRewardFunction _reward;
     private readonly IRewardFunction? _gold;
-    private readonly IReadOnlyList<PromptRecord> _prompts;
+    private readonly List<PromptRecord> _prompts;
     private readonly List<int>[] _encodedPrompts;
     private readonly AdamW _optimizer;
     private readonly KlController _kl;
@@ -53,15 +53,12 @@ public sealed class PpoTrainer : IDisposable
 
     /// <summary>A trainer over ready models. <c>gold</c>: a rule reward logged as <c>gold_reward_mean</c> beside a proxy reward, to show over-optimisation; not trained on.</summary>
     public PpoTrainer(Decoder actor, Decoder reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
-        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold = null)
+        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold = null, InvalidRecords? invalid = null)
     {
-        (_actor, _reference, _critic, _tokenizer, _reward, _prompts, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
+        (_actor, _reference, _critic, _tokenizer, _reward, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, config, log, gold);
         _reference.eval();
         foreach (var p in _reference.parameters()) p.requires_grad = false;
-        _encodedPrompts = prompts.Select(p => p.Source.Apply(() => tokenizer.Chat.EncodePrompt(p.Messages))).ToArray();
-        foreach (var (ids, p) in _encodedPrompts.Zip(prompts))
-            if (ids.Count >= actor.Config.ContextLength)
-                throw new PpoSharpException($"{p.Source}: prompt is {ids.Count} tokens, leaving no room to respond within context_length {actor.Config.ContextLength}");
+        (_prompts, _encodedPrompts) = EncodePrompts(prompts, tokenizer, actor.Config.ContextLength, invalid ?? new InvalidRecords(skip: false));
         var parameters = actor.parameters().Concat(critic.parameters()).Distinct().ToList();
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
@@ -74,7 +71,7 @@ public sealed class PpoTrainer : IDisposable
     /// actor's), or, with <paramref name="criticInitDir"/>, the backbone and head of a trained reward model.
     /// </summary>
     public static PpoTrainer FromRunDirectory(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts, PpoConfig config,
-        TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null)
+        TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null, InvalidRecords? invalid = null)
     {
         manual_seed(config.Seed);
         var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
@@ -94,7 +91,7 @@ public sealed class PpoTrainer : IDisposable
         var device = config.Device.Resolve();
         (actor, reference) = (actor.to(device), reference.to(device));
         critic.to(device);
-        return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold);
+        return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold, invalid);
     }
 
     /// <summary>A critic from a reward model reads the policy's token ids, so both must tokenize alike: same vocabulary size and the same ids for a probe text.</summary>
@@ -104,6 +101,20 @@ public sealed class PpoTrainer : IDisposable
         if (policy.VocabSize != rewardModel.VocabSize || !policy.Encode(probe).SequenceEqual(rewardModel.Encode(probe)))
             throw new PpoSharpException($"--critic-init {dir}: the reward model's tokenizer ({rewardModel.VocabSize} ids) differs from the policy's ({policy.VocabSize} ids); the critic reads the policy's tokens");
         (rewardModel as IDisposable)?.Dispose();
+    }
+
+    /// <summary>Prompts rendered for generation; one that leaves no room to respond is an error (or skipped and listed).</summary>
+    private static (List<PromptRecord>, List<int>[]) EncodePrompts(IReadOnlyList<PromptRecord> prompts, ITokenizer tokenizer, int context, InvalidRecords invalid)
+    {
+        var kept = new List<(PromptRecord Record, List<int> Ids)>();
+        foreach (var p in prompts)
+        {
+            var ids = p.Source.Apply(() => tokenizer.Chat.EncodePrompt(p.Messages));
+            if (ids.Count >= context && invalid.Reject($"{p.Source}: prompt is {ids.Count} tokens, leaving no room to respond within context_length {context}")) continue;
+            kept.Add((p, ids));
+        }
+        if (kept.Count == 0) throw new PpoSharpException($"every prompt is longer than context_length {context} (first: {invalid.Skipped[0]})");
+        return (kept.Select(k => k.Record).ToList(), kept.Select(k => k.Ids).ToArray());
     }
 
     public Decoder Actor => _actor;

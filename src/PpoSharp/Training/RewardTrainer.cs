@@ -41,16 +41,16 @@ public sealed record PairEval(int N, double Loss, double Accuracy, double Reward
 /// </summary>
 public sealed class RewardTrainer(RmConfig config, TextWriter log)
 {
-    public static List<PreferencePair> Tokenize(IEnumerable<PreferenceRecord> records, ITokenizer tokenizer, int contextLength)
+    public static List<PreferencePair> Tokenize(IEnumerable<PreferenceRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null)
     {
+        invalid ??= new InvalidRecords(skip: false);
         var pairs = new List<PreferencePair>();
         foreach (var r in records)
         {
             var chosen = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Chosen));
             var rejected = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Rejected));
             int longest = Math.Max(chosen.Count, rejected.Count);
-            if (longest > contextLength)
-                throw new PpoSharpException($"{r.Source}: pair is {longest} tokens, longer than context_length {contextLength}");
+            if (longest > contextLength && invalid.Reject($"{r.Source}: pair is {longest} tokens, longer than context_length {contextLength}")) continue;
             pairs.Add(new PreferencePair([.. chosen], [.. rejected], (float)r.Margin, r.Source));
         }
         return pairs;

@@ -39,15 +39,15 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
                 .Append(string.Concat(Enumerable.Range(32, 95).Select(c => (char)c)))),
     };
 
-    /// <summary>Tokenizes records with the chat template; a record longer than the context is an error naming its line.</summary>
-    public static List<SftExample> Tokenize(IEnumerable<ChatRecord> records, ITokenizer tokenizer, int contextLength)
+    /// <summary>Tokenizes records with the chat template; a record longer than the context is an error naming its line (or skipped and listed in <paramref name="invalid"/>).</summary>
+    public static List<SftExample> Tokenize(IEnumerable<ChatRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null)
     {
+        invalid ??= new InvalidRecords(skip: false);
         var list = new List<SftExample>();
         foreach (var r in records)
         {
             var (ids, trained) = r.Source.Apply(() => tokenizer.Chat.EncodeConversation(r.Messages));
-            if (ids.Count > contextLength)
-                throw new PpoSharpException($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}");
+            if (ids.Count > contextLength && invalid.Reject($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}")) continue;
             list.Add(new SftExample([.. ids], [.. trained], r.Source));
         }
         return list;
