@@ -163,6 +163,9 @@ public class BadInputTests
         { "data into a non-empty directory", ["data", "--out", "{data}"], "data: output directory is not empty (use --force to write into it, or another --out)" },
         { "prompt without the solution a rule needs, line 2", ["ppo", "--data", "@solution-missing-line2.jsonl", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "solution-missing-line2.jsonl:2: reward 'edit-distance' needs a 'solution' field" },
         { "preference pairs given as PPO prompts", ["ppo", "--data", "@pairs-as-prompts.jsonl", "--init", "{policy}", "--reward", "exact-match:0.5,repetition", "--out", "{out}"], "pairs-as-prompts.jsonl:1: reward 'exact-match' needs a 'solution' field" },
+        { "inspect: broken JSON line", ["inspect", "--model", "{policy}", "--data", "@broken-json.jsonl"], "broken-json.jsonl:2: invalid JSON" },
+        { "inspect: no records asked for", ["inspect", "--model", "{policy}", "--data", "{prompts}", "--n", "0"], "--n must be > 0 (got 0)" },
+        { "inspect: template error names the record", ["inspect", "--model", "{hf:template}", "--data", "@hf-chat.jsonl"], "hf-chat.jsonl:1: chat template: System role not supported" },
         { "no threads", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--threads", "0"], "--threads must be at least 1 (got 0)" },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
