@@ -135,7 +135,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -303,6 +303,7 @@ internal static partial class Commands
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             if (r.GetValue(samples) is string samplesPath && Directory.Exists(samplesPath)) throw new PpoSharpException($"{samplesPath}: is a directory; --samples takes a file to write");
             var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
+            (tokenizer as CharTokenizer)?.WarnUnknown(errors);
             if (r.GetValue(samples) is string path) Jsonl.Write(path, result.Samples.Select(s => new
             {
                 prompt = s.Prompt, solution = s.Solutions, response = s.Response, reward = s.Reward, exact_match = s.ExactMatch,

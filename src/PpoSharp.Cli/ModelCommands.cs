@@ -11,7 +11,7 @@ namespace PpoSharp.Cli;
 /// <summary>Commands that show what a model does and sees: <c>generate</c> and <c>inspect</c>.</summary>
 internal static partial class Commands
 {
-    private static Command Generate(TextWriter output)
+    private static Command Generate(TextWriter output, TextWriter errors)
     {
         var model = Required("--model", "a PpoSharp run or a Hugging Face model folder holding a policy");
         var prompt = new Option<string?>("--prompt") { Description = "the user message (rendered with the model's chat template unless --raw)" };
@@ -35,6 +35,7 @@ internal static partial class Commands
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
+            (tokenizer as CharTokenizer)?.WarnUnknown(errors);
             double t = r.GetValue(temperature);
             var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
             using var generator = new torch.Generator((ulong)r.GetValue(seed));

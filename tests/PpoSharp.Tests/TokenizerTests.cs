@@ -80,4 +80,18 @@ public class TokenizerTests
     }
 
     private static RoleTokenIds Roles(ITokenizer t) => t is CharTokenizer c ? c.Roles : ((Gpt2Tokenizer)t).Roles;
+
+    [Fact]
+    public void CharTokenizer_UnknownCharacters_AreNamedInOneWarning_Once()
+    {
+        var t = CharTokenizer.FromTexts(["abc"]);
+        var log = new StringWriter();
+        t.WarnUnknown(log);
+        Assert.Equal("", log.ToString());                                           // nothing unknown yet
+        t.Encode("aéb");
+        t.Encode("cßé");
+        t.WarnUnknown(log);
+        t.WarnUnknown(log);
+        Assert.Equal("warning: 2 character(s) the model's tokenizer has never seen map to its unknown id: 'ß', 'é'", log.ToString().Trim());
+    }
 }

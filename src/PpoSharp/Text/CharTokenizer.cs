@@ -33,8 +33,28 @@ public sealed class CharTokenizer : ITokenizer
 
     public void Save(string directory) => Tokenizers.SaveSpec(Spec, directory);
 
-    public IReadOnlyList<int> Encode(string text) =>
-        CodePoints(text).Select(c => _ids.TryGetValue(c, out var id) ? id : Unknown).ToList();
+    public IReadOnlyList<int> Encode(string text) => CodePoints(text).Select(c =>
+    {
+        if (_ids.TryGetValue(c, out var id)) return id;
+        lock (_unknown) _unknown.Add(c);
+        return Unknown;
+    }).ToList();
+
+    private readonly SortedSet<string> _unknown = new(StringComparer.Ordinal);
+    private int _reported;
+
+    /// <summary>
+    /// Writes one warning naming the characters encoded so far that are not in the alphabet (they all became the
+    /// unknown id), the first time there are any; later calls write nothing.
+    /// </summary>
+    public void WarnUnknown(TextWriter log)
+    {
+        string[] chars;
+        lock (_unknown) chars = [.. _unknown];
+        if (chars.Length == 0 || Interlocked.Exchange(ref _reported, 1) == 1) return;
+        log.WriteLine($"warning: {chars.Length} character(s) the model's tokenizer has never seen map to its unknown id: "
+            + string.Join(", ", chars.Take(20).Select(c => $"'{c}'")) + (chars.Length > 20 ? ", ..." : ""));
+    }
 
     public string Decode(IEnumerable<int> ids, bool skipSpecial = true)
     {

@@ -126,6 +126,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid);
         InvalidRecords.Report(invalid.Skipped, log);
+        (tokenizer as CharTokenizer)?.WarnUnknown(log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
@@ -141,6 +142,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
         InvalidRecords.Report(invalid.Skipped, log);
+        (tokenizer as CharTokenizer)?.WarnUnknown(log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
@@ -154,6 +156,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid);
         InvalidRecords.Report(invalid.Skipped, log);
+        (trainer.Tokenizer as CharTokenizer)?.WarnUnknown(log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
