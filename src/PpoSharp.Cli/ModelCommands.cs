@@ -2,13 +2,14 @@ using System.CommandLine;
 using System.Text.Json;
 using PpoSharp.Data;
 using PpoSharp.Models;
+using PpoSharp.Rewards;
 using PpoSharp.Text;
 using PpoSharp.Training;
 using TorchSharp;
 
 namespace PpoSharp.Cli;
 
-/// <summary>Commands that show what a model does and sees: <c>generate</c> and <c>inspect</c>.</summary>
+/// <summary>Commands that show what a model does and sees: <c>generate</c>, <c>eval</c> and <c>inspect</c>.</summary>
 internal static partial class Commands
 {
     private static Command Generate(TextWriter output, TextWriter errors)
@@ -89,6 +90,53 @@ internal static partial class Commands
                 : throw new PpoSharpException("--chat-template-kwargs must be a JSON object, e.g. {\"enable_thinking\": false}");
         }
         catch (JsonException) { throw new PpoSharpException("--chat-template-kwargs must be a JSON object, e.g. {\"enable_thinking\": false}"); }
+    }
+
+    private static Command Eval(TextWriter output, TextWriter errors)
+    {
+        var model = Required("--model", "run directory of a policy, or of a reward model (then --data holds preference pairs)");
+        var data = Required("--data", "prompts with solution, or preference pairs for a reward model (JSON Lines)");
+        var reward = new Option<string>("--reward") { Description = "reward spec, e.g. edit-distance or exact-match,edit-distance:0.5", DefaultValueFactory = _ => "exact-match" };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
+        var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
+        var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
+        var samples = new Option<string?>("--samples") { Description = "also write one JSON line per prompt: prompt, solution, response, reward, exact_match" };
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs, samples };
+        c.SetAction(r =>
+        {
+            if (RunDirectory.IsScalarModel(r.GetValue(model)!))
+            {
+                var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid));
+                InvalidRecords.Report(pairs.Skipped, errors);
+                var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(r.GetValue(model)!);
+                var e = RewardTrainer.Evaluate(rm, RewardTrainer.Tokenize(pairs.Records, rmTokenizer, rm.Backbone.Config.ContextLength), rmTokenizer.Special.Pad);
+                output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["n"] = e.N, ["accuracy"] = e.Accuracy, ["reward_margin"] = e.RewardMargin, ["loss"] = e.Loss,
+                }, Json.Compact));
+                return 0;
+            }
+            Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
+            var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
+            var prompts = RewardChecks.RequireSolutions(Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid)), r.GetValue(skipInvalid), rewardFunction);
+            InvalidRecords.Report(prompts.Skipped, errors);
+            var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
+            policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
+            if (r.GetValue(samples) is string samplesPath && Directory.Exists(samplesPath)) throw new PpoSharpException($"{samplesPath}: is a directory; --samples takes a file to write");
+            var result = Evaluator.Evaluate(policy, tokenizer, prompts.Records, rewardFunction, r.GetValue(maxNew));
+            (tokenizer as CharTokenizer)?.WarnUnknown(errors);
+            if (r.GetValue(samples) is string path) Jsonl.Write(path, result.Samples.Select(s => new
+            {
+                prompt = s.Prompt, solution = s.Solutions, response = s.Response, reward = s.Reward, exact_match = s.ExactMatch,
+            }));
+            output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["n"] = result.N, ["reward_mean"] = result.RewardMean, ["exact_match"] = result.ExactMatch,
+                ["response_length"] = result.ResponseLength, ["reward"] = rewardFunction.Name,
+            }, Json.Compact));
+            return 0;
+        });
+        return c;
     }
 
     private static Command Inspect(TextWriter output)
