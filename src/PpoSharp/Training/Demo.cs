@@ -125,11 +125,17 @@ public static class Demo
         }
         var invalid = new InvalidRecords(skipInvalid);
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid);
-        InvalidRecords.Report(invalid.Skipped, log);
-        (tokenizer as CharTokenizer)?.WarnUnknown(log);
+        ReportInputs(invalid, tokenizer, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
+    }
+
+    /// <summary>What the trainers' inputs lost once tokenized: skipped records, and characters the model's tokenizer does not know.</summary>
+    private static void ReportInputs(InvalidRecords invalid, ITokenizer tokenizer, TextWriter log)
+    {
+        InvalidRecords.Report(invalid.Skipped, log);
+        (tokenizer as CharTokenizer)?.WarnUnknown(log);
     }
 
     /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
@@ -141,8 +147,7 @@ public static class Demo
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
-        InvalidRecords.Report(invalid.Skipped, log);
-        (tokenizer as CharTokenizer)?.WarnUnknown(log);
+        ReportInputs(invalid, tokenizer, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
@@ -155,8 +160,7 @@ public static class Demo
     {
         var invalid = new InvalidRecords(skipInvalid);
         using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid);
-        InvalidRecords.Report(invalid.Skipped, log);
-        (trainer.Tokenizer as CharTokenizer)?.WarnUnknown(log);
+        ReportInputs(invalid, trainer.Tokenizer, log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
