@@ -31,12 +31,20 @@ public static class Tokenizers
         catch (JsonException) { return false; }                  // reported when the model loads
     }
 
-    /// <summary>A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not.</summary>
+    /// <summary>
+    /// A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not. Read with a
+    /// forward-only reader that skips each value (these files reach tens of MB; the tokenizer library parses them anyway).
+    /// </summary>
     private static bool IsHfFile(string path)
     {
-        using var stream = File.OpenRead(path);
-        using var doc = JsonDocument.Parse(stream);
-        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out _);
+        var reader = new Utf8JsonReader(File.ReadAllBytes(path));
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return false;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (reader.ValueTextEquals("model")) return true;
+            reader.Skip();                                         // the property's value
+        }
+        return false;
     }
 
     public static void SaveSpec(TokenizerSpec spec, string directory) =>
