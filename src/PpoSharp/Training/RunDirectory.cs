@@ -59,9 +59,9 @@ public static class RunDirectory
     }
 
     /// <summary>
-    /// Saves a backbone with a scalar head (reward model or critic) as a *ForSequenceClassification folder: <c>score.weight</c>
-    /// (1, hidden) for a linear head; the notes' MLP head is stored as <c>score.fc.*</c> / <c>score.out_proj.*</c>, which only
-    /// PpoSharp reads. A reward model's offset is a config key.
+    /// Saves a backbone with a scalar head (reward model or critic): a *ForSequenceClassification folder with
+    /// <c>score.weight</c> (1, hidden) for a linear head; the method's MLP head as <c>score.fc.*</c> / <c>score.out_proj.*</c>
+    /// under the architecture name *WithMlpScoreHead, which only PpoSharp reads. A reward model's offset is a config key.
     /// </summary>
     public static void SaveScalarModel(string dir, Decoder backbone, ScalarHead head, double offset, ITokenizer tokenizer, object training)
     {
