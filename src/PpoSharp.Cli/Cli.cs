@@ -18,19 +18,6 @@ public static class Cli
 {
     public const int UserError = 2, Interrupted = 130;
 
-    /// <summary>The environment variable that sets the thread count when --threads is not given.</summary>
-    public const string ThreadsVariable = "PPOSHARP_THREADS";
-
-    /// <summary>--threads, else PPOSHARP_THREADS, else every core; a value below 1 is a user error.</summary>
-    public static int Threads(int? option)
-    {
-        var env = Environment.GetEnvironmentVariable(ThreadsVariable);
-        int? fromEnv = env is null ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
-        int threads = option ?? fromEnv ?? Environment.ProcessorCount;
-        if (threads < 1) throw new PpoSharpException($"{(option is null ? ThreadsVariable : "--threads")} must be at least 1 (got {threads})");
-        return threads;
-    }
-
     public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
     {
         var output = stdout ?? Console.Out;
@@ -38,7 +25,7 @@ public static class Cli
         var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
         var threads = new Option<int?>("--threads")
         {
-            Description = $"CPU threads for torch and the generation workers (default: ${ThreadsVariable}, else every core); fewer leave room for other jobs",
+            Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core); fewer leave room for other jobs",
             Recursive = true,
         };
         root.Options.Add(threads);
@@ -57,7 +44,7 @@ public static class Cli
         }
         try
         {
-            torch.set_num_threads(Threads(parsed.GetValue(threads)));
+            torch.set_num_threads(CpuThreads.Resolve(parsed.GetValue(threads)));
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (TrainingStoppedException e)
@@ -260,10 +247,17 @@ internal static partial class Commands
     {
         var json = new Option<string?>("--json") { Description = "also write the figures to this JSON file" };
         var quick = new Option<bool>("--quick") { Description = "fewer repeats and a shorter soak (under 2 minutes)" };
-        var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput") { json, quick };
+        var asCopy = new Option<bool>("--as-copy") { Description = "run only the competing copy's PPO loop (started by bench itself)", Hidden = true };
+        var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput, alone and beside a copy of itself") { json, quick, asCopy };
         c.SetAction(r =>
         {
-            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output);
+            if (r.GetValue(asCopy))
+            {
+                PpoSharp.Benchmarks.Bench.RunAsCopy(output, Console.In);
+                return 0;
+            }
+            int threads = torch.get_num_threads();
+            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output, () => PpoSharp.Benchmarks.Bench.StartCopy(threads));
             PpoSharp.Benchmarks.Bench.Print(figures, output);
             if (r.GetValue(json) is string path) File.WriteAllText(path, JsonSerializer.Serialize(figures, Json.Options));
             return 0;

@@ -1,4 +1,5 @@
 using PpoSharp;
 using PpoSharp.Cli;
 
+CpuThreads.PrepareOpenMp(); // before the first torch call loads libtorch
 return Cli.Run(args);

@@ -105,24 +105,38 @@ public class CliTests
     [Fact]
     public void Threads_OptionThenEnvironmentThenCores_AndTorchRunsWithThem()
     {
-        var before = Environment.GetEnvironmentVariable(Cli.Cli.ThreadsVariable);
+        var before = Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable);
         try
         {
-            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, "1");
-            Assert.Equal(1, Cli.Cli.Threads(null));
-            Assert.Equal(2, Cli.Cli.Threads(2));
-            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, null);
-            Assert.Equal(Environment.ProcessorCount, Cli.Cli.Threads(null));
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, "1");
+            Assert.Equal(1, CpuThreads.Resolve(null));
+            Assert.Equal(2, CpuThreads.Resolve(2));
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
+            Assert.Equal(Environment.ProcessorCount, CpuThreads.Resolve(null));
             var stdout = new StringWriter();
             Assert.Equal(0, Cli.Cli.Run(["generate", "--model", Path.Combine(TestSupport.TrainedSortModel, "model"), "--prompt", "sort: ab", "--threads", "1"], stdout, new StringWriter()));
             Assert.Equal(1, TorchSharp.torch.get_num_threads());
         }
         finally
         {
-            Environment.SetEnvironmentVariable(Cli.Cli.ThreadsVariable, before);
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, before);
             TorchSharp.torch.set_num_threads(Environment.ProcessorCount);
         }
     }
+
+    [Fact]
+    public void PrepareOpenMp_PutsTheShortSpinIntoTheCEnvironmentThatLibgompReads_UnlessTheUserSetOne()
+    {
+        // The module initializer ran PrepareOpenMp before torch loaded; .NET's own view of the environment is not what
+        // libgomp reads, so ask the C library.
+        string expected = Environment.GetEnvironmentVariable(CpuThreads.SpinVariable) ?? CpuThreads.DefaultSpinCount.ToString();
+        if (Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null)
+            Assert.Equal(expected, System.Runtime.InteropServices.Marshal.PtrToStringUTF8(getenv(CpuThreads.SpinVariable)));
+        Assert.False(CpuThreads.PrepareOpenMp()); // already set: a second call (or the user's value) is left alone
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern nint getenv([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name);
 
     [Fact]
     public void EvalSamples_WritesOneLinePerPrompt_WhoseRewardsAverageToTheTotal()

@@ -9,6 +9,13 @@ using static TorchSharp.torch;
 namespace PpoSharp.Tests;
 
 /// <summary>Temporary directories and small models for tests.</summary>
+/// <summary>The test process runs torch as the CLI does: libgomp's short spin is set before libtorch loads.</summary>
+internal static class TestProcess
+{
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    internal static void PrepareTorch() => CpuThreads.PrepareOpenMp();
+}
+
 public static class TestSupport
 {
     public static string TempDir()

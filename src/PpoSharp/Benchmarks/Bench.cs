@@ -42,7 +42,7 @@ public static partial class Bench
     public static double GenerateBytesPerStep(long matmulParameters, DecoderSpec c, int batch, double meanContext) =>
         4.0 * matmulParameters + 4.0 * 2 * c.NLayer * c.DModel * meanContext * batch;
 
-    public static Dictionary<string, object> Run(bool quick, TextWriter log)
+    public static Dictionary<string, object> Run(bool quick, TextWriter log, Func<Process>? startCopy = null)
     {
         var r = new Dictionary<string, object> { ["threads"] = torch.get_num_threads(), ["quick"] = quick };
         var limit = new PairedLimit();
@@ -60,6 +60,7 @@ public static partial class Bench
         GenerateFigures(r, limit, quick, log);
         RealShapeFigures(r, limit, quick, log);
         PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
+        BesideCopyFigures(r, quick ? 4 : 8, startCopy, log);
         r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
         (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(limit.Gemms), limit.Gemms.Min(), limit.Gemms.Max());
         (r["train_tokens_per_second"], r["train_mfu"]) = (r["train_tokens_per_second_d256"], r["train_mfu_d256"]);
@@ -206,17 +207,11 @@ public static partial class Bench
         var dir = Path.Combine(Path.GetTempPath(), $"ppo-sharp-bench-{Environment.ProcessId}");
         try
         {
-            TaskData.Write(new SortLettersTask(), dir, 1000, 10, 0, 1);
-            var prompts = Jsonl.ReadPrompts(Path.Combine(dir, TaskData.PromptsFile)).Records;
-            var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, Jsonl.ReadChat(Path.Combine(dir, TaskData.SftFile)).Records);
-            manual_seed(0);
-            var model = new Decoder(new SftConfig().ModelConfig(tokenizer.VocabSize));
-            RunDirectory.SavePolicy(Path.Combine(dir, "init"), model, tokenizer, new SftConfig());
-
+            var prompts = PpoSetup(dir);
             var timing = new PpoConfig { Iterations = iterations, CheckpointEvery = 1000 };
             var rows = RunPpo(dir, "timing", prompts, timing);
             double M(string key) => Median(rows.Skip(1).Select(x => x[key].GetDouble()).ToList());
-            double total = M("rollout_seconds") + M("update_seconds");
+            double total = IterationSeconds(rows);
             r["ppo_iteration_seconds"] = total;
             r["ppo_share_generate"] = M("generate_seconds") / total;
             r["ppo_share_forward"] = M("forward_seconds") / total;
@@ -237,6 +232,22 @@ public static partial class Bench
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>The sort task's data and a fresh default model in <paramref name="dir"/>/init; returns the prompts.</summary>
+    private static IReadOnlyList<PromptRecord> PpoSetup(string dir)
+    {
+        TaskData.Write(new SortLettersTask(), dir, 1000, 10, 0, 1);
+        var prompts = Jsonl.ReadPrompts(Path.Combine(dir, TaskData.PromptsFile)).Records;
+        var tokenizer = SftTrainer.NewTokenizer(TokenizerKind.Char, Jsonl.ReadChat(Path.Combine(dir, TaskData.SftFile)).Records);
+        manual_seed(0);
+        var model = new Decoder(new SftConfig().ModelConfig(tokenizer.VocabSize));
+        RunDirectory.SavePolicy(Path.Combine(dir, "init"), model, tokenizer, new SftConfig());
+        return prompts;
+    }
+
+    /// <summary>Median seconds of a PPO iteration (rollout + update), the first (warm-up) iteration left out.</summary>
+    private static double IterationSeconds(List<Dictionary<string, System.Text.Json.JsonElement>> rows) =>
+        Median(rows.Skip(1).Select(x => x["rollout_seconds"].GetDouble() + x["update_seconds"].GetDouble()).ToList());
 
     private static List<Dictionary<string, System.Text.Json.JsonElement>> RunPpo(string dir, string name, IReadOnlyList<PromptRecord> prompts, PpoConfig config, bool trackRss = false)
     {
