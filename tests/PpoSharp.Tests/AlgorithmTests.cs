@@ -52,7 +52,7 @@ public class AlgorithmTests
         //                         max(1.5, 1.2) = 1.5, max(-0.5, -0.8) = -0.5;  mean = 0.15, clipfrac = 0.5
         var old = T(0, 0, 0, 0);
         var logp = T(MathF.Log(1.5f), MathF.Log(0.5f), MathF.Log(1.5f), MathF.Log(0.5f)).requires_grad_();
-        var (loss, stats) = PolicyLoss.Compute(logp, old, T(1, -1, -1, 1), M(1, 1, 1, 1), cliprange: 0.2);
+        var (loss, stats) = PolicyLoss.Compute(logp, old, T(1, -1, -1, 1), M(1, 1, 1, 1), new PolicyLossOptions(Epsilon: 0.2));
         Assert.Equal(0.15, loss.item<float>(), 5);
         Assert.Equal(0.5, stats.ClipFrac, 5);
         Assert.Equal(1.5, stats.RatioMax, 5);
@@ -65,7 +65,7 @@ public class AlgorithmTests
     public void PolicyLoss_EqualPolicies_RatioOneNoClipZeroApproxKl()
     {
         var logp = T(-1, -2, -0.5f);
-        var (loss, stats) = PolicyLoss.Compute(logp, logp, T(1, 2, 3), M(1, 1, 0), 0.2);
+        var (loss, stats) = PolicyLoss.Compute(logp, logp, T(1, 2, 3), M(1, 1, 0), new PolicyLossOptions(Epsilon: 0.2));
         Assert.Equal(-1.5, loss.item<float>(), 5);     // -(1 + 2) / 2
         Assert.Equal((1.0, 0.0, 0.0), (stats.RatioMean, stats.ClipFrac, stats.ApproxKl));
     }

@@ -255,6 +255,7 @@ public sealed partial class PpoTrainer : IDisposable
         var sums = new double[9];
         int steps = 0, epochs = 0, skipped = 0;
         double firstRatioMean = double.NaN, firstRatioMax = double.NaN;
+        var policyLossOptions = new PolicyLossOptions(_config.Cliprange);              // PPO: symmetric clip, token mean
         for (int epoch = 0; epoch < _config.NumPpoEpochs; epoch++)
         {
             using var order = randperm(e.Sequences.shape[0], generator: _generator).to(e.Sequences.device);
@@ -267,7 +268,7 @@ public sealed partial class PpoTrainer : IDisposable
                 var (logits, hidden, positions) = ResponseScoring.Forward(_actor, m.Sequences, m.AttentionMask, p, _config.Temperature);   // (M, N, V)
                 var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
                 var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
-                var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, m.ResponseMask, _config.Cliprange);
+                var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, m.ResponseMask, policyLossOptions);
                 var (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues, m.Returns!, m.ResponseMask, _config.CliprangeValue);
                 var entropy = Masked.Mean(LogProbs.Entropy(logits), m.ResponseMask);
                 var loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
