@@ -10,7 +10,7 @@ namespace PpoSharp.Tests;
 public class ReliabilityTests
 {
     /// <summary>Metrics that measure time or memory differ between runs; every other key must match exactly.</summary>
-    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors"];
+    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors", "elapsed_seconds"];
 
     private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
     private static string Prompts => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile);
@@ -73,10 +73,17 @@ public class ReliabilityTests
         Assert.Equal("step-000003", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
         Assert.Equal(3, Rows(dir).Count);
 
+        double beforeResume = Rows(dir)[^1]["elapsed_seconds"].GetDouble();
+        PpoResult result;
         using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, TextWriter.Null))
-            resumed.Train(dir, resume: true);
+            result = resumed.Train(dir, resume: true);
         AssertSameMetrics(Uninterrupted.Value, dir);
         Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        // The summary times the whole run: the clock goes on from the interrupted part, not from zero.
+        var elapsed = Rows(dir).Select(r => r["elapsed_seconds"].GetDouble()).ToList();
+        Assert.Equal(elapsed.Order(), elapsed);
+        Assert.True(elapsed[3] > beforeResume, $"row 4 at {elapsed[3]} s, not after the first part's {beforeResume} s");
+        Assert.Equal(elapsed[^1], result.Seconds);
     }
 
     [Fact]
@@ -96,7 +103,7 @@ public class ReliabilityTests
         using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, log))
             resumed.Train(dir, resume: true);
         Assert.Contains("step-000004 is unusable", log.ToString());
-        Assert.Contains("resuming at step 3", log.ToString());
+        Assert.Contains("resuming at iteration 3 of", log.ToString());
         AssertSameMetrics(Uninterrupted.Value, dir);
     }
 

@@ -78,8 +78,7 @@ public sealed partial class PpoTrainer : IDisposable
     /// </summary>
     public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
-        var clock = Stopwatch.StartNew();
-        new ResumableLoop("ppo", _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
+        double seconds = new ResumableLoop("ppo", _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
             Iteration,
             row => $"reward {row["reward_mean"]:F3} kl {row["kl"]:F3} entropy {row["entropy"]:F3}",
             (dir, i) => SaveCheckpoint(dir, i),
@@ -89,7 +88,7 @@ public sealed partial class PpoTrainer : IDisposable
         var rows = MetricsWriter.Read(Path.Combine(outDir, MetricsWriter.FileName));
         int k = Math.Max(1, rows.Count / 10);
         double Mean(IEnumerable<Dictionary<string, System.Text.Json.JsonElement>> r) => r.Average(x => x["reward_mean"].GetDouble());
-        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), rows[^1]["kl"].GetDouble(), clock.Elapsed.TotalSeconds);
+        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), rows[^1]["kl"].GetDouble(), seconds);
     }
 
     private void SaveCheckpoint(string dir, int iteration)

@@ -30,11 +30,17 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
     /// <param name="save">Fills a checkpoint folder with the state after step i.</param>
     /// <param name="restore">Restores a checkpoint folder, returning its step (throws <see cref="PpoSharpException"/> if unusable).</param>
     /// <param name="failure">After each step: a reason to stop, or null.</param>
-    public void Run(bool resume, StopSignal? stop, Func<int, Dictionary<string, object>> step, Func<Dictionary<string, object>, string> status,
+    /// <returns>
+    /// The run's wall-clock seconds, earlier processes included: each row gets <c>elapsed_seconds</c>, counted on from
+    /// the last row kept at a resume, so a resumed run's summary times the whole run, not only its last part.
+    /// </returns>
+    public double Run(bool resume, StopSignal? stop, Func<int, Dictionary<string, object>> step, Func<Dictionary<string, object>, string> status,
         Action<string, int> save, Func<string, int> restore, Func<string?> failure)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         Directory.CreateDirectory(OutDir);
         int start = 1;
+        double before = 0;
         if (resume)
         {
             start = Checkpoints.Resume(OutDir, Log, dir =>
@@ -43,14 +49,17 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
                 Checkpoints.TruncateMetrics(OutDir, done);
                 return done;
             }) + 1;
-            Log.WriteLine($"{Title}: resuming at step {start} of {Total}");
+            Log.WriteLine($"{Title}: resuming at {Unit} {start} of {Total}");
+            before = ElapsedBefore(Path.Combine(OutDir, MetricsWriter.FileName));
         }
+        double elapsed = before;
         using var metrics = new MetricsWriter(Path.Combine(OutDir, MetricsWriter.FileName));
         ProgressBar.Run(Title, Total, Log, report =>
         {
             for (int i = start; i <= Total; i++)
             {
                 var row = step(i);
+                row[ElapsedKey] = elapsed = before + clock.Elapsed.TotalSeconds;
                 metrics.Write(row);
                 report(i, status(row));
                 var reason = failure();
@@ -63,5 +72,15 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
                     throw new TrainingStoppedException($"{Title}: interrupted after {Unit} {i}; checkpoint written; continue with the same command and --resume", true);
             }
         });
+        return elapsed;
+    }
+
+    public const string ElapsedKey = "elapsed_seconds";
+
+    /// <summary>The last kept row's elapsed_seconds (0 when there is none, e.g. a run from before the key existed).</summary>
+    private static double ElapsedBefore(string metricsPath)
+    {
+        var rows = File.Exists(metricsPath) ? MetricsWriter.Read(metricsPath) : [];
+        return rows.Count > 0 && rows[^1].TryGetValue(ElapsedKey, out var v) && v.ValueKind == System.Text.Json.JsonValueKind.Number ? v.GetDouble() : 0;
     }
 }

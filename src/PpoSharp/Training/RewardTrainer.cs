@@ -73,10 +73,9 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, model, optimizer, _guard);
-        var clock = Stopwatch.StartNew();
         PairEval? eval = null;
         model.train();
-        new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
+        double seconds = new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
                 var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
@@ -93,7 +92,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
         RunDirectory.SaveScalarModel(outDir, model.Backbone, model.Head, model.Offset, tokenizer, config);
         eval ??= Evaluate(model, heldOut.Count > 0 ? heldOut : train, tokenizer.Special.Pad);
-        log.WriteLine($"rm: {config.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
+        log.WriteLine($"rm: {config.Steps} steps in {seconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
         return eval;
     }
 

@@ -104,7 +104,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         double loss = double.NaN;
         double? evalLoss = null;
         model.train();
-        new ResumableLoop("sft", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
+        double seconds = new ResumableLoop("sft", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
                 var batch = run.Batch(train, step);
@@ -125,7 +125,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
             run.Save, run.Restore, () => _guard.Failure);
         model.eval();
         RunDirectory.SavePolicy(outDir, model, tokenizer, config);
-        return new SftResult(config.Steps, loss, evalLoss, clock.Elapsed.TotalSeconds, tokens / clock.Elapsed.TotalSeconds);
+        return new SftResult(config.Steps, loss, evalLoss, seconds, tokens / clock.Elapsed.TotalSeconds);
     }
 
     private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Decoder model, List<SftExample> batch, int pad, int step)
