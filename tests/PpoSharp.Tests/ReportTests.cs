@@ -116,6 +116,40 @@ public class ReportTests
             c => Assert.False(string.IsNullOrWhiteSpace(c.Chart!.YLabel), c.File));
     }
 
+    [Fact]
+    public void Report_OfSinglePpoRun_ShowsItsSettingsAndHeldOutResults()
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), ["""{"iteration":1,"reward_mean":0.5,"kl":0}""", """{"iteration":2,"reward_mean":0.7,"kl":0.2}"""]);
+        File.WriteAllText(Path.Combine(dir, RunDirectory.TrainingFile), """{"kl_coef":0.0421,"critic":"separate"}""");
+        File.WriteAllText(Path.Combine(dir, RunJob.FileName), """{"command":"ppo","config":{"kl_coef":0.0421},"data":"/d/p.jsonl","data_sha256":"feed"}""");
+        var summary = new DemoSummary("ppo --eval", 7, "edit-distance", [new("exact match", "12.5 %", "62.5 %")], []);
+        File.WriteAllText(Path.Combine(dir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<td class=\"k\">kl_coef</td><td>0.0421</td>", html);
+        Assert.Contains("<td class=\"k\">data</td><td>/d/p.jsonl</td>", html);
+        Assert.DoesNotContain("feed", html);
+        Assert.Single(Regex.Matches(html, "62.5 %"));                                          // the run's own summary, once
+    }
+
+    [Fact]
+    public void Report_OfDemoRun_ShowsEachStagesSettingsAndHeldOutResults()
+    {
+        var dir = TestSupport.TempDir();
+        Directory.CreateDirectory(Path.Combine(dir, "sft"));
+        File.WriteAllLines(Path.Combine(dir, "sft", MetricsWriter.FileName),
+            ["""{"step":10,"loss":2.0,"eval_loss":1.75}""", """{"step":20,"loss":1.5}""", """{"step":30,"loss":1.2,"eval_loss":1.3125}"""]);
+        File.WriteAllText(Path.Combine(dir, "sft", RunDirectory.TrainingFile), """{"n_layer":3}""");
+        Directory.CreateDirectory(Path.Combine(dir, "ppo"));
+        File.WriteAllLines(Path.Combine(dir, "ppo", MetricsWriter.FileName), ["""{"iteration":1,"kl":0}"""]);
+        var summary = new DemoSummary("ppo --eval", 7, "exact-match", [new("exact match", "0.0 %", "42.9 %")], []);
+        File.WriteAllText(Path.Combine(dir, "ppo", Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<td class=\"k\">n_layer</td><td>3</td>", html);
+        Assert.Contains("<td>eval_loss</td><td class=\"n\">1.3125</td><td class=\"n\">30</td>", html);
+        Assert.Contains("42.9 %", html[html.IndexOf("<h2>PPO", StringComparison.Ordinal)..]);
+    }
+
     private static List<Dictionary<string, System.Text.Json.JsonElement>> Rows(params string[] lines) =>
         MetricsWriter.Read(TestSupport.WriteLines(TestSupport.TempDir(), "m.jsonl", lines));
 }

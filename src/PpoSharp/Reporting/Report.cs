@@ -7,9 +7,10 @@ namespace PpoSharp.Reporting;
 
 /// <summary>
 /// Writes <c>report.html</c> and <c>plots/*.png</c> into a run directory from its <c>metrics.jsonl</c> files (the run's
-/// own, or those of <c>sft/</c>, <c>rm/</c> and <c>ppo/</c> in a demo run) and the demo's <c>summary.json</c>.
-/// Missing keys leave a plot out, extra keys are ignored; model text is HTML-escaped; the page links only files
-/// inside the run directory, so it opens offline.
+/// own, or those of <c>sft/</c>, <c>rm/</c> and <c>ppo/</c> in a demo run), each run's settings
+/// (<c>job.json</c>, <c>training_config.json</c>) and held-out results (<c>summary.json</c>, the last <c>eval_*</c>
+/// metrics), and the demo's <c>summary.json</c>. Missing keys leave a plot out, extra keys are ignored; model text is
+/// HTML-escaped; the page links only files inside the run directory, so it opens offline.
 /// </summary>
 public static class Report
 {
@@ -60,7 +61,7 @@ public static class Report
         html.Append("<p>Per-step curves are smoothed with a debiased exponential moving average (TensorBoard's smoothing; "
             + "the weight, chosen from the number of points, is in each legend; short curves are not smoothed) over the raw values "
             + "drawn faint; held-out values are drawn unsmoothed, with markers.</p>");
-        AppendSummary(html, Path.Combine(runDir, SummaryFile));
+        if (stages.All(s => s.Dir != runDir)) AppendSummary(html, Path.Combine(runDir, SummaryFile));
         foreach (var (stage, dir) in stages) AppendStage(html, runDir, stage, dir);
         html.Append("</body></html>");
         var path = Path.Combine(runDir, FileName);
@@ -68,11 +69,14 @@ public static class Report
         return path;
     }
 
-    /// <summary>A stage's section: its plots (written to the run's plots/).</summary>
+    /// <summary>A stage's section: its settings, held-out results and plots (written to the run's plots/).</summary>
     private static void AppendStage(StringBuilder html, string runDir, string stage, string dir)
     {
         var rows = ReadRows(Path.Combine(dir, MetricsWriter.FileName));
         html.Append($"<h2>{E(stage.ToUpperInvariant())} ({rows.Count} {(stage == "ppo" ? "iterations" : "steps")})</h2>");
+        AppendSettings(html, dir);
+        AppendSummary(html, Path.Combine(dir, SummaryFile));
+        AppendLastHeldOut(html, rows, XKey(stage));
         var missing = new StringBuilder();
         html.Append("<div class=\"plots\">");
         foreach (var (file, title, chart) in Charts(stage, rows))
@@ -149,16 +153,49 @@ public static class Report
         catch (JsonException) { throw new PpoSharpException($"{where}: not a JSON object"); }
     }
 
+    /// <summary>
+    /// The run's settings as a compact key/value table, three pairs a row: the inputs recorded in <c>job.json</c> (command,
+    /// model, data, rewards; not the hashes) and every key of <c>training_config.json</c>.
+    /// </summary>
+    private static void AppendSettings(StringBuilder html, string dir)
+    {
+        var settings = ReadSettings(Path.Combine(dir, RunJob.FileName))
+            .Where(s => s.Key != "config" && !s.Key.EndsWith("_sha256", StringComparison.Ordinal))
+            .Concat(ReadSettings(Path.Combine(dir, RunDirectory.TrainingFile))).ToList();
+        if (settings.Count == 0) return;
+        html.Append("<h3>Settings</h3><table class=\"settings\">");
+        foreach (var row in settings.Chunk(3))
+            html.Append("<tr>").Append(string.Concat(row.Select(s => $"<td class=\"k\">{E(s.Key)}</td><td>{E(s.Value)}</td>"))).Append("</tr>");
+        html.Append("</table>");
+    }
+
+    /// <summary>A JSON settings file's keys and values (strings as they are, anything else as JSON); none when the file is absent.</summary>
+    private static IEnumerable<(string Key, string Value)> ReadSettings(string path) => !File.Exists(path) ? [] :
+        ParseObject(File.ReadAllText(path), path).Select(p => (p.Key, p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : p.Value.GetRawText()));
+
+    /// <summary>The last logged value of each held-out (<c>eval_*</c>) metric, with the step or iteration it was measured at.</summary>
+    private static void AppendLastHeldOut(StringBuilder html, IReadOnlyList<Dictionary<string, JsonElement>> rows, string xKey)
+    {
+        var keys = rows.SelectMany(r => r.Keys).Where(k => k.StartsWith(Plots.HeldOutPrefix, StringComparison.Ordinal)).Distinct();
+        var last = keys.Select(k => Plots.FromMetrics(rows, xKey, k)).OfType<Series>().ToList();
+        if (last.Count == 0) return;
+        html.Append($"<h3>Held-out metrics (last evaluation)</h3><table><tr><th>metric</th><th>value</th><th>{xKey}</th></tr>");
+        foreach (var s in last)
+            html.Append($"<tr><td>{E(s.Label)}</td><td class=\"n\">{s.Y[^1]:0.####}</td><td class=\"n\">{s.X[^1]}</td></tr>");
+        html.Append("</table>");
+    }
+
+    /// <summary>A <c>summary.json</c>'s held-out comparison (before/after training, greedy) and samples, when the file exists.</summary>
     private static void AppendSummary(StringBuilder html, string path)
     {
         if (!File.Exists(path)) return;
         var summary = JsonSerializer.Deserialize<DemoSummary>(File.ReadAllText(path), Json.Options);
         if (summary is null) return;
-        html.Append($"<p>Task <b>{E(summary.Task)}</b>; {summary.EvalPrompts} held-out prompts, greedy decoding; PPO reward: {E(summary.Reward)}.</p>");
+        html.Append($"<h3>Held-out prompts</h3><p>Task <b>{E(summary.Task)}</b>; {summary.EvalPrompts} held-out prompts, greedy decoding; reward: {E(summary.Reward)}.</p>");
         html.Append("<table><tr><th>metric</th><th>SFT</th><th>PPO</th></tr>");
         foreach (var (name, sft, ppo) in summary.Table)
             html.Append($"<tr><td>{E(name)}</td><td class=\"n\">{E(sft)}</td><td class=\"n\">{E(ppo)}</td></tr>");
-        html.Append("</table><h2>Samples</h2><table><tr><th>prompt</th><th>solution</th><th>SFT</th><th>PPO</th></tr>");
+        html.Append("</table><h3>Samples</h3><table><tr><th>prompt</th><th>solution</th><th>SFT</th><th>PPO</th></tr>");
         foreach (var s in summary.Samples)
             html.Append($"<tr><td>{E(s.Prompt)}</td><td>{E(s.Solution)}</td><td class=\"{(s.SftOk ? "ok" : "no")}\">{E(s.Sft)}</td><td class=\"{(s.PpoOk ? "ok" : "no")}\">{E(s.Ppo)}</td></tr>");
         html.Append("</table>");
