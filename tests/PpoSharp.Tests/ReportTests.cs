@@ -150,6 +150,19 @@ public class ReportTests
         Assert.Contains("42.9 %", html[html.IndexOf("<h2>PPO", StringComparison.Ordinal)..]);
     }
 
+    [Theory]
+    [InlineData(RunDirectory.ConfigFile, """{"architectures":["GPT2WithMlpScoreHead"]}""")]
+    [InlineData(RunDirectory.ConfigFile, """{"architectures":["Qwen2ForSequenceClassification"]}""")]
+    [InlineData(RunJob.FileName, """{"command":"rm","config":{}}""")]
+    public void Report_OfSingleRewardModelRun_DrawsTheRewardModelPlots(string file, string json)
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), ["""{"step":1,"loss":0.7,"accuracy":0.5}"""]);
+        File.WriteAllText(Path.Combine(dir, file), json);
+        Assert.Contains("<h2>RM (1 steps)</h2>", File.ReadAllText(Report.Write(dir)));
+        Assert.True(File.Exists(Path.Combine(dir, Report.PlotDir, "rm_accuracy.png")));
+    }
+
     private static List<Dictionary<string, System.Text.Json.JsonElement>> Rows(params string[] lines) =>
         MetricsWriter.Read(TestSupport.WriteLines(TestSupport.TempDir(), "m.jsonl", lines));
 }

@@ -125,10 +125,17 @@ public static class Report
         return list;
     }
 
+    /// <summary>
+    /// A single run's stage: the command recorded in its job.json; without one, rm for a score-head model in config.json
+    /// (*ForSequenceClassification, or the built-in model's *WithMlpScoreHead), ppo for metrics by iteration, else sft.
+    /// </summary>
     private static string GuessStage(string runDir, string metricsPath)
     {
+        var command = ReadSettings(Path.Combine(runDir, RunJob.FileName)).FirstOrDefault(s => s.Key == "command").Value;
+        if (command is "sft" or "rm" or "ppo") return command;
         var configPath = Path.Combine(runDir, RunDirectory.ConfigFile);
-        if (File.Exists(configPath) && File.ReadAllText(configPath).Contains("ForSequenceClassification", StringComparison.Ordinal)) return "rm";
+        var config = File.Exists(configPath) ? File.ReadAllText(configPath) : "";
+        if (config.Contains("ForSequenceClassification", StringComparison.Ordinal) || config.Contains("WithMlpScoreHead", StringComparison.Ordinal)) return "rm";
         var first = File.ReadLines(metricsPath).FirstOrDefault() ?? "";
         return first.Contains("\"iteration\"", StringComparison.Ordinal) ? "ppo" : "sft";
     }
