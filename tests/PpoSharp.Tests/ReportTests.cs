@@ -23,7 +23,12 @@ public class ReportTests
         Assert.True(File.Exists(Path.Combine(dir, "plots", "ppo_entropy.png")));
         Assert.False(File.Exists(Path.Combine(dir, "plots", "ppo_value_loss.png")));
         Assert.Contains("value loss: not in the metrics.", html);
-        Assert.Equal(0x89, File.ReadAllBytes(Path.Combine(dir, "plots", "ppo_kl.png"))[0]);       // PNG signature
+        Assert.All(Directory.GetFiles(Path.Combine(dir, Report.PlotDir)), png =>
+        {
+            using var bitmap = SkiaSharp.SKBitmap.Decode(png);                                  // null unless a readable image
+            Assert.True(bitmap is { Width: > 0, Height: > 0 }, png);
+            Assert.Equal(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }, File.ReadAllBytes(png)[..8]);   // PNG signature
+        });
     }
 
     [Fact]
@@ -68,4 +73,96 @@ public class ReportTests
         File.WriteAllText(Path.Combine(dir, MetricsWriter.FileName), "{\"step\":1}\nnot json\n");
         Assert.Equal($"{Path.Combine(dir, MetricsWriter.FileName)}:2: not a JSON object", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
     }
+
+    [Fact]
+    public void Smooth_IsTheDebiasedExponentialMovingAverage()
+    {
+        // w = 0.5: m = 0.5, 1.25, 2.125; debiased by 1 - 0.5^i = 0.5, 0.75, 0.875 -> 1, 5/3, 17/7
+        var smoothed = Plots.Smooth([1, 2, 3], 0.5);
+        Assert.Equal([1, 5.0 / 3, 17.0 / 7], smoothed, (a, b) => Math.Abs(a - b) < 1e-12);
+        Assert.Equal([4.0, -1, 2], Plots.Smooth([4, -1, 2], 0));
+        Assert.Equal(0, Plots.SmoothingWeight(20));
+        Assert.Equal(0.6, Plots.SmoothingWeight(50));
+        Assert.Equal(0.9, Plots.SmoothingWeight(5000));
+    }
+
+    [Fact]
+    public void RewardPlot_PutsGoldOnARightAxis_OnlyBesideTheProxyReward()
+    {
+        var both = Rows("""{"iteration":1,"reward_mean":-1.3,"gold_reward_mean":0.1}""", """{"iteration":2,"reward_mean":7.8,"gold_reward_mean":0.2}""");
+        var chart = RewardChart(both);
+        Assert.Contains("right axis", chart.Title);
+        Assert.Equal([false, true], chart.Series.Select(s => s.RightAxis));
+        Assert.Contains("gold", chart.RightYLabel);
+
+        var goldOnly = RewardChart(Rows("""{"iteration":1,"gold_reward_mean":0.1}"""));
+        Assert.False(Assert.Single(goldOnly.Series).RightAxis);
+        Assert.Null(goldOnly.RightYLabel);
+        Assert.Contains("gold", goldOnly.YLabel);
+        Assert.DoesNotContain("right axis", goldOnly.Title);
+
+        static Chart RewardChart(List<Dictionary<string, System.Text.Json.JsonElement>> rows) =>
+            Report.Charts("ppo", rows).Single(c => c.File == "ppo_reward.png").Chart!;
+    }
+
+    [Fact]
+    public void HeldOutSeries_AreMarkedSoTheyAreNotSmoothed_AndEveryPlotHasAYLabel()
+    {
+        var rows = Rows("""{"step":1,"loss":2.0}""", """{"step":2,"loss":1.5,"eval_loss":1.6}""");
+        var chart = Report.Charts("sft", rows).Single().Chart!;
+        Assert.Equal([false, true], chart.Series.Select(s => s.HeldOut));
+        var ppo = Rows("""{"iteration":1,"reward_mean":1,"kl":1,"entropy":1,"clipfrac":0.1,"value_loss":1,"explained_variance":0.5}""");
+        Assert.All(Report.Charts("ppo", ppo).Concat(Report.Charts("rm", Rows("""{"step":1,"loss":1,"accuracy":0.5}"""))),
+            c => Assert.False(string.IsNullOrWhiteSpace(c.Chart!.YLabel), c.File));
+    }
+
+    [Fact]
+    public void Report_OfSinglePpoRun_ShowsItsSettingsAndHeldOutResults()
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), ["""{"iteration":1,"reward_mean":0.5,"kl":0}""", """{"iteration":2,"reward_mean":0.7,"kl":0.2}"""]);
+        File.WriteAllText(Path.Combine(dir, RunDirectory.TrainingFile), """{"kl_coef":0.0421,"critic":"separate"}""");
+        File.WriteAllText(Path.Combine(dir, RunJob.FileName), """{"command":"ppo","config":{"kl_coef":0.0421},"data":"/d/p.jsonl","data_sha256":"feed"}""");
+        var summary = new DemoSummary("ppo --eval", 7, "edit-distance", [new("exact match", "12.5 %", "62.5 %")], []);
+        File.WriteAllText(Path.Combine(dir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<td class=\"k\">kl_coef</td><td>0.0421</td>", html);
+        Assert.Contains("<td class=\"k\">data</td><td>/d/p.jsonl</td>", html);
+        Assert.DoesNotContain("feed", html);
+        Assert.Single(Regex.Matches(html, "62.5 %"));                                          // the run's own summary, once
+    }
+
+    [Fact]
+    public void Report_OfDemoRun_ShowsEachStagesSettingsAndHeldOutResults()
+    {
+        var dir = TestSupport.TempDir();
+        Directory.CreateDirectory(Path.Combine(dir, "sft"));
+        File.WriteAllLines(Path.Combine(dir, "sft", MetricsWriter.FileName),
+            ["""{"step":10,"loss":2.0,"eval_loss":1.75}""", """{"step":20,"loss":1.5}""", """{"step":30,"loss":1.2,"eval_loss":1.3125}"""]);
+        File.WriteAllText(Path.Combine(dir, "sft", RunDirectory.TrainingFile), """{"n_layer":3}""");
+        Directory.CreateDirectory(Path.Combine(dir, "ppo"));
+        File.WriteAllLines(Path.Combine(dir, "ppo", MetricsWriter.FileName), ["""{"iteration":1,"kl":0}"""]);
+        var summary = new DemoSummary("ppo --eval", 7, "exact-match", [new("exact match", "0.0 %", "42.9 %")], []);
+        File.WriteAllText(Path.Combine(dir, "ppo", Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<td class=\"k\">n_layer</td><td>3</td>", html);
+        Assert.Contains("<td>eval_loss</td><td class=\"n\">1.3125</td><td class=\"n\">30</td>", html);
+        Assert.Contains("42.9 %", html[html.IndexOf("<h2>PPO", StringComparison.Ordinal)..]);
+    }
+
+    [Theory]
+    [InlineData(RunDirectory.ConfigFile, """{"architectures":["GPT2WithMlpScoreHead"]}""")]
+    [InlineData(RunDirectory.ConfigFile, """{"architectures":["Qwen2ForSequenceClassification"]}""")]
+    [InlineData(RunJob.FileName, """{"command":"rm","config":{}}""")]
+    public void Report_OfSingleRewardModelRun_DrawsTheRewardModelPlots(string file, string json)
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), ["""{"step":1,"loss":0.7,"accuracy":0.5}"""]);
+        File.WriteAllText(Path.Combine(dir, file), json);
+        Assert.Contains("<h2>RM (1 steps)</h2>", File.ReadAllText(Report.Write(dir)));
+        Assert.True(File.Exists(Path.Combine(dir, Report.PlotDir, "rm_accuracy.png")));
+    }
+
+    private static List<Dictionary<string, System.Text.Json.JsonElement>> Rows(params string[] lines) =>
+        MetricsWriter.Read(TestSupport.WriteLines(TestSupport.TempDir(), "m.jsonl", lines));
 }

@@ -7,33 +7,42 @@ namespace PpoSharp.Reporting;
 
 /// <summary>
 /// Writes <c>report.html</c> and <c>plots/*.png</c> into a run directory from its <c>metrics.jsonl</c> files (the run's
-/// own, or those of <c>sft/</c>, <c>rm/</c> and <c>ppo/</c> in a demo run) and the demo's <c>summary.json</c>.
-/// Missing keys leave a plot out, extra keys are ignored; model text is HTML-escaped; the page links only files
-/// inside the run directory, so it opens offline.
+/// own, or those of <c>sft/</c>, <c>rm/</c> and <c>ppo/</c> in a demo run), each run's settings
+/// (<c>job.json</c>, <c>training_config.json</c>) and held-out results (<c>summary.json</c>, the last <c>eval_*</c>
+/// metrics), and the demo's <c>summary.json</c>. Missing keys leave a plot out, extra keys are ignored; model text is
+/// HTML-escaped; the page links only files inside the run directory, so it opens offline.
 /// </summary>
 public static class Report
 {
     public const string FileName = "report.html", SummaryFile = "summary.json", PlotDir = "plots";
 
-    /// <summary>A plot: file name, title, and the (metric key, label) lines it draws.</summary>
-    private sealed record PlotSpec(string File, string Title, (string Key, string Label)[] Lines);
+    /// <summary>
+    /// A plot: file name, title, y-axis label, the (metric key, label) lines on the left axis, and an optional line on a
+    /// right axis of its own (a metric on another scale, such as the gold reward beside a reward model's score).
+    /// </summary>
+    private sealed record PlotSpec(string File, string Title, string YLabel, (string Key, string Label)[] Lines,
+        (string Key, string Label, string YLabel)? Right = null);
 
     private static readonly PlotSpec[] PpoPlots =
     [
-        new("ppo_reward.png", "PPO reward (mean score of sampled responses)", [("reward_mean", "reward"), ("gold_reward_mean", "gold reward")]),
-        new("ppo_kl.png", "KL to the reference (nats per sequence)", [("kl", "kl")]),
-        new("ppo_entropy.png", "policy entropy (nats per token)", [("entropy", "entropy")]),
-        new("ppo_clipfrac.png", "clip fraction", [("clipfrac", "ratio clipped"), ("value_clipfrac", "value clipped")]),
-        new("ppo_value_loss.png", "value loss", [("value_loss", "value loss")]),
-        new("ppo_explained_variance.png", "explained variance of the critic", [("explained_variance", "explained variance")]),
+        new("ppo_reward.png", "PPO reward", "reward_mean (score per response)", [("reward_mean", "reward")],
+            ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
+        new("ppo_kl.png", "KL to the reference", "nats per sequence", [("kl", "kl")]),
+        new("ppo_entropy.png", "policy entropy", "nats per token", [("entropy", "entropy")]),
+        new("ppo_clipfrac.png", "clip fraction", "share of tokens clipped", [("clipfrac", "ratio clipped"), ("value_clipfrac", "value clipped")]),
+        new("ppo_value_loss.png", "value loss", "1/2 squared error per token", [("value_loss", "value loss")]),
+        new("ppo_explained_variance.png", "explained variance of the critic", "1 - Var(R - V) / Var(R)",
+            [("explained_variance", "explained variance")]),
     ];
 
-    private static readonly PlotSpec[] SftPlots = [new("sft_loss.png", "SFT loss", [("loss", "train"), ("eval_loss", "held out")])];
+    private static readonly PlotSpec[] SftPlots =
+        [new("sft_loss.png", "SFT loss", "cross-entropy (nats per token)", [("loss", "train"), ("eval_loss", "held out")])];
 
     private static readonly PlotSpec[] RmPlots =
     [
-        new("rm_loss.png", "reward-model loss", [("loss", "train"), ("eval_loss", "held out")]),
-        new("rm_accuracy.png", "reward-model pair accuracy", [("accuracy", "train"), ("eval_accuracy", "held out")]),
+        new("rm_loss.png", "reward-model loss", "Bradley-Terry loss (nats per pair)", [("loss", "train"), ("eval_loss", "held out")]),
+        new("rm_accuracy.png", "reward-model pair accuracy", "accuracy (share of pairs ranked right)",
+            [("accuracy", "train"), ("eval_accuracy", "held out")]),
     ];
 
     public static string Write(string runDir)
@@ -41,57 +50,92 @@ public static class Report
         if (!Directory.Exists(runDir)) throw new PpoSharpException($"{runDir}: run directory not found");
         var stages = Stages(runDir);
         if (stages.Count == 0) throw new PpoSharpException($"{runDir}: no metrics.jsonl here or in sft/, rm/, ppo/");
-        var plotDir = Path.Combine(runDir, PlotDir);
-        Directory.CreateDirectory(plotDir);
+        Directory.CreateDirectory(Path.Combine(runDir, PlotDir));
         var html = new StringBuilder();
         html.Append($"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>PpoSharp report: {E(Path.GetFileName(Path.GetFullPath(runDir)))}</title>");
         html.Append("<style>body{font-family:sans-serif;max-width:1340px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
-            + "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}td.n{text-align:right}img{width:640px;margin:4px}.ok{color:#070}.no{color:#a00}</style></head><body>");
+            + "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;overflow-wrap:anywhere}td.n{text-align:right}td.k{color:#555}"
+            + ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}.plots img{width:100%;height:auto}"
+            + ".ok{color:#070}.no{color:#a00}</style></head><body>");
         html.Append($"<h1>PpoSharp run: {E(runDir)}</h1>");
-        AppendSummary(html, Path.Combine(runDir, SummaryFile));
-        foreach (var (stage, metricsPath) in stages)
-        {
-            var rows = ReadRows(metricsPath);
-            var specs = stage switch { "ppo" => PpoPlots, "rm" => RmPlots, _ => SftPlots };
-            string xKey = stage == "ppo" ? "iteration" : "step";
-            html.Append($"<h2>{E(stage.ToUpperInvariant())} ({rows.Count} {(stage == "ppo" ? "iterations" : "steps")})</h2><div>");
-            foreach (var spec in specs)
-            {
-                var series = spec.Lines.Select(l => Plots.FromMetrics(rows, xKey, l.Key, l.Label)).OfType<Series>().ToList();
-                if (series.Count == 0)
-                {
-                    html.Append($"<p>{E(spec.Title)}: not in the metrics.</p>");
-                    continue;
-                }
-                Plots.Line(Path.Combine(plotDir, spec.File), spec.Title, xKey, series);
-                html.Append($"<img src=\"{PlotDir}/{spec.File}\" alt=\"{E(spec.Title)}\">");
-            }
-            html.Append("</div>");
-        }
+        html.Append("<p>Per-step curves are smoothed with a debiased exponential moving average (TensorBoard's smoothing; "
+            + "the weight, chosen from the number of points, is in each legend; short curves are not smoothed) over the raw values "
+            + "drawn faint; held-out values are drawn unsmoothed, with markers.</p>");
+        if (stages.All(s => s.Dir != runDir)) AppendSummary(html, Path.Combine(runDir, SummaryFile));
+        foreach (var (stage, dir) in stages) AppendStage(html, runDir, stage, dir);
         html.Append("</body></html>");
         var path = Path.Combine(runDir, FileName);
         File.WriteAllText(path, html.ToString());
         return path;
     }
 
-    /// <summary>(stage, metrics file) pairs: a demo run's sft/rm/ppo, or the directory's own metrics (stage from config.json).</summary>
-    private static List<(string Stage, string Path)> Stages(string runDir)
+    /// <summary>A stage's section: its settings, held-out results and plots (written to the run's plots/).</summary>
+    private static void AppendStage(StringBuilder html, string runDir, string stage, string dir)
     {
-        var list = new List<(string, string)>();
-        foreach (var stage in new[] { "sft", "rm", "ppo" })
+        var rows = ReadRows(Path.Combine(dir, MetricsWriter.FileName));
+        html.Append($"<h2>{E(stage.ToUpperInvariant())} ({rows.Count} {(stage == "ppo" ? "iterations" : "steps")})</h2>");
+        AppendSettings(html, dir);
+        AppendSummary(html, Path.Combine(dir, SummaryFile));
+        AppendLastHeldOut(html, rows, XKey(stage));
+        var missing = new StringBuilder();
+        html.Append("<div class=\"plots\">");
+        foreach (var (file, title, chart) in Charts(stage, rows))
         {
-            var p = Path.Combine(runDir, stage, MetricsWriter.FileName);
-            if (File.Exists(p)) list.Add((stage, p));
+            if (chart is null)
+            {
+                missing.Append($"<p>{E(title)}: not in the metrics.</p>");
+                continue;
+            }
+            Plots.Draw(Path.Combine(runDir, PlotDir, file), chart);
+            html.Append($"<img src=\"{PlotDir}/{file}\" alt=\"{E(chart.Title)}\">");
         }
+        html.Append("</div>").Append(missing);
+    }
+
+    private static string XKey(string stage) => stage == "ppo" ? "iteration" : "step";
+
+    /// <summary>Each plot of <paramref name="stage"/> as (file, title, chart); the chart is null when none of its metrics was logged.</summary>
+    internal static IEnumerable<(string File, string Title, Chart? Chart)> Charts(string stage, IReadOnlyList<Dictionary<string, JsonElement>> rows)
+    {
+        var specs = stage switch { "ppo" => PpoPlots, "rm" => RmPlots, _ => SftPlots };
+        return specs.Select(spec => (spec.File, spec.Title, ChartOf(spec, rows, XKey(stage))));
+    }
+
+    /// <summary>
+    /// The chart of <paramref name="spec"/>: its logged lines on the left axis and, when both exist, the right line on the
+    /// right axis (said in the title); a right line without left ones is drawn alone, as is, on the left axis.
+    /// </summary>
+    private static Chart? ChartOf(PlotSpec spec, IReadOnlyList<Dictionary<string, JsonElement>> rows, string xKey)
+    {
+        var left = spec.Lines.Select(l => Plots.FromMetrics(rows, xKey, l.Key, l.Label)).OfType<Series>().ToList();
+        if (spec.Right is not { } r || Plots.FromMetrics(rows, xKey, r.Key, r.Label) is not { } right)
+            return left.Count == 0 ? null : new Chart(spec.Title, xKey, spec.YLabel, left);
+        if (left.Count == 0) return new Chart(spec.Title, xKey, r.YLabel, [right]);
+        return new Chart($"{spec.Title}; {r.Label} on the right axis", xKey, spec.YLabel,
+            [.. left, right with { Label = $"{r.Label}, right axis", RightAxis = true }], r.YLabel);
+    }
+
+    /// <summary>(stage, directory) pairs: a demo run's sft/rm/ppo, or the directory itself (stage from config.json and the metrics).</summary>
+    private static List<(string Stage, string Dir)> Stages(string runDir)
+    {
+        var list = new[] { "sft", "rm", "ppo" }.Select(stage => (stage, Path.Combine(runDir, stage)))
+            .Where(s => File.Exists(Path.Combine(s.Item2, MetricsWriter.FileName))).ToList();
         var own = Path.Combine(runDir, MetricsWriter.FileName);
-        if (list.Count == 0 && File.Exists(own)) list.Add((GuessStage(runDir, own), own));
+        if (list.Count == 0 && File.Exists(own)) list.Add((GuessStage(runDir, own), runDir));
         return list;
     }
 
+    /// <summary>
+    /// A single run's stage: the command recorded in its job.json; without one, rm for a score-head model in config.json
+    /// (*ForSequenceClassification, or the built-in model's *WithMlpScoreHead), ppo for metrics by iteration, else sft.
+    /// </summary>
     private static string GuessStage(string runDir, string metricsPath)
     {
+        var command = ReadSettings(Path.Combine(runDir, RunJob.FileName)).FirstOrDefault(s => s.Key == "command").Value;
+        if (command is "sft" or "rm" or "ppo") return command;
         var configPath = Path.Combine(runDir, RunDirectory.ConfigFile);
-        if (File.Exists(configPath) && File.ReadAllText(configPath).Contains("ForSequenceClassification", StringComparison.Ordinal)) return "rm";
+        var config = File.Exists(configPath) ? File.ReadAllText(configPath) : "";
+        if (config.Contains("ForSequenceClassification", StringComparison.Ordinal) || config.Contains("WithMlpScoreHead", StringComparison.Ordinal)) return "rm";
         var first = File.ReadLines(metricsPath).FirstOrDefault() ?? "";
         return first.Contains("\"iteration\"", StringComparison.Ordinal) ? "ppo" : "sft";
     }
@@ -104,23 +148,61 @@ public static class Report
         foreach (var line in File.ReadLines(path))
         {
             n++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            try { rows.Add(JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(line) ?? throw new JsonException("null")); }
-            catch (JsonException) { throw new PpoSharpException($"{path}:{n}: not a JSON object"); }
+            if (!string.IsNullOrWhiteSpace(line)) rows.Add(ParseObject(line, $"{path}:{n}"));
         }
         return rows;
     }
 
+    /// <summary>A JSON object's members; anything else is an error naming <paramref name="where"/>.</summary>
+    private static Dictionary<string, JsonElement> ParseObject(string json, string where)
+    {
+        try { return JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(json) ?? throw new JsonException("null"); }
+        catch (JsonException) { throw new PpoSharpException($"{where}: not a JSON object"); }
+    }
+
+    /// <summary>
+    /// The run's settings as a compact key/value table, three pairs a row: the inputs recorded in <c>job.json</c> (command,
+    /// model, data, rewards; not the hashes) and every key of <c>training_config.json</c>.
+    /// </summary>
+    private static void AppendSettings(StringBuilder html, string dir)
+    {
+        var settings = ReadSettings(Path.Combine(dir, RunJob.FileName))
+            .Where(s => s.Key != "config" && !s.Key.EndsWith("_sha256", StringComparison.Ordinal))
+            .Concat(ReadSettings(Path.Combine(dir, RunDirectory.TrainingFile))).ToList();
+        if (settings.Count == 0) return;
+        html.Append("<h3>Settings</h3><table class=\"settings\">");
+        foreach (var row in settings.Chunk(3))
+            html.Append("<tr>").Append(string.Concat(row.Select(s => $"<td class=\"k\">{E(s.Key)}</td><td>{E(s.Value)}</td>"))).Append("</tr>");
+        html.Append("</table>");
+    }
+
+    /// <summary>A JSON settings file's keys and values (strings as they are, anything else as JSON); none when the file is absent.</summary>
+    private static IEnumerable<(string Key, string Value)> ReadSettings(string path) => !File.Exists(path) ? [] :
+        ParseObject(File.ReadAllText(path), path).Select(p => (p.Key, p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : p.Value.GetRawText()));
+
+    /// <summary>The last logged value of each held-out (<c>eval_*</c>) metric, with the step or iteration it was measured at.</summary>
+    private static void AppendLastHeldOut(StringBuilder html, IReadOnlyList<Dictionary<string, JsonElement>> rows, string xKey)
+    {
+        var keys = rows.SelectMany(r => r.Keys).Where(k => k.StartsWith(Plots.HeldOutPrefix, StringComparison.Ordinal)).Distinct();
+        var last = keys.Select(k => Plots.FromMetrics(rows, xKey, k)).OfType<Series>().ToList();
+        if (last.Count == 0) return;
+        html.Append($"<h3>Held-out metrics (last evaluation)</h3><table><tr><th>metric</th><th>value</th><th>{xKey}</th></tr>");
+        foreach (var s in last)
+            html.Append($"<tr><td>{E(s.Label)}</td><td class=\"n\">{s.Y[^1]:0.####}</td><td class=\"n\">{s.X[^1]}</td></tr>");
+        html.Append("</table>");
+    }
+
+    /// <summary>A <c>summary.json</c>'s held-out comparison (before/after training, greedy) and samples, when the file exists.</summary>
     private static void AppendSummary(StringBuilder html, string path)
     {
         if (!File.Exists(path)) return;
         var summary = JsonSerializer.Deserialize<DemoSummary>(File.ReadAllText(path), Json.Options);
         if (summary is null) return;
-        html.Append($"<p>Task <b>{E(summary.Task)}</b>; {summary.EvalPrompts} held-out prompts, greedy decoding; PPO reward: {E(summary.Reward)}.</p>");
+        html.Append($"<h3>Held-out prompts</h3><p>Task <b>{E(summary.Task)}</b>; {summary.EvalPrompts} held-out prompts, greedy decoding; reward: {E(summary.Reward)}.</p>");
         html.Append("<table><tr><th>metric</th><th>SFT</th><th>PPO</th></tr>");
         foreach (var (name, sft, ppo) in summary.Table)
             html.Append($"<tr><td>{E(name)}</td><td class=\"n\">{E(sft)}</td><td class=\"n\">{E(ppo)}</td></tr>");
-        html.Append("</table><h2>Samples</h2><table><tr><th>prompt</th><th>solution</th><th>SFT</th><th>PPO</th></tr>");
+        html.Append("</table><h3>Samples</h3><table><tr><th>prompt</th><th>solution</th><th>SFT</th><th>PPO</th></tr>");
         foreach (var s in summary.Samples)
             html.Append($"<tr><td>{E(s.Prompt)}</td><td>{E(s.Solution)}</td><td class=\"{(s.SftOk ? "ok" : "no")}\">{E(s.Sft)}</td><td class=\"{(s.PpoOk ? "ok" : "no")}\">{E(s.Ppo)}</td></tr>");
         html.Append("</table>");
