@@ -25,7 +25,7 @@ public static class Cli
         var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
         var threads = new Option<int?>("--threads")
         {
-            Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core); fewer leave room for other jobs",
+            Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns",
             Recursive = true,
         };
         root.Options.Add(threads);
@@ -44,7 +44,7 @@ public static class Cli
         }
         try
         {
-            torch.set_num_threads(CpuThreads.Resolve(parsed.GetValue(threads)));
+            CpuThreads.Configure(parsed.GetValue(threads));
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (TrainingStoppedException e)
@@ -256,8 +256,7 @@ internal static partial class Commands
                 PpoSharp.Benchmarks.Bench.RunAsCopy(output, Console.In);
                 return 0;
             }
-            int threads = torch.get_num_threads();
-            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output, () => PpoSharp.Benchmarks.Bench.StartCopy(threads));
+            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output, PpoSharp.Benchmarks.Bench.StartCopy);
             PpoSharp.Benchmarks.Bench.Print(figures, output);
             if (r.GetValue(json) is string path) File.WriteAllText(path, JsonSerializer.Serialize(figures, Json.Options));
             return 0;

@@ -1,5 +1,3 @@
-using PpoSharp;
 using PpoSharp.Cli;
 
-CpuThreads.PrepareOpenMp(); // before the first torch call loads libtorch
 return Cli.Run(args);

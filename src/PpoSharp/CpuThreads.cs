@@ -1,50 +1,106 @@
-using System.Runtime.InteropServices;
+using System.Diagnostics;
+using static TorchSharp.torch;
 
 namespace PpoSharp;
 
 /// <summary>
-/// How torch's CPU threads behave beside other jobs. libtorch's thread pool is GNU OpenMP (libgomp): a thread that
-/// finishes its share of a parallel region spins, by default for 300,000 iterations, before it sleeps. Alone that
-/// saves a wake-up per region; beside another process that does the same, each spinning thread burns the core the
-/// other process's straggler needs, and two runs on two cores each took 4.8x their time alone. A short spin keeps
-/// nearly all of the speed alone and lets the cores go to whoever has work. libgomp reads its settings once, when
-/// libtorch is loaded, so <see cref="PrepareOpenMp"/> must run before the first torch call.
+/// How many CPU threads torch uses, beside other jobs. libtorch's threads (GNU OpenMP) spin while they wait for each
+/// other, which is fast alone; but when another process wants the same cores, a spinning thread burns the core its
+/// descheduled partner needs, and two runs that each use every core took 4.8x to 10x their time alone (fair share:
+/// 2x). A shorter spin would cure that and cost a small model's batch-1 generation half its speed alone.
+/// <para>
+/// So the thread count follows the machine instead: with no <c>--threads</c> and no <c>PPOSHARP_THREADS</c>, a run
+/// starts on every core and, at step boundaries, gives up as many threads as other processes keep cores busy (and takes
+/// them back when they stop). On an idle machine nothing changes. A fixed count (the option or the variable) never
+/// changes: use it for bit-identical reruns, since float sums split over another number of threads differ in their
+/// last bits. The generation workers always follow the budget, not the current count, so the samples of a seed never
+/// depend on the load.
+/// </para>
 /// </summary>
 public static class CpuThreads
 {
     /// <summary>The environment variable that sets the thread count when --threads is not given.</summary>
     public const string ThreadsVariable = "PPOSHARP_THREADS";
 
-    /// <summary>libgomp's spin count before a waiting thread sleeps (its own default is 300,000).</summary>
-    public const string SpinVariable = "GOMP_SPINCOUNT";
+    /// <summary>Seconds between two looks at the machine's load (shorter windows are noise at 10 ms ticks).</summary>
+    public const double WindowSeconds = 1.0;
 
-    /// <summary>PpoSharp's spin count: measured in the README's "Beside other jobs" table.</summary>
-    public const int DefaultSpinCount = 10_000;
+    private static int? _budget;
+    private static bool _adaptive;
+    private static CpuSample? _last;
+
+    /// <summary>The most threads this process uses: as configured, else torch's current count (library use).</summary>
+    public static int Budget => _budget ?? get_num_threads();
+
+    /// <summary>Whether the count follows the load (no fixed count was given).</summary>
+    public static bool Adaptive => _adaptive;
 
     /// <summary>
-    /// Sets GOMP_SPINCOUNT to <see cref="DefaultSpinCount"/> unless the user set it or OMP_WAIT_POLICY. It is set in the
-    /// C library's environment, which libgomp reads (.NET's Environment.SetEnvironmentVariable does not reach it on Linux).
-    /// Returns whether it was set.
+    /// --threads, else PPOSHARP_THREADS (both fixed), else every core (adaptive); sets torch's count. A value below 1,
+    /// or a variable that is not a whole number, is a user error.
     /// </summary>
-    public static bool PrepareOpenMp()
-    {
-        if (!OperatingSystem.IsLinux() || getenv(SpinVariable) != 0 || getenv("OMP_WAIT_POLICY") != 0) return false;
-        return setenv(SpinVariable, DefaultSpinCount.ToString(System.Globalization.CultureInfo.InvariantCulture), 0) == 0;
-    }
-
-    /// <summary>--threads, else PPOSHARP_THREADS, else every core; a value below 1 is a user error.</summary>
-    public static int Resolve(int? option)
+    public static int Configure(int? option)
     {
         var env = Environment.GetEnvironmentVariable(ThreadsVariable);
         int? fromEnv = env is null ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
         int threads = option ?? fromEnv ?? Environment.ProcessorCount;
         if (threads < 1) throw new PpoSharpException($"{(option is null ? ThreadsVariable : "--threads")} must be at least 1 (got {threads})");
+        (_budget, _adaptive, _last) = (threads, option is null && fromEnv is null && OperatingSystem.IsLinux(), null);
+        set_num_threads(threads);
         return threads;
     }
 
-    [DllImport("libc")]
-    private static extern nint getenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+    /// <summary>
+    /// Called on the training thread between steps: once per <see cref="WindowSeconds"/>, sets torch's count to
+    /// <see cref="Share"/> of the cores that other processes left idle. No-op for a fixed count. Returns the count.
+    /// </summary>
+    public static int Adapt()
+    {
+        if (!_adaptive) return get_num_threads();
+        var now = CpuSample.Read();
+        if (_last is null || now.Seconds - _last.Seconds < WindowSeconds)
+        {
+            _last ??= now;
+            return get_num_threads();
+        }
+        int threads = Share(Budget, now.OtherBusyCores(_last));
+        _last = now;
+        if (threads != get_num_threads()) set_num_threads(threads);
+        return threads;
+    }
 
-    [DllImport("libc")]
-    private static extern int setenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
+    /// <summary>
+    /// Threads to use when other processes keep <paramref name="otherBusyCores"/> cores busy: the budget less those
+    /// cores, rounded to the nearest whole core (so a passing 0.3 of a core takes nothing), and at least one.
+    /// </summary>
+    public static int Share(int budget, double otherBusyCores) =>
+        Math.Clamp(budget - (int)Math.Round(otherBusyCores, MidpointRounding.AwayFromZero), 1, budget);
+
+    /// <summary>Clock ticks from /proc/stat (the machine) and /proc/self/stat (this process) at one moment.</summary>
+    private sealed record CpuSample(double Seconds, long MachineBusy, long MachineTotal, long Own, int Cores)
+    {
+        /// <summary>
+        /// Cores kept busy by other processes between <paramref name="before"/> and this sample: the machine's busy
+        /// ticks less this process's, over all ticks, times the cores. Steal time (other tenants of a virtual machine)
+        /// is left out of both: fewer threads do not get it back.
+        /// </summary>
+        public double OtherBusyCores(CpuSample before)
+        {
+            long total = MachineTotal - before.MachineTotal;
+            return total <= 0 ? 0 : Math.Max(0, MachineBusy - before.MachineBusy - (Own - before.Own)) * (double)Cores / total;
+        }
+
+        public static CpuSample Read()
+        {
+            var lines = File.ReadAllLines("/proc/stat");
+            // cpu user nice system idle iowait irq softirq steal ...
+            var f = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(long.Parse).ToArray();
+            long busy = f[0] + f[1] + f[2] + f[5] + f[6];
+            var self = File.ReadAllText("/proc/self/stat");
+            var fields = self[(self.LastIndexOf(')') + 2)..].Split(' ');                  // from field 3 (state) on
+            long own = long.Parse(fields[11]) + long.Parse(fields[12]);                      // utime, stime (fields 14, 15)
+            return new CpuSample(Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency, busy, busy + f[3] + f[4],
+                own, lines.Count(l => l.StartsWith("cpu", StringComparison.Ordinal) && char.IsAsciiDigit(l[3])));
+        }
+    }
 }

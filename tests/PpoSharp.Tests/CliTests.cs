@@ -109,10 +109,11 @@ public class CliTests
         try
         {
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, "1");
-            Assert.Equal(1, CpuThreads.Resolve(null));
-            Assert.Equal(2, CpuThreads.Resolve(2));
+            Assert.Equal(1, CpuThreads.Configure(null));
+            Assert.False(CpuThreads.Adaptive);                                      // the variable fixes the count
+            Assert.Equal(2, CpuThreads.Configure(2));
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
-            Assert.Equal(Environment.ProcessorCount, CpuThreads.Resolve(null));
+            Assert.Equal(Environment.ProcessorCount, CpuThreads.Configure(null));
             var stdout = new StringWriter();
             Assert.Equal(0, Cli.Cli.Run(["generate", "--model", Path.Combine(TestSupport.TrainedSortModel, "model"), "--prompt", "sort: ab", "--threads", "1"], stdout, new StringWriter()));
             Assert.Equal(1, TorchSharp.torch.get_num_threads());
@@ -120,23 +121,51 @@ public class CliTests
         finally
         {
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, before);
-            TorchSharp.torch.set_num_threads(Environment.ProcessorCount);
+            CpuThreads.Configure(Environment.ProcessorCount);
         }
     }
 
     [Fact]
-    public void PrepareOpenMp_PutsTheShortSpinIntoTheCEnvironmentThatLibgompReads_UnlessTheUserSetOne()
+    public void Share_GivesUpTheCoresOtherProcessesKeepBusy_RoundedToWholeCores_AtLeastOne()
     {
-        // The module initializer ran PrepareOpenMp before torch loaded; .NET's own view of the environment is not what
-        // libgomp reads, so ask the C library.
-        string expected = Environment.GetEnvironmentVariable(CpuThreads.SpinVariable) ?? CpuThreads.DefaultSpinCount.ToString();
-        if (Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null)
-            Assert.Equal(expected, System.Runtime.InteropServices.Marshal.PtrToStringUTF8(getenv(CpuThreads.SpinVariable)));
-        Assert.False(CpuThreads.PrepareOpenMp()); // already set: a second call (or the user's value) is left alone
+        Assert.Equal(4, CpuThreads.Share(4, 0.0));
+        Assert.Equal(4, CpuThreads.Share(4, 0.3));   // a passing blip takes no thread
+        Assert.Equal(3, CpuThreads.Share(4, 0.5));
+        Assert.Equal(3, CpuThreads.Share(4, 1.2));
+        Assert.Equal(1, CpuThreads.Share(2, 1.0));   // two runs on two cores: one thread each
+        Assert.Equal(1, CpuThreads.Share(2, 7.0));   // never below one
     }
 
-    [System.Runtime.InteropServices.DllImport("libc")]
-    private static extern nint getenv([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name);
+    [Fact]
+    public void Adapt_GivesAThreadBackWhileAnotherProcessKeepsACoreBusy_AndAFixedCountNeverMoves()
+    {
+        if (!OperatingSystem.IsLinux() || Environment.ProcessorCount < 2) return;     // nothing to give back on one core
+        var before = Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable);
+        using var busy = System.Diagnostics.Process.Start("sh", ["-c", "while :; do :; done"]);
+        try
+        {
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
+            CpuThreads.Configure(null);
+            Assert.True(CpuThreads.Adaptive);
+            CpuThreads.Adapt();                                                     // first look: starts the window
+            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
+            int threads = CpuThreads.Adapt();
+            Assert.True(threads < Environment.ProcessorCount, $"{threads} threads beside a busy core, of {Environment.ProcessorCount}");
+            Assert.Equal(threads, TorchSharp.torch.get_num_threads());
+            Assert.Equal(Environment.ProcessorCount, CpuThreads.Budget);             // generation workers keep the budget
+
+            CpuThreads.Configure(2);
+            Assert.False(CpuThreads.Adaptive);
+            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
+            Assert.Equal(2, CpuThreads.Adapt());
+        }
+        finally
+        {
+            busy.Kill();
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, before);
+            CpuThreads.Configure(Environment.ProcessorCount);
+        }
+    }
 
     [Fact]
     public void EvalSamples_WritesOneLinePerPrompt_WhoseRewardsAverageToTheTotal()

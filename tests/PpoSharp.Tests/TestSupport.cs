@@ -9,11 +9,18 @@ using static TorchSharp.torch;
 namespace PpoSharp.Tests;
 
 /// <summary>Temporary directories and small models for tests.</summary>
-/// <summary>The test process runs torch as the CLI does: libgomp's short spin is set before libtorch loads.</summary>
+/// <summary>
+/// Tests that run the CLI get a fixed thread count (as if PPOSHARP_THREADS were set), so that no test's results depend on
+/// what else the machine runs; the one test of the adaptive count unsets it for itself.
+/// </summary>
 internal static class TestProcess
 {
     [System.Runtime.CompilerServices.ModuleInitializer]
-    internal static void PrepareTorch() => CpuThreads.PrepareOpenMp();
+    internal static void FixThreads()
+    {
+        if (Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable) is null)
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, Environment.ProcessorCount.ToString());
+    }
 }
 
 public static class TestSupport

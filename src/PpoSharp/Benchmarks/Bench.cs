@@ -44,7 +44,7 @@ public static partial class Bench
 
     public static Dictionary<string, object> Run(bool quick, TextWriter log, Func<Process>? startCopy = null)
     {
-        var r = new Dictionary<string, object> { ["threads"] = torch.get_num_threads(), ["quick"] = quick };
+        var r = new Dictionary<string, object> { ["threads"] = CpuThreads.Budget, ["threads_adaptive"] = CpuThreads.Adaptive, ["quick"] = quick };
         var limit = new PairedLimit();
         double first = Gemm(1024, quick ? 11 : 21);
         r["gemm_gflops_2048x256x1024"] = Gemm(2048, quick ? 11 : 21, k: 256, n: 1024);

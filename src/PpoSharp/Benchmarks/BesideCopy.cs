@@ -79,16 +79,16 @@ public static partial class Bench
     }
 
     /// <summary>
-    /// Starts this program again as <c>bench --as-copy --threads N</c>: the same executable, or `dotnet` with the same
-    /// entry assembly.
+    /// Starts this program again as <c>bench --as-copy</c>, with <c>--threads N</c> when this one has a fixed count (else
+    /// the copy follows the load as this one does): the same executable, or `dotnet` with the same entry assembly.
     /// </summary>
-    public static Process StartCopy(int threads)
+    public static Process StartCopy()
     {
         var info = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
             info.ArgumentList.Add(System.Reflection.Assembly.GetEntryAssembly()!.Location);
-        foreach (var arg in new[] { "bench", "--as-copy", "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture) })
-            info.ArgumentList.Add(arg);
+        string[] args = CpuThreads.Adaptive ? ["bench", "--as-copy"] : ["bench", "--as-copy", "--threads", CpuThreads.Budget.ToString(System.Globalization.CultureInfo.InvariantCulture)];
+        foreach (var arg in args) info.ArgumentList.Add(arg);
         return Process.Start(info)!;
     }
 }

@@ -100,12 +100,12 @@ public static class Sampling
     /// Generates up to <see cref="SamplingOptions.MaxNewTokens"/> tokens for left-padded prompts (B, P) with mask (B, P),
     /// stopping rows at EOS and the batch when every row has stopped. <paramref name="useCache"/> = false recomputes the
     /// whole sequence each step (for tests and the KV-cache benchmark). On the CPU a large batch is split into one
-    /// contiguous share of rows per torch thread (see <see cref="Generate(Decoder, Tensor, Tensor, SamplingOptions, SpecialTokenIds, int, Generator?, bool)"/>).
+    /// contiguous share of rows per thread of <see cref="CpuThreads.Budget"/>, whatever the load (see <see cref="Generate(Decoder, Tensor, Tensor, SamplingOptions, SpecialTokenIds, int, Generator?, bool)"/>).
     /// </summary>
     public static Generation Generate(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         Generator? generator = null, bool useCache = true)
     {
-        int workers = prompts.device_type == DeviceType.CPU ? (int)Math.Clamp(prompts.shape[0] / MinRowsPerWorker, 1, get_num_threads()) : 1;
+        int workers = prompts.device_type == DeviceType.CPU ? (int)Math.Clamp(prompts.shape[0] / MinRowsPerWorker, 1, CpuThreads.Budget) : 1;
         return Generate(model, prompts, promptMask, o, special, workers, generator, useCache);
     }
 
