@@ -10,7 +10,7 @@ namespace PpoSharp.Tests;
 public class ReliabilityTests
 {
     /// <summary>Metrics that measure time or memory differ between runs; every other key must match exactly.</summary>
-    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors", "elapsed_seconds"];
+    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors", "elapsed_seconds", "threads"];
 
     private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
     private static string Prompts => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile);
