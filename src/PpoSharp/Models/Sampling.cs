@@ -131,12 +131,17 @@ public static class Sampling
         var responses = full(b, n, special.Pad, ScalarType.Int64, prompts.device);                         // (B, N)
         var mask = zeros(b, n, ScalarType.Bool, prompts.device);                                            // (B, N)
         var lengths = new long[workers];
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
+        int threads = get_num_threads();
+        try
         {
-            long from = b * i / workers, rows = b * (i + 1) / workers - from;
-            lengths[i] = GenerateShare(model, prompts.narrow(0, from, rows), promptMask.narrow(0, from, rows), o with { MaxNewTokens = n }, special,
-                (ulong)seed[i], useCache, responses.narrow(0, from, rows), mask.narrow(0, from, rows));
-        });
+            Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
+            {
+                long from = b * i / workers, rows = b * (i + 1) / workers - from;
+                lengths[i] = GenerateShare(model, prompts.narrow(0, from, rows), promptMask.narrow(0, from, rows), o with { MaxNewTokens = n }, special,
+                    (ulong)seed[i], useCache, responses.narrow(0, from, rows), mask.narrow(0, from, rows), threads);
+            });
+        }
+        finally { set_num_threads(threads); }   // the workers' last restore may have run before another's set to 1
         long longest = lengths.Max();                                                                        // every share stopped early: trim
         if (longest < n) (responses, mask) = (Trim(responses, longest), Trim(mask, longest));
         return new Generation(responses, mask);
@@ -145,12 +150,13 @@ public static class Sampling
     /// <summary>
     /// One worker's share: generation of rows (b, P) on this thread with torch single-threaded, written into the first
     /// columns of <paramref name="responses"/> and <paramref name="mask"/> (b, N); returns the number of columns written.
+    /// The worker then restores the caller's count <paramref name="threads"/>, not one it read itself: torch's count is
+    /// partly process-wide, so a worker could read another worker's 1 and leave it behind.
     /// </summary>
     private static long GenerateShare(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special, ulong seed,
-        bool useCache, Tensor responses, Tensor mask)
+        bool useCache, Tensor responses, Tensor mask, int threads)
     {
         using var scope = NewDisposeScope();
-        int threads = get_num_threads();
         set_num_threads(1);
         try
         {
