@@ -217,18 +217,22 @@ public class GrpoTests
     }
 
     [Fact]
-    public void Grpo_ExactMatch_RaisesSampledReward_OnTheTrainedSortModel()
+    public void Grpo_EditDistance_RaisesSampledAndHeldOutReward_OnTheFlawedSortModel()
     {
-        // Sampled at temperature 1, the SFT model gets a minority of its sorts exactly right; exact match rewards only those.
+        // As PpoTests: the SFT model imitated demonstrations of which 60% sort descending; the rule reward prefers ascending.
+        // (Exact match barely moves on the tiny test model in so few iterations: its misses are mostly beyond its capacity.)
         var clock = Stopwatch.StartNew();
         var dir = Path.Combine(TestSupport.TempDir(), "learn");
-        var config = Small("iterations=16", "batch_size=8", "num_generations=8", "num_mini_batches=2", "max_completion_length=10", "lr=5e-4", "checkpoint_every=100");
-        var prompts = Jsonl.ReadPrompts(Path.Combine(TestSupport.TrainedSortModel, "data", TaskData.PromptsFile)).Records;
-        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(TestSupport.TrainedSortModel, "model"), new ExactMatch(), prompts, config, TextWriter.Null);
+        var config = Small("iterations=30", "batch_size=16", "num_generations=8", "num_mini_batches=2", "max_completion_length=10", "lr=1e-4", "checkpoint_every=100");
+        using var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, config, TextWriter.Null);
+        var heldOut = Jsonl.ReadPrompts(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.EvalFile)).Records;
+        double before = Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, heldOut, new EditDistance(), 10).RewardMean;
         trainer.Train(dir);
+        double after = Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, heldOut, new EditDistance(), 10).RewardMean;
         var rewards = Rows(dir).Select(r => r["reward"].GetDouble()).ToList();
-        double early = rewards.Take(4).Average(), late = rewards.TakeLast(4).Average();
-        Assert.True(late > early + 0.15, $"sampled exact match {early:F2} (first 4) -> {late:F2} (last 4): " + string.Join(" ", rewards.Select(r => r.ToString("F2"))));
+        double early = rewards.Take(5).Average(), late = rewards.TakeLast(5).Average();
+        Assert.True(late > early + 0.1, $"sampled reward {early:F2} (first 5) -> {late:F2} (last 5): " + string.Join(" ", rewards.Select(r => r.ToString("F2"))));
+        Assert.True(after > before + 0.1, $"held-out greedy reward {before:F3} -> {after:F3}");
         Assert.True(clock.Elapsed.TotalSeconds < 60, $"took {clock.Elapsed.TotalSeconds:F0} s");
     }
 }

@@ -18,7 +18,7 @@ public sealed record GrpoConfig
     /// <summary>grpo, rloo, reinforce++ or reinforce++-baseline: the advantage estimator.</summary>
     public string Algo { get; init; } = "grpo";
     /// <summary>Rollout-update iterations (each samples a fresh prompt batch).</summary>
-    public int Iterations { get; init; } = 40;
+    public int Iterations { get; init; } = 60;
     /// <summary>Prompts per iteration; each is sampled <see cref="NumGenerations"/> times.</summary>
     public int BatchSize { get; init; } = 16;
     /// <summary>G: completions per prompt (a group). TRL's default is 8.</summary>
@@ -27,8 +27,8 @@ public sealed record GrpoConfig
     public int NumMiniBatches { get; init; } = 4;
     /// <summary>mu: passes over each generated batch (TRL <c>num_iterations</c>).</summary>
     public int NumIterations { get; init; } = 1;
-    /// <summary>AdamW learning rate (TRL <c>learning_rate</c>, default 1e-6).</summary>
-    public double Lr { get; init; } = 1e-4;
+    /// <summary>AdamW learning rate (TRL <c>learning_rate</c>, default 1e-6; see the README for why 3e-5 here).</summary>
+    public double Lr { get; init; } = 3e-5;
     public double WeightDecay { get; init; } = 0.0;
     public double MaxGradNorm { get; init; } = 1.0;
 
