@@ -90,6 +90,8 @@ internal sealed class TrainingOptions
 
     public PpoConfig Ppo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? PpoConfig.Pretrained : new PpoConfig(), c => c.Validate());
 
+    public GrpoConfig Grpo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? GrpoConfig.Pretrained : new GrpoConfig(), c => c.Validate());
+
     public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
 
     public RmConfig Rm(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate());
@@ -122,7 +124,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -186,29 +188,46 @@ internal static partial class Commands
         return c;
     }
 
-    private static Command Ppo(TextWriter output, TextWriter errors)
+    private static Command Ppo(TextWriter output, TextWriter errors) => Online("ppo", "PPO from prompts with a reward (the notes' pipeline)", output, errors);
+
+    private static Command Grpo(TextWriter output, TextWriter errors) => Online("grpo",
+        "critic-free RL from prompts with a reward, on PPO's rollout path: GRPO (default), Dr. GRPO and DAPO options, RLOO, REINFORCE++ (--set algo=rloo|reinforce++|reinforce++-baseline)",
+        output, errors);
+
+    /// <summary>The ppo and grpo commands: the same inputs and steps, PPO's config and critic or the critic-free config.</summary>
+    private static Command Online(string name, string description, TextWriter output, TextWriter errors)
     {
+        bool ppo = name == "ppo";
         var data = Required("--data", "prompts with solution (JSON Lines)");
-        var init = Required("--init", "run directory of the SFT model (actor, reference and critic start from it)");
+        var init = Required("--init", ppo ? "run directory of the SFT model (actor, reference and critic start from it)" : "run directory of the SFT model (policy and reference start from it)");
         var reward = Required("--reward", "reward spec, e.g. edit-distance or exact-match,repetition:0.2");
         var outDir = Required("--out", "run directory to write");
         var eval = new Option<string?>("--eval") { Description = "held-out prompts: greedy reward of the initial and final model" };
         var gold = new Option<string?>("--gold") { Description = "rule reward logged as gold_reward_mean beside a model reward (and used by --eval)" };
         var criticInit = new Option<string?>("--critic-init") { Description = "reward-model directory to initialise the critic from" };
         var opts = new TrainingOptions();
-        var c = new Command("ppo", "PPO from prompts with a reward (the notes' pipeline)") { data, init, reward, outDir, eval, gold, criticInit };
+        var c = new Command(name, description) { data, init, reward, outDir, eval, gold };
+        if (ppo) c.Options.Add(criticInit);
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Ppo(r, r.GetValue(init)!);
+            PpoConfig? ppoConfig = ppo ? opts.Ppo(r, r.GetValue(init)!) : null;
+            GrpoConfig? grpoConfig = ppo ? null : opts.Grpo(r, r.GetValue(init)!);
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
             var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e), false, goldFunction ?? rewardFunction).Records : null;
             JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);
-            return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) => Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction,
-                prompts, evalPrompts, dir, config, output, goldFunction, r.GetValue(criticInit), r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                new RunJob("ppo", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
-                    .With("gold", r.GetValue(gold)).With("critic_init", r.GetValue(criticInit)), r.GetValue(opts.SkipInvalid)));
+            var job = new RunJob(name, (object?)ppoConfig ?? grpoConfig!).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
+                .With("gold", r.GetValue(gold)).With("critic_init", ppo ? r.GetValue(criticInit) : null);
+            return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) =>
+            {
+                if (ppoConfig is not null)
+                    Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts, evalPrompts, dir, ppoConfig, output, goldFunction, r.GetValue(criticInit),
+                        r.GetValue(opts.Resume), stop, r.GetValue(opts.Force), job, r.GetValue(opts.SkipInvalid));
+                else
+                    Training.Demo.RunGrpo(r.GetValue(init)!, rewardFunction, prompts, evalPrompts, dir, grpoConfig!, output, goldFunction,
+                        r.GetValue(opts.Resume), stop, r.GetValue(opts.Force), job, r.GetValue(opts.SkipInvalid));
+            });
         });
         return c;
     }

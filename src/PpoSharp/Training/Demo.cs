@@ -156,28 +156,45 @@ public static class Demo
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,
-        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false) =>
+        RunOnline("ppo", invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid), config.ResponseLength,
+            reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
+
+    /// <summary>
+    /// A critic-free run (GRPO, RLOO, REINFORCE++, by <c>algo</c>) from an SFT run, on PPO's rollout and update path; with
+    /// held-out prompts, reports greedy reward and exact match before and after.
+    /// </summary>
+    public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunGrpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
+        IReadOnlyList<PromptRecord>? evalPrompts, string outDir, GrpoConfig config, TextWriter log, IRewardFunction? gold = null,
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false) =>
+        RunOnline(config.Algo, invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, invalid), config.MaxCompletionLength,
+            reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
+
+    /// <summary>The steps of an online RL run (ppo or grpo): build the trainer, prepare the run directory, evaluate, train, evaluate.</summary>
+    private static (PpoResult Result, EvalResult? Before, EvalResult? After) RunOnline(string title, Func<InvalidRecords, PpoTrainer> build, int maxNewTokens,
+        IRewardFunction reward, IReadOnlyList<PromptRecord>? evalPrompts, string outDir, TextWriter log, IRewardFunction? gold,
+        bool resume, StopSignal? stop, bool force, RunJob? job, bool skipInvalid)
     {
         var invalid = new InvalidRecords(skipInvalid);
-        using var trainer = PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid);
+        using var trainer = build(invalid);
         ReportInputs(invalid, trainer.Tokenizer, log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
-        EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, config.ResponseLength);
+        EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, maxNewTokens);
         var before = Eval();
         var result = trainer.Train(outDir, resume, stop);
         var after = Eval();
         log.WriteLine(result.Summary(outDir));
         if (before != null && after != null)
         {
-            log.WriteLine($"ppo: held-out greedy {(gold is null ? "reward" : $"gold reward ({gold.Name})")} {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
-            WriteEvalSummary(outDir, evalReward.Name, before, after);
+            log.WriteLine($"{title}: held-out greedy {(gold is null ? "reward" : $"gold reward ({gold.Name})")} {before.RewardMean:F3} -> {after.RewardMean:F3}, exact match {before.ExactMatch:P1} -> {after.ExactMatch:P1} (n = {after.N})");
+            WriteEvalSummary(outDir, title, evalReward.Name, before, after);
         }
         return (result, before, after);
     }
 
     /// <summary>The held-out comparison of a ppo run with --eval, in summary.json, which the run's report shows (the "SFT" column is the initial model).</summary>
-    private static void WriteEvalSummary(string outDir, string reward, EvalResult before, EvalResult after)
+    private static void WriteEvalSummary(string outDir, string command, string reward, EvalResult before, EvalResult after)
     {
         List<TableRow> table =
         [
@@ -185,7 +202,7 @@ public static class Demo
             new("exact match", $"{before.ExactMatch:P1}", $"{after.ExactMatch:P1}"),
             new("response length (tokens)", $"{before.ResponseLength:F1}", $"{after.ResponseLength:F1}"),
         ];
-        var summary = new DemoSummary("ppo --eval", after.N, reward, table, DemoResult.SideBySide(before, after, 12));
+        var summary = new DemoSummary($"{command} --eval", after.N, reward, table, DemoResult.SideBySide(before, after, 12));
         AtomicFile.WriteText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
     }
 

@@ -15,22 +15,32 @@ namespace PpoSharp.Training;
 public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished PPO run.</summary>
-public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds)
+public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds, string Title = "ppo")
 {
     public string Summary(string dir) =>
-        $"ppo: {Iterations} iterations in {Seconds:F0} s; sampled reward {FirstRewardMean:F3} (first 10%) -> {LastRewardMean:F3} (last 10%), kl {LastKl:F3} -> {dir}";
+        $"{Title}: {Iterations} iterations in {Seconds:F0} s; sampled reward {FirstRewardMean:F3} (first 10%) -> {LastRewardMean:F3} (last 10%)" +
+        (double.IsNaN(LastKl) ? "" : $", kl {LastKl:F3}") + $" -> {dir}";
 }
 
 /// <summary>
 /// PPO for a causal LM, as in the notes: prompt batch -> actor generates (old log-probs) -> reward -> critic values ->
 /// buffer -> several epochs of clipped updates -> resample. One iteration is
 /// <see cref="CollectRollouts"/> -> <see cref="ComputeAdvantages"/> -> <see cref="Update"/> -> <see cref="LogMetrics"/>.
+/// The critic-free algorithms of <see cref="GrpoConfig"/> (GRPO, RLOO, REINFORCE++) run on the same rollout and update
+/// loop: each prompt sampled G times, advantages from the group or the batch instead of a critic and GAE, reference
+/// log-probs only when a KL term is on, and no critic at all.
 /// </summary>
 public sealed partial class PpoTrainer : IDisposable
 {
-    private readonly PpoConfig _config;
-    private readonly Decoder _actor, _reference;
-    private readonly CriticModel _critic;
+    private readonly PpoConfig _config;                  // the loop's settings (a GRPO config's, under PPO's names)
+    private readonly GrpoConfig? _grpo;                  // null: PPO with critic and GAE
+    private readonly Decoder _actor;
+    private readonly Decoder? _reference;                // null when no KL term needs it (critic-free only)
+    private readonly CriticModel? _critic;               // PPO only
+    private readonly int _numGenerations;                // G completions per prompt (1 for PPO)
+    private readonly string _title;
+    private string? _outDir;
+    private RolloutText? _texts;                         // the current rollout's decoded prompts, completions and reward parts
     private readonly ITokenizer _tokenizer;
     private readonly IRewardFunction _reward;
     private readonly IRewardFunction? _gold;
@@ -54,19 +64,42 @@ public sealed partial class PpoTrainer : IDisposable
     /// <summary>A trainer over ready models. <c>gold</c>: a rule reward logged as <c>gold_reward_mean</c> beside a proxy reward, to show over-optimisation; not trained on.</summary>
     public PpoTrainer(Decoder actor, Decoder reference, CriticModel critic, ITokenizer tokenizer, IRewardFunction reward,
         IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold = null, InvalidRecords? invalid = null)
+        : this(actor, reference, critic, null, tokenizer, reward, prompts, config, log, gold, invalid) { }
+
+    /// <summary>A critic-free trainer (GRPO, RLOO, REINFORCE++) over ready models; <paramref name="reference"/> is needed only when beta or kl_coef is set.</summary>
+    public PpoTrainer(Decoder actor, Decoder? reference, ITokenizer tokenizer, IRewardFunction reward,
+        IReadOnlyList<PromptRecord> prompts, GrpoConfig config, TextWriter log, IRewardFunction? gold = null, InvalidRecords? invalid = null)
+        : this(actor, reference, null, config.Validate(), tokenizer, reward, prompts, config.Loop(), log, gold, invalid) { }
+
+    private PpoTrainer(Decoder actor, Decoder? reference, CriticModel? critic, GrpoConfig? grpo, ITokenizer tokenizer, IRewardFunction reward,
+        IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold, InvalidRecords? invalid)
     {
-        (_actor, _reference, _critic, _tokenizer, _reward, _config, _log, _gold) = (actor, reference, critic, tokenizer, reward, config, log, gold);
-        _reference.eval();
-        foreach (var p in _reference.parameters()) p.requires_grad = false;
+        (_actor, _reference, _critic, _grpo, _tokenizer, _reward, _config, _log, _gold) = (actor, reference, critic, grpo, tokenizer, reward, config, log, gold);
+        if (grpo is null && (reference is null || critic is null)) throw new ArgumentException("PPO needs a reference model and a critic");
+        if (grpo is { NeedsReference: true } && reference is null)
+            throw new PpoSharpException($"beta ({grpo.Beta}) or kl_coef ({grpo.KlCoef}) needs the reference model");
+        _numGenerations = grpo?.NumGenerations ?? 1;
+        _title = grpo?.Algo ?? "ppo";
+        if (_reference is not null)
+        {
+            _reference.eval();
+            foreach (var p in _reference.parameters()) p.requires_grad = false;
+        }
         (_prompts, _encodedPrompts) = EncodePrompts(prompts, tokenizer, actor.Config.ContextLength, invalid ?? new InvalidRecords(skip: false));
-        var parameters = actor.parameters().Concat(critic.parameters()).Distinct().ToList();
+        var parameters = critic is null ? actor.parameters().ToList() : actor.parameters().Concat(critic.parameters()).Distinct().ToList();
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
-        _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, "ppo");
+        _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, _title);
     }
 
     public Decoder Actor => _actor;
+    /// <summary>The critic; null for the critic-free algorithms.</summary>
+    public CriticModel? Critic => _critic;
+    /// <summary>The reference model; null when no KL term needs it.</summary>
+    public Decoder? Reference => _reference;
+    /// <summary>Every parameter the optimizer updates.</summary>
+    internal IEnumerable<Parameter> OptimizedParameters => _optimizer.parameters();
     public ITokenizer Tokenizer => _tokenizer;
     public double KlCoef => _kl.Value;
 
@@ -78,9 +111,10 @@ public sealed partial class PpoTrainer : IDisposable
     /// </summary>
     public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
-        double seconds = new ResumableLoop("ppo", _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
+        _outDir = outDir;
+        double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
             Iteration,
-            row => $"reward {row["reward_mean"]:F3} kl {row["kl"]:F3} entropy {row["entropy"]:F3}",
+            row => $"reward {row["reward_mean"]:F3}" + (row.TryGetValue("kl", out var kl) ? $" kl {kl:F3}" : "") + $" entropy {row["entropy"]:F3}",
             (dir, i) => SaveCheckpoint(dir, i),
             Restore,
             () => _guard.Failure);
@@ -88,13 +122,14 @@ public sealed partial class PpoTrainer : IDisposable
         var rows = MetricsWriter.Read(Path.Combine(outDir, MetricsWriter.FileName));
         int k = Math.Max(1, rows.Count / 10);
         double Mean(IEnumerable<Dictionary<string, System.Text.Json.JsonElement>> r) => r.Average(x => x["reward_mean"].GetDouble());
-        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), rows[^1]["kl"].GetDouble(), seconds);
+        double lastKl = rows[^1].TryGetValue("kl", out var kl) ? kl.GetDouble() : double.NaN;
+        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), lastKl, seconds, _title);
     }
 
     private void SaveCheckpoint(string dir, int iteration)
     {
         _actor.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
-        _critic.save_safetensors(Path.Combine(dir, CriticFile));
+        _critic?.save_safetensors(Path.Combine(dir, CriticFile));
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
         using var state = _generator.get_state();
         Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, _dataEpoch, _cursor,
@@ -106,7 +141,7 @@ public sealed partial class PpoTrainer : IDisposable
     {
         var state = Checkpoints.ReadState<PpoState>(dir);
         RunDirectory.LoadWeights(_actor, Path.Combine(dir, RunDirectory.ModelFile));
-        RunDirectory.LoadWeights(_critic, Path.Combine(dir, CriticFile));
+        if (_critic is not null) RunDirectory.LoadWeights(_critic, Path.Combine(dir, CriticFile));
         Checkpoints.LoadOptimizer(_optimizer, dir);
         try
         {
@@ -121,6 +156,7 @@ public sealed partial class PpoTrainer : IDisposable
         (_dataEpoch, _cursor) = (state.DataEpoch, state.DataCursor);
         _guard.Restore(state.SkippedInARow, state.SkippedTotal);
         _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
+        if (_grpo is not null && _outDir is not null) TruncateCompletions(_outDir, state.Iteration);
         return state.Iteration;
     }
 
@@ -128,7 +164,8 @@ public sealed partial class PpoTrainer : IDisposable
 
     public void Save(string outDir)
     {
-        RunDirectory.SavePolicy(outDir, _actor, _tokenizer, _config);
+        RunDirectory.SavePolicy(outDir, _actor, _tokenizer, (object?)_grpo ?? _config);
+        if (_critic is null) return;
         RunDirectory.SaveScalarModel(Path.Combine(outDir, RunDirectory.CriticFolder), _critic.Backbone ?? _actor, _critic.Head, 0, _tokenizer, _config);
     }
 
@@ -137,13 +174,22 @@ public sealed partial class PpoTrainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var clock = Stopwatch.StartNew();
-        var batch = NextBatch();
+        var batch = NextRolloutBatch();
         var rollout = CollectRollouts(batch);                 // tensors owned by this iteration's scope
         double rolloutSeconds = clock.Elapsed.TotalSeconds;
         var experience = ComputeAdvantages(rollout);
         var update = Update(experience);
         double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
-        return LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+        if (_grpo is null) return LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+        WriteCompletions(iteration, experience);
+        return CriticFreeMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+    }
+
+    /// <summary>The next batch_size prompts, each repeated G times in a row: one prompt index per completion to sample.</summary>
+    internal List<int> NextRolloutBatch()
+    {
+        var batch = NextBatch();
+        return _numGenerations == 1 ? batch : batch.SelectMany(i => Enumerable.Repeat(i, _numGenerations)).ToList();   // groups of G, contiguous
     }
 
     private List<int> NextBatch()
@@ -168,7 +214,11 @@ public sealed partial class PpoTrainer : IDisposable
         return Enumerable.Range(0, _prompts.Count).OrderBy(_ => rng.Next()).ToArray();
     }
 
-    /// <summary>Phase 1 (no grad): generate, then old log-probs, reference log-probs, values and scores into an <see cref="Experience"/>.</summary>
+    /// <summary>
+    /// Phase 1 (no grad): generate, then old log-probs, reference log-probs (when a KL term needs them), values (PPO
+    /// only) and scores into an <see cref="Experience"/>. <paramref name="batch"/> holds one prompt index per completion,
+    /// a group's G copies contiguous.
+    /// </summary>
     public Experience CollectRollouts(IReadOnlyList<int> batch)
     {
         using var noGrad = no_grad();
@@ -187,17 +237,20 @@ public sealed partial class PpoTrainer : IDisposable
 
         var (logits, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);
         var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
-        var refLogProbs = ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
-        var values = _critic.Values(hidden, sequences, positions, mask, p - 1, n);      // (B, N)
+        var refLogProbs = _reference is null ? null : ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
+        var values = _critic?.Values(hidden, sequences, positions, mask, p - 1, n);     // (B, N)
         double forwardSeconds = clock.Elapsed.TotalSeconds - generateSeconds;
         var (scores, gold) = Score(batch, generation);                                  // (B), (B)?
         _phases = (generateSeconds, forwardSeconds, clock.Elapsed.TotalSeconds - generateSeconds - forwardSeconds);
+        var truncated = Sampling.EndedWithEos(responses, responseMask, _tokenizer.Special.Eos).logical_not();   // (B)
+        var groups = arange(responses.shape[0], ScalarType.Int64, device: responses.device).div(_numGenerations, rounding_mode: RoundingMode.floor);   // (B)
         var experience = new Experience
         {
             Sequences = sequences, AttentionMask = mask, ResponseMask = responseMask,
             OldLogProbs = oldLogProbs, RefLogProbs = refLogProbs, OldValues = values, Scores = scores, GoldScores = gold,
+            Truncated = truncated, GroupIds = groups,
         };
-        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores, gold }) t?.MoveToOuterDisposeScope();
+        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores, gold, truncated, groups }) t?.MoveToOuterDisposeScope();
         return experience;
     }
 
@@ -210,7 +263,9 @@ public sealed partial class PpoTrainer : IDisposable
         var texts = Evaluator.Decode(_tokenizer, generation);
         var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
         var device = generation.Responses.device;
-        var scores = tensor(_reward.Score(inputs).Select(s => (float)s).ToArray(), device: device);    // (B)
+        var (total, parts) = ScoreParts(inputs);
+        _texts = new RolloutText(inputs.Select(x => x.Prompt).ToList(), inputs.Select(x => x.Response).ToList(), parts);
+        var scores = tensor(total.Select(s => (float)s).ToArray(), device: device);    // (B)
         var gold = _gold is null ? null : tensor(_gold.Score(inputs).Select(s => (float)s).ToArray(), device: device);   // (B)
         if (_config.MissingEosPenalty > 0)
         {
@@ -221,15 +276,41 @@ public sealed partial class PpoTrainer : IDisposable
         return (scores, gold);
     }
 
-    /// <summary>Phase 2: per-token rewards (score + KL penalty), GAE advantages and returns, whitening.</summary>
+    /// <summary>
+    /// The reward's total score per input and each function's own scores (by name): a <see cref="CompositeReward"/>'s
+    /// weighted sum computed here part by part, in its order, so the total is the same number its Score gives.
+    /// </summary>
+    private (double[] Total, Dictionary<string, double[]> Parts) ScoreParts(IReadOnlyList<RewardInput> inputs)
+    {
+        var parts = new Dictionary<string, double[]>();
+        if (_reward is not CompositeReward composite)
+        {
+            var s = _reward.Score(inputs).ToArray();
+            parts[_reward.Name] = s;
+            return (s, parts);
+        }
+        var total = new double[inputs.Count];
+        foreach (var (f, w) in composite.Parts)
+        {
+            var s = f.Score(inputs).ToArray();
+            for (int i = 0; i < total.Length; i++) total[i] += w * s[i];
+            var name = f.Name;
+            for (int k = 2; parts.ContainsKey(name); k++) name = $"{f.Name}#{k}";
+            parts[name] = s;
+        }
+        return (total, parts);
+    }
+
+    /// <summary>Phase 2: per-token rewards (score + KL penalty), GAE advantages and returns, whitening; the critic-free estimators without a critic.</summary>
     public Experience ComputeAdvantages(Experience e)
     {
+        if (_grpo is not null) return CriticFreeAdvantages(e, _grpo);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var kl = Kl.PerToken(e.OldLogProbs, e.RefLogProbs, _config.KlEstimator);      // (B, N)
+        var kl = Kl.PerToken(e.OldLogProbs, e.RefLogProbs!, _config.KlEstimator);     // (B, N)
         var rewards = RewardShaping.Rewards(e.Scores, kl, e.ResponseMask, _kl.Value);   // (B, N)
         if (_config.WhitenRewards) rewards = Masked.Whiten(rewards, e.ResponseMask, shiftMean: false);
-        var (advantages, returns) = Gae.Compute(rewards, e.OldValues, e.ResponseMask, _config.Gamma, _config.Lam);
+        var (advantages, returns) = Gae.Compute(rewards, e.OldValues!, e.ResponseMask, _config.Gamma, _config.Lam);
         if (_config.WhitenAdvantages) advantages = Masked.Whiten(advantages, e.ResponseMask);
         return e with
         {
@@ -241,7 +322,8 @@ public sealed partial class PpoTrainer : IDisposable
 
     /// <summary>Averages of the update's diagnostics over every minibatch step taken.</summary>
     public sealed record UpdateStats(double PolicyLoss, double ValueLoss, double Entropy, double ApproxKl, double ClipFrac,
-        double ValueClipFrac, double RatioMean, double RatioMax, double FirstRatioMean, double FirstRatioMax, int Epochs, double GradNorm, int SkippedSteps);
+        double ValueClipFrac, double RatioMean, double RatioMax, double FirstRatioMean, double FirstRatioMax, int Epochs, double GradNorm, int SkippedSteps,
+        double ClipRatioLow = double.NaN, double ClipRatioHigh = double.NaN, int Sequences = 0);
 
     /// <summary>
     /// Phase 3: <c>num_ppo_epochs</c> passes over the buffer in <c>num_mini_batches</c> shuffled minibatches, each
@@ -249,28 +331,46 @@ public sealed partial class PpoTrainer : IDisposable
     /// </summary>
     public UpdateStats Update(Experience e)
     {
+        if (_grpo is { DynamicSampling: true }) e = e.Select(nonzero(GroupHasSignal(e.Scores)).squeeze(1));   // groups of equal rewards dropped
+        long b = e.Sequences.shape[0];
+        if (b == 0) return new UpdateStats(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN,
+            double.NaN, double.NaN, 0, double.NaN, 0);
         _actor.train();
         long p = e.PromptLength, n = e.ResponseMask.shape[1];
+        long miniBatch = (b + _config.NumMiniBatches - 1) / _config.NumMiniBatches;  // PPO: batch_size / num_mini_batches exactly
         var sums = new double[9];
+        double clipLow = 0, clipHigh = 0;
         int steps = 0, epochs = 0, skipped = 0;
         double firstRatioMean = double.NaN, firstRatioMax = double.NaN;
-        var policyLossOptions = new PolicyLossOptions(_config.Cliprange);              // PPO: symmetric clip, token mean
+        var policyLossOptions = _grpo?.LossOptions ?? new PolicyLossOptions(_config.Cliprange);   // PPO: symmetric clip, token mean
         for (int epoch = 0; epoch < _config.NumPpoEpochs; epoch++)
         {
-            using var order = randperm(e.Sequences.shape[0], generator: _generator).to(e.Sequences.device);
+            using var order = randperm(b, generator: _generator).to(e.Sequences.device);
             double epochKl = 0;
-            for (int mb = 0; mb < _config.NumMiniBatches; mb++)
+            for (int mb = 0; mb < _config.NumMiniBatches && mb * miniBatch < b; mb++)
             {
                 using var scope = NewDisposeScope();
-                using var m = e.Select(order.narrow(0, mb * _config.MiniBatchSize, _config.MiniBatchSize));
+                using var m = e.Select(order.narrow(0, mb * miniBatch, Math.Min(miniBatch, b - mb * miniBatch)));
                 var responses = m.Sequences.narrow(1, p, n);                                          // (M, N)
                 var (logits, hidden, positions) = ResponseScoring.Forward(_actor, m.Sequences, m.AttentionMask, p, _config.Temperature);   // (M, N, V)
                 var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
-                var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
-                var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, m.ResponseMask, policyLossOptions);
-                var (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues, m.Returns!, m.ResponseMask, _config.CliprangeValue);
-                var entropy = Masked.Mean(LogProbs.Entropy(logits), m.ResponseMask);
-                var loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
+                var lossMask = m.LossMask ?? m.ResponseMask;                                          // (M, N)
+                var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, lossMask, policyLossOptions,
+                    policyLossOptions.Beta > 0 ? m.RefLogProbs : null);
+                var entropy = Masked.Mean(LogProbs.Entropy(logits), lossMask);
+                Tensor loss, valueLoss;
+                double valueClipFrac;
+                if (_critic is not null)
+                {
+                    var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
+                    (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);
+                    loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
+                }
+                else
+                {
+                    (valueLoss, valueClipFrac) = (zeros(1), 0);                                       // no critic: no value loss
+                    loss = policyLoss - _config.EntCoef * entropy;
+                }
                 if (LossFault != null) loss = LossFault(loss);
 
                 _optimizer.zero_grad();
@@ -289,6 +389,7 @@ public sealed partial class PpoTrainer : IDisposable
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
                 double[] values9 = [policyLoss.item<float>(), valueLoss.item<float>(), entropy.item<float>(), ps.ApproxKl, ps.ClipFrac, valueClipFrac, ps.RatioMean, ps.RatioMax, gradNorm];
                 for (int k = 0; k < sums.Length; k++) sums[k] = k == 7 ? Math.Max(sums[k], values9[k]) : sums[k] + values9[k];
+                (clipLow, clipHigh) = (clipLow + ps.ClipRatioLow, clipHigh + ps.ClipRatioHigh);
                 epochKl += ps.ApproxKl / _config.NumMiniBatches;
                 steps++;
             }
@@ -297,7 +398,8 @@ public sealed partial class PpoTrainer : IDisposable
         }
         _actor.eval();
         double Avg(int k) => steps == 0 ? double.NaN : sums[k] / steps;
-        return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8), skipped);
+        return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8), skipped,
+            steps == 0 ? double.NaN : clipLow / steps, steps == 0 ? double.NaN : clipHigh / steps, (int)b);
     }
 
     /// <summary>Phase 4: the iteration's metrics row (flat snake_case keys); updates the adaptive KL controller.</summary>
@@ -305,7 +407,7 @@ public sealed partial class PpoTrainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var mask = e.ResponseMask.to(ScalarType.Float32);
-        double kl = SequenceKl.Compute(e.OldLogProbs, e.RefLogProbs, e.ResponseMask).mean().item<float>();
+        double kl = SequenceKl.Compute(e.OldLogProbs, e.RefLogProbs!, e.ResponseMask).mean().item<float>();
         double lengthMean = mask.sum(1).mean().item<float>();
         var responses = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]);                // (B, N)
         double eosRate = Sampling.EndedWithEos(responses, e.ResponseMask, _tokenizer.Special.Eos).to(ScalarType.Float32).mean().item<float>();
@@ -324,7 +426,7 @@ public sealed partial class PpoTrainer : IDisposable
             ["entropy"] = u.Entropy,
             ["policy_loss"] = u.PolicyLoss,
             ["value_loss"] = u.ValueLoss,
-            ["explained_variance"] = ValueLoss.ExplainedVariance(e.OldValues, e.Returns!, e.ResponseMask),
+            ["explained_variance"] = ValueLoss.ExplainedVariance(e.OldValues!, e.Returns!, e.ResponseMask),
             ["ratio_mean"] = u.RatioMean,
             ["ratio_max"] = u.RatioMax,
             ["first_ratio_mean"] = u.FirstRatioMean,
