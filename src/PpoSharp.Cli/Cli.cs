@@ -22,7 +22,7 @@ public static class Cli
     {
         var output = stdout ?? Console.Out;
         var errors = stderr ?? Console.Error;
-        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
+        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO, DPO) for causal language models on TorchSharp");
         var threads = new Option<int?>("--threads")
         {
             Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns",
@@ -94,6 +94,8 @@ internal sealed class TrainingOptions
 
     public RmConfig Rm(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate());
 
+    public DpoConfig Dpo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? DpoConfig.Pretrained : new DpoConfig(), c => c.Validate());
+
     /// <summary>
     /// The steps every training command takes once its config and other inputs are read: read <paramref name="data"/>
     /// (reporting skipped lines), check <paramref name="outDir"/> against --force and --resume, and run
@@ -122,7 +124,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -227,6 +229,24 @@ internal static partial class Commands
             return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
                 Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
                     new RunJob("rm", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)));
+        });
+        return c;
+    }
+
+    private static Command Dpo(TextWriter output, TextWriter errors)
+    {
+        var data = Required("--data", "preference pairs (JSON Lines)");
+        var init = Required("--init", "run directory or Hugging Face folder of the policy to start from (the frozen reference is a copy of it)");
+        var outDir = Required("--out", "run directory to write");
+        var opts = new TrainingOptions();
+        var c = new Command("dpo", "Direct Preference Optimization from preference pairs (no reward model; the reference is the --init policy)") { data, init, outDir };
+        opts.AddTo(c);
+        c.SetAction(r =>
+        {
+            var config = opts.Dpo(r, r.GetValue(init)!);
+            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
+                Training.Demo.RunDpo(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
+                    new RunJob("dpo", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)));
         });
         return c;
     }
