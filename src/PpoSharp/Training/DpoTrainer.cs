@@ -112,8 +112,9 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         var stored = resume && File.Exists(path) ? ReadReference(path, pairs.Count) : null;
         if (stored is null)
         {
-            log.WriteLine($"dpo: reference log-probs of {pairs.Count} pairs ...");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             stored = ReferenceLogProbs(Freeze(loadReference()), pairs, pad, config.LengthAverage());
+            log.WriteLine($"dpo: reference log-probs of {pairs.Count} pairs in {clock.Elapsed.TotalSeconds:F0} s (kept in {ReferenceFile})");
             AtomicFile.WriteText(path, JsonSerializer.Serialize(stored, Json.Compact));
         }
         return [.. pairs.Select((p, i) => p with { RefChosen = stored.Chosen[i], RefRejected = stored.Rejected[i] })];
@@ -126,6 +127,7 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         var (chosen, rejected) = (new float[pairs.Count], new float[pairs.Count]);
         for (int i = 0; i < pairs.Count; i += batchSize)
         {
+            CpuThreads.Adapt();                          // a long pass: give cores back to busy neighbours as the step loop does
             using var scope = NewDisposeScope();
             var batch = pairs.Skip(i).Take(batchSize).ToList();
             var logps = SequenceLogProbs(reference, Rows(batch), pad, lengthAverage).cpu().data<float>().ToArray();
