@@ -18,8 +18,11 @@ public sealed record DpoConfig : TrainingConfig
 {
     public DpoConfig() => (Steps, Lr, WarmupSteps, EvalFraction, EvalEvery, CheckpointEvery, WeightDecay) = (200, 2e-4, 20, 0.05, 50, 100, 0.0);
 
-    /// <summary>Defaults for a pretrained (Hugging Face) model: TRL's DPO learning rate 1e-6, batches of 8 pairs, 200 steps.</summary>
-    public static DpoConfig Pretrained => new() { Lr = 1e-6, BatchSize = 8, Steps = 200, WarmupSteps = 10, EvalEvery = 50, CheckpointEvery = 50 };
+    /// <summary>
+    /// Defaults for a pretrained (Hugging Face) model: TRL's DPO learning rate 1e-6 and plain DPO (rpo_alpha 0), batches of
+    /// 8 pairs, 200 steps.
+    /// </summary>
+    public static DpoConfig Pretrained => new() { Lr = 1e-6, BatchSize = 8, Steps = 200, WarmupSteps = 10, EvalEvery = 50, CheckpointEvery = 50, RpoAlpha = 0 };
 
     /// <summary>Strength of the tie to the reference: the implicit reward is beta (log pi - log pi_ref).</summary>
     [JsonPropertyOrder(1)] public double Beta { get; init; } = 0.1;
@@ -27,6 +30,12 @@ public sealed record DpoConfig : TrainingConfig
     [JsonPropertyOrder(1)] public DpoLossType LossType { get; init; } = DpoLossType.Sigmoid;
     /// <summary>Assumed probability that a preference label is flipped (cDPO with sigmoid, robust).</summary>
     [JsonPropertyOrder(1)] public double LabelSmoothing { get; init; }
+    /// <summary>
+    /// Weight of the negative log-likelihood of the chosen responses (per token) added to the DPO loss (RPO, Pang et al.
+    /// 2024, arXiv 2404.19733); TRL's rpo_alpha, where unset means 0. The built-in default 1 (the paper's) keeps the chosen
+    /// answers likely: plain DPO on the sort task lowers them too and drifts to longer answers (README, DPO).
+    /// </summary>
+    [JsonPropertyOrder(1)] public double RpoAlpha { get; init; } = 1.0;
 
     public DpoOptions LossOptions() => new(Beta, LossType, LabelSmoothing);
 
@@ -37,6 +46,7 @@ public sealed record DpoConfig : TrainingConfig
     {
         ValidateShared();
         LossOptions().Validate();
+        Check.AtLeast(RpoAlpha, 0, "rpo_alpha");
         return this;
     }
 }
@@ -155,13 +165,20 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
     /// <summary>The chosen sides of a batch, then the rejected ones: one forward pass over all 2B.</summary>
     private static List<SftExample> Rows(IReadOnlyList<DpoPair> batch) => [.. batch.Select(p => p.Chosen), .. batch.Select(p => p.Rejected)];
 
-    /// <summary>The DPO loss of a batch of pairs (with reference log-probs attached) and TRL's statistics.</summary>
+    /// <summary>
+    /// The DPO loss of a batch of pairs (with reference log-probs attached) and TRL's statistics; with rpo_alpha, plus
+    /// rpo_alpha times the mean negative log-likelihood per chosen response token.
+    /// </summary>
     public (Tensor Loss, DpoStats Stats) Loss(Decoder policy, IReadOnlyList<DpoPair> batch, int pad)
     {
         var logps = SequenceLogProbs(policy, Rows(batch), pad, config.LengthAverage());         // (2B)
         Tensor Ref(Func<DpoPair, float> side) => tensor(batch.Select(side).ToArray(), device: logps.device);
-        return DpoLoss.Compute(logps.narrow(0, 0, batch.Count), logps.narrow(0, batch.Count, batch.Count),
-            Ref(p => p.RefChosen), Ref(p => p.RefRejected), config.LossOptions());
+        var chosen = logps.narrow(0, 0, batch.Count);
+        var (loss, stats) = DpoLoss.Compute(chosen, logps.narrow(0, batch.Count, batch.Count), Ref(p => p.RefChosen), Ref(p => p.RefRejected), config.LossOptions());
+        if (config.RpoAlpha == 0) return (loss, stats);
+        var tokens = Ref(p => p.Chosen.Trained.Count(t => t));                                 // (B)
+        var summed = config.LengthAverage() ? chosen * tokens : chosen;                        // sum over tokens either way
+        return (loss - config.RpoAlpha * summed.sum() / tokens.sum(), stats);
     }
 
     /// <summary>
