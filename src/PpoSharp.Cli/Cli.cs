@@ -22,7 +22,7 @@ public static class Cli
     {
         var output = stdout ?? Console.Out;
         var errors = stderr ?? Console.Error;
-        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO) for causal language models on TorchSharp");
+        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO, DPO) for causal language models on TorchSharp");
         var threads = new Option<int?>("--threads")
         {
             Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns",
@@ -96,6 +96,8 @@ internal sealed class TrainingOptions
 
     public RmConfig Rm(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate());
 
+    public DpoConfig Dpo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? DpoConfig.Pretrained : new DpoConfig(), c => c.Validate());
+
     /// <summary>
     /// The steps every training command takes once its config and other inputs are read: read <paramref name="data"/>
     /// (reporting skipped lines), check <paramref name="outDir"/> against --force and --resume, and run
@@ -124,7 +126,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -232,20 +234,35 @@ internal static partial class Commands
         return c;
     }
 
-    private static Command Rm(TextWriter output, TextWriter errors)
+    private static Command Rm(TextWriter output, TextWriter errors) => PairCommand("rm",
+        "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)",
+        "run directory of the SFT model whose backbone the reward model starts from", errors, (o, r, init) => o.Rm(r, init),
+        (records, config, p) => Training.Demo.RunRm(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
+
+    private static Command Dpo(TextWriter output, TextWriter errors) => PairCommand("dpo",
+        "Direct Preference Optimization from preference pairs (no reward model; the reference is the --init policy)",
+        "run directory or Hugging Face folder of the policy to start from (the frozen reference is a copy of it)", errors, (o, r, init) => o.Dpo(r, init),
+        (records, config, p) => Training.Demo.RunDpo(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
+
+    /// <summary>What a training command on preference pairs is given besides its records and config.</summary>
+    private sealed record PairRun(string Init, string Dir, bool Resume, StopSignal Stop, bool Force, RunJob Job, bool SkipInvalid);
+
+    /// <summary>A training command on preference pairs (rm, dpo): --data, --init, --out and the common options.</summary>
+    private static Command PairCommand<TConfig>(string name, string description, string initDescription, TextWriter errors,
+        Func<TrainingOptions, ParseResult, string, TConfig> loadConfig, Action<IReadOnlyList<PreferenceRecord>, TConfig, PairRun> train) where TConfig : notnull
     {
         var data = Required("--data", "preference pairs (JSON Lines)");
-        var init = Required("--init", "run directory of the SFT model whose backbone the reward model starts from");
+        var init = Required("--init", initDescription);
         var outDir = Required("--out", "run directory to write");
         var opts = new TrainingOptions();
-        var c = new Command("rm", "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)") { data, init, outDir };
+        var c = new Command(name, description) { data, init, outDir };
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Rm(r, r.GetValue(init)!);
-            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) =>
-                Training.Demo.RunRm(records, r.GetValue(init)!, dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                    new RunJob("rm", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)));
+            var config = loadConfig(opts, r, r.GetValue(init)!);
+            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) => train(records, config,
+                new PairRun(r.GetValue(init)!, dir, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
+                    new RunJob(name, config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid))));
         });
         return c;
     }

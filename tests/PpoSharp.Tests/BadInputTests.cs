@@ -113,6 +113,8 @@ public class BadInputTests
         { "pair without rejected", ["rm", "--data", "@pair-missing-rejected.jsonl", "--init", "{policy}", "--out", "{out}"], "pair-missing-rejected.jsonl:1: missing field 'rejected'" },
         { "identical chosen and rejected", ["rm", "--data", "@pair-identical.jsonl", "--init", "{policy}", "--out", "{out}"], "pair-identical.jsonl:1: 'chosen' and 'rejected' are identical" },
         { "margin not a number", ["rm", "--data", "@pair-bad-margin.jsonl", "--init", "{policy}", "--out", "{out}"], "pair-bad-margin.jsonl:1: 'margin' must be a finite number" },
+        { "dpo: pair without chosen", ["dpo", "--data", "@pair-missing-chosen.jsonl", "--init", "{policy}", "--out", "{out}"], "pair-missing-chosen.jsonl:1: missing field 'chosen'" },
+        { "dpo: label smoothing with the hinge loss", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "loss_type=hinge", "--set", "label_smoothing=0.1"], "label_smoothing applies to loss_type sigmoid and robust only, not hinge; set it to 0" },
         { "config file truncated", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-truncated.json"], "config-truncated.json: invalid JSON" },
         { "config file with unknown key", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-unknown-key.json"], "config-unknown-key.json: unknown key 'learning_rate'; allowed: iterations" },
         { "config enum value", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-bad-enum.json"], "config-bad-enum.json: 'critic' expects one of separate, shared" },
@@ -201,6 +203,7 @@ public class BadInputTests
                      new[] { "sft", "--data", Path.Combine(TestSupport.TrainedSortModel, "data", "sft.jsonl"), "--out", dir, "--set", "steps=1" },
                      new[] { "ppo", "--data", Prompts, "--init", Policy, "--reward", "edit-distance", "--out", dir, "--set", "iterations=1" },
                      new[] { "rm", "--data", Path.Combine(TestSupport.TrainedSortModel, "data", "preferences.jsonl"), "--init", Policy, "--out", dir, "--set", "steps=1" },
+                     new[] { "dpo", "--data", Path.Combine(TestSupport.TrainedSortModel, "data", "preferences.jsonl"), "--init", Policy, "--out", dir, "--set", "steps=1" },
                  })
         {
             var stderr = new StringWriter();

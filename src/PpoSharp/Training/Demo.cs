@@ -153,6 +153,30 @@ public static class Demo
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }
 
+    /// <summary>
+    /// DPO from the policy in <paramref name="initDir"/> (a PpoSharp run or a Hugging Face folder); the frozen reference is
+    /// a second copy of it, loaded only to compute the reference log-probs once (not on a resume that finds them stored).
+    /// </summary>
+    public static DpoResult RunDpo(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, DpoConfig config, TextWriter log,
+        bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
+    {
+        torch.manual_seed(config.Seed);
+        var (policy, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
+        var invalid = new InvalidRecords(skipInvalid);
+        var pairs = DpoTrainer.Tokenize(records, tokenizer, policy.Config.ContextLength, invalid);
+        ReportInputs(invalid, tokenizer, log);
+        var device = config.Device.Resolve();
+        policy.to(device);
+        RunDirectory.PrepareOutput(outDir, force, resume, job);
+        var trainer = new DpoTrainer(config, log);
+        Decoder? reference = null;
+        try { pairs = trainer.AttachReference(pairs, () => reference = RunDirectory.LoadPolicyModel(initDir).to(device), tokenizer.Special.Pad, outDir, resume); }
+        finally { reference?.Dispose(); }
+        var result = trainer.Train(policy, tokenizer, pairs, outDir, resume, stop);
+        log.WriteLine(result.Summary(outDir));
+        return result;
+    }
+
     /// <summary>PPO from an SFT run; with held-out prompts, reports greedy reward and exact match before and after.</summary>
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,

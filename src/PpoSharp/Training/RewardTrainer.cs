@@ -41,17 +41,27 @@ public sealed record PairEval(int N, double Loss, double Accuracy, double Reward
 /// </summary>
 public sealed class RewardTrainer(RmConfig config, TextWriter log)
 {
-    public static List<PreferencePair> Tokenize(IEnumerable<PreferenceRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null)
+    public static List<PreferencePair> Tokenize(IEnumerable<PreferenceRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null) =>
+        EncodePairs(records, contextLength, invalid, (r, response) => tokenizer.Chat.EncodeWithResponse(r.Messages, response), ids => ids.Count)
+            .Select(p => new PreferencePair([.. p.Chosen], [.. p.Rejected], (float)p.Record.Margin, p.Record.Source)).ToList();
+
+    /// <summary>
+    /// Encodes the chosen and rejected side of each record with <paramref name="encode"/>(record, response) (an error there
+    /// names the record's file:line); a pair whose longer side exceeds the context is an error naming its line, or skipped
+    /// and listed in <paramref name="invalid"/>. Shared by reward-model and DPO training.
+    /// </summary>
+    public static List<(PreferenceRecord Record, T Chosen, T Rejected)> EncodePairs<T>(IEnumerable<PreferenceRecord> records, int contextLength,
+        InvalidRecords? invalid, Func<PreferenceRecord, string, T> encode, Func<T, int> length)
     {
         invalid ??= new InvalidRecords(skip: false);
-        var pairs = new List<PreferencePair>();
+        var pairs = new List<(PreferenceRecord, T, T)>();
         foreach (var r in records)
         {
-            var chosen = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Chosen));
-            var rejected = r.Source.Apply(() => tokenizer.Chat.EncodeWithResponse(r.Messages, r.Rejected));
-            int longest = Math.Max(chosen.Count, rejected.Count);
+            var chosen = r.Source.Apply(() => encode(r, r.Chosen));
+            var rejected = r.Source.Apply(() => encode(r, r.Rejected));
+            int longest = Math.Max(length(chosen), length(rejected));
             if (longest > contextLength && invalid.Reject($"{r.Source}: pair is {longest} tokens, longer than context_length {contextLength}")) continue;
-            pairs.Add(new PreferencePair([.. chosen], [.. rejected], (float)r.Margin, r.Source));
+            pairs.Add((r, chosen, rejected));
         }
         return pairs;
     }
