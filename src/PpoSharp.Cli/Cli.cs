@@ -134,13 +134,15 @@ internal static partial class Commands
     {
         var outDir = new Option<string>("--out") { Description = "run directory", DefaultValueFactory = _ => "runs/demo" };
         var task = new Option<string?>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)) + " (default sort)" };
+        var methods = new Option<string?>("--methods") { Description = "methods trained from the SFT model and compared: any of ppo, grpo, dpo, rm (default ppo,grpo,dpo; rm also trains the reward model)" };
         var opts = new TrainingOptions();
-        var c = new Command("demo", "the main job on a built-in task: data -> SFT -> PPO -> held-out table and samples") { outDir, task };
+        var c = new Command("demo", "the main job on a built-in task: data -> SFT -> PPO, GRPO, DPO -> held-out table and samples") { outDir, task, methods };
         opts.AddTo(c);
         c.SetAction(r =>
         {
             var config = opts.Demo(r);
             if (r.GetValue(task) is string t) config = (config with { Task = t }).Validate();
+            if (r.GetValue(methods) is string m) config = (config with { Methods = m }).Validate();
             Training.Demo.Run(config, r.GetValue(outDir)!, r.GetValue(opts.Force), output);
             return 0;
         });

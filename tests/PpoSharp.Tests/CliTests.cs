@@ -80,19 +80,30 @@ public class CliTests
         var dir = Path.Combine(TestSupport.TempDir(), "demo");
         var (code, output, errors) = Run("demo", "--out", dir, "--set", "train_records=300", "--set", "eval_prompts=20",
             "--set", "sft.steps=30", "--set", "sft.d_model=32", "--set", "sft.n_layer=1",
-            "--set", "rm.steps=5", "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10");
+            "--set", "methods=rm,ppo,grpo,dpo", "--set", "rm.steps=5", "--set", "ppo.iterations=2", "--set", "ppo.batch_size=16", "--set", "ppo.response_length=10",
+            "--set", "grpo.iterations=2", "--set", "grpo.batch_size=4", "--set", "grpo.num_generations=2", "--set", "grpo.max_completion_length=10",
+            "--set", "dpo.steps=3", "--set", "dpo.batch_size=8");
         Assert.True(code == 0, errors);
         foreach (var f in new[] { "data/sft.jsonl", "data/eval.jsonl", "sft/model.safetensors", "sft/config.json", "sft/tokenizer.json",
                      "sft/metrics.jsonl", "rm/model.safetensors", "rm/metrics.jsonl", "ppo/model.safetensors", "ppo/critic/model.safetensors",
-                     "ppo/metrics.jsonl", "summary.json", "report.html", "plots/sft_loss.png", "plots/rm_loss.png", "plots/rm_accuracy.png",
+                     "ppo/metrics.jsonl", "grpo/model.safetensors", "grpo/completions.jsonl", "dpo/model.safetensors", "dpo/metrics.jsonl", "summary.json", "report.html", "plots/sft_loss.png", "plots/rm_loss.png", "plots/rm_accuracy.png",
                      "plots/ppo_reward.png", "plots/ppo_kl.png", "plots/ppo_entropy.png", "plots/ppo_clipfrac.png", "plots/ppo_value_loss.png",
                      "plots/ppo_explained_variance.png" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
         Assert.Equal(30, File.ReadAllLines(Path.Combine(dir, "sft/metrics.jsonl")).Length);
         Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "ppo/metrics.jsonl")).Length);
-        Assert.Contains("KL to reference", output);
-        Assert.Contains("PPO", output);
+        Assert.Contains("KL to SFT", output);
         Assert.Contains("samples", output);
+        Assert.False(Directory.Exists(Path.Combine(dir, "grpo", "critic")));
+        // One column per model; PPO and GRPO report the tokens they generated (16 x 2 and 4 x 2 x 2 responses, 1 to 10 tokens each).
+        var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json"))).RootElement;
+        Assert.Equal(["SFT", "PPO", "GRPO", "DPO"], summary.GetProperty("columns").EnumerateArray().Select(c => c.GetString()));
+        var tokens = summary.GetProperty("table").EnumerateArray().Single(r => r.GetProperty("metric").GetString() == "tokens generated in training")
+            .GetProperty("values").EnumerateArray().Select(v => double.Parse(v.GetString()!)).ToArray();
+        Assert.Equal(0, tokens[0]);
+        Assert.InRange(tokens[1], 32, 320);
+        Assert.InRange(tokens[2], 16, 160);
+        Assert.Equal(0, tokens[3]);
 
         // The report command regenerates the page from the files alone.
         File.Delete(Path.Combine(dir, "report.html"));

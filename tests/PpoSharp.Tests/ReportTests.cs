@@ -48,13 +48,15 @@ public class ReportTests
         var dir = TestSupport.TempDir();
         Directory.CreateDirectory(Path.Combine(dir, "sft"));
         File.WriteAllLines(Path.Combine(dir, "sft", MetricsWriter.FileName), ["""{"step":1,"loss":2.0}""", """{"step":2,"loss":1.5,"eval_loss":1.6}"""]);
-        var summary = new DemoSummary("sort", 2, "edit-distance", [new("exact match", "10.0 %", "80.0 %")],
-            [new("sort: <b>", "<b>", "<script>alert(1)</script>", false, "b<", true)]);
+        var summary = new DemoSummary("sort", 2, "edit-distance", ["SFT", "PPO", "GRPO"], [new("exact match", ["10.0 %", "80.0 %", "77.5 %"])],
+            [new("sort: <b>", "<b>", [new("<script>alert(1)</script>", false), new("b<", true), new("b<", true)])]);
         File.WriteAllText(Path.Combine(dir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
         var html = File.ReadAllText(Report.Write(dir));
         Assert.DoesNotContain("<script>", html);
         Assert.Contains("&lt;script&gt;alert(1)&lt;/script&gt;", html);
         Assert.Contains("80.0 %", html);
+        Assert.Contains("<tr><th>metric</th><th>SFT</th><th>PPO</th><th>GRPO</th></tr>", html);                 // a column per method
+        Assert.Contains("<td class=\"n\">77.5 %</td></tr>", html);
         var links = Regex.Matches(html, "(?:src|href)=\"([^\"]+)\"").Select(m => m.Groups[1].Value).ToList();
         Assert.NotEmpty(links);
         Assert.All(links, link =>
@@ -123,7 +125,7 @@ public class ReportTests
         File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), ["""{"iteration":1,"reward_mean":0.5,"kl":0}""", """{"iteration":2,"reward_mean":0.7,"kl":0.2}"""]);
         File.WriteAllText(Path.Combine(dir, RunDirectory.TrainingFile), """{"kl_coef":0.0421,"critic":"separate"}""");
         File.WriteAllText(Path.Combine(dir, RunJob.FileName), """{"command":"ppo","config":{"kl_coef":0.0421},"data":"/d/p.jsonl","data_sha256":"feed"}""");
-        var summary = new DemoSummary("ppo --eval", 7, "edit-distance", [new("exact match", "12.5 %", "62.5 %")], []);
+        var summary = new DemoSummary("ppo --eval", 7, "edit-distance", ["initial model", "after ppo"], [new("exact match", ["12.5 %", "62.5 %"])], []);
         File.WriteAllText(Path.Combine(dir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
         var html = File.ReadAllText(Report.Write(dir));
         Assert.Contains("<td class=\"k\">kl_coef</td><td>0.0421</td>", html);
@@ -142,7 +144,7 @@ public class ReportTests
         File.WriteAllText(Path.Combine(dir, "sft", RunDirectory.TrainingFile), """{"n_layer":3}""");
         Directory.CreateDirectory(Path.Combine(dir, "ppo"));
         File.WriteAllLines(Path.Combine(dir, "ppo", MetricsWriter.FileName), ["""{"iteration":1,"kl":0}"""]);
-        var summary = new DemoSummary("ppo --eval", 7, "exact-match", [new("exact match", "0.0 %", "42.9 %")], []);
+        var summary = new DemoSummary("ppo --eval", 7, "exact-match", ["initial model", "after ppo"], [new("exact match", ["0.0 %", "42.9 %"])], []);
         File.WriteAllText(Path.Combine(dir, "ppo", Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
         var html = File.ReadAllText(Report.Write(dir));
         Assert.Contains("<td class=\"k\">n_layer</td><td>3</td>", html);

@@ -199,21 +199,29 @@ public static class Report
         var summary = JsonSerializer.Deserialize<DemoSummary>(File.ReadAllText(path), Json.Options);
         if (summary is null) return;
         html.Append($"<h3>Held-out prompts</h3><p>Task <b>{E(summary.Task)}</b>; {summary.EvalPrompts} held-out prompts, greedy decoding; reward: {E(summary.Reward)}.</p>");
-        html.Append("<table><tr><th>metric</th><th>SFT</th><th>PPO</th></tr>");
-        foreach (var (name, sft, ppo) in summary.Table)
-            html.Append($"<tr><td>{E(name)}</td><td class=\"n\">{E(sft)}</td><td class=\"n\">{E(ppo)}</td></tr>");
-        html.Append("</table><h3>Samples</h3><table><tr><th>prompt</th><th>solution</th><th>SFT</th><th>PPO</th></tr>");
+        string heads = string.Concat(summary.Columns.Select(c => $"<th>{E(c)}</th>"));
+        html.Append($"<table><tr><th>metric</th>{heads}</tr>");
+        foreach (var row in summary.Table)
+            html.Append($"<tr><td>{E(row.Metric)}</td>{string.Concat(row.Values.Select(v => $"<td class=\"n\">{E(v)}</td>"))}</tr>");
+        html.Append($"</table><h3>Samples</h3><table><tr><th>prompt</th><th>solution</th>{heads}</tr>");
         foreach (var s in summary.Samples)
-            html.Append($"<tr><td>{E(s.Prompt)}</td><td>{E(s.Solution)}</td><td class=\"{(s.SftOk ? "ok" : "no")}\">{E(s.Sft)}</td><td class=\"{(s.PpoOk ? "ok" : "no")}\">{E(s.Ppo)}</td></tr>");
+            html.Append($"<tr><td>{E(s.Prompt)}</td><td>{E(s.Solution)}</td>{string.Concat(s.Answers.Select(a => $"<td class=\"{(a.Ok ? "ok" : "no")}\">{E(a.Text)}</td>"))}</tr>");
         html.Append("</table>");
     }
 
     private static string E(string? text) => WebUtility.HtmlEncode(text ?? "");
 }
 
-/// <summary>What the demo saves as <c>summary.json</c> for the report: the table rows and side-by-side samples.</summary>
-public sealed record DemoSummary(string Task, int EvalPrompts, string Reward, List<TableRow> Table, List<DemoSample> Samples);
+/// <summary>
+/// What the demo (or a run with --eval) saves as <c>summary.json</c> for the report: one column per model (e.g. SFT,
+/// PPO, GRPO, DPO; or the initial and the trained model), the table rows and side-by-side samples.
+/// </summary>
+public sealed record DemoSummary(string Task, int EvalPrompts, string Reward, List<string> Columns, List<TableRow> Table, List<DemoSample> Samples);
 
-public sealed record TableRow(string Metric, string Sft, string Ppo);
+/// <summary>A metric and its value in each column.</summary>
+public sealed record TableRow(string Metric, List<string> Values);
 
-public sealed record DemoSample(string Prompt, string Solution, string Sft, bool SftOk, string Ppo, bool PpoOk);
+/// <summary>A held-out prompt, its solution, and each column's answer (Ok: an exact match).</summary>
+public sealed record DemoSample(string Prompt, string Solution, List<SampleAnswer> Answers);
+
+public sealed record SampleAnswer(string Text, bool Ok);

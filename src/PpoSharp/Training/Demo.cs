@@ -10,22 +10,41 @@ using TorchSharp;
 namespace PpoSharp.Training;
 
 /// <summary>
-/// Settings of the demo: the built-in task and its data, then the SFT and PPO sections (addressed as
-/// <c>--set sft.steps=600</c>, <c>--set ppo.iterations=30</c>). <see cref="Seed"/> seeds data, SFT and PPO.
+/// Settings of the demo: the built-in task and its data, then a section per trainer (addressed as
+/// <c>--set sft.steps=600</c>, <c>--set ppo.iterations=30</c>, <c>grpo.KEY</c>, <c>dpo.KEY</c>, <c>rm.KEY</c>).
+/// <see cref="Seed"/> seeds data and every trainer.
 /// </summary>
 public sealed record DemoConfig
 {
     public string Task { get; init; } = "sort";
     public int TrainRecords { get; init; } = 4000;
     public int EvalPrompts { get; init; } = 200;
-    /// <summary>Share of SFT demonstrations with the task's systematic flaw: room that PPO with the rule reward can close.</summary>
+    /// <summary>Share of SFT demonstrations with the task's systematic flaw: room that RL with the rule reward can close.</summary>
     public double Noise { get; init; } = 0.6;
     public int Seed { get; init; } = 1;
-    /// <summary>PPO's reward: the rule (edit distance to the solution) or the reward model trained in the demo (the rule is then logged as gold).</summary>
+    /// <summary>The online methods' reward: the rule (edit distance to the solution) or a reward model trained in the demo (the rule is then logged as gold).</summary>
     public DemoReward Reward { get; init; } = DemoReward.Rule;
+    /// <summary>The methods that start from the SFT model, compared side by side: any of ppo, grpo, dpo (comma-separated); rm adds the reward model.</summary>
+    public string Methods { get; init; } = "ppo,grpo,dpo";
     public SftConfig Sft { get; init; } = new();
     public RmConfig Rm { get; init; } = new() { Steps = 300 };
     public PpoConfig Ppo { get; init; } = new();
+    /// <summary>30 iterations of 16 prompts x 8 samples: PPO's 60 x 64 completions, the same sampling budget.</summary>
+    public GrpoConfig Grpo { get; init; } = new() { Iterations = 30 };
+    public DpoConfig Dpo { get; init; } = new();
+
+    public static readonly string[] AllMethods = ["ppo", "grpo", "dpo", "rm"];
+
+    /// <summary>The methods to run, in the order given; the reward model whenever the reward is the model.</summary>
+    public IReadOnlyList<string> MethodList
+    {
+        get
+        {
+            var list = Methods.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Distinct().ToList();
+            if (Reward == DemoReward.Model && !list.Contains("rm")) list.Insert(0, "rm");
+            return list;
+        }
+    }
 
     public DemoConfig Validate()
     {
@@ -33,38 +52,59 @@ public sealed record DemoConfig
         Check.Positive(TrainRecords, "train_records");
         Check.Positive(EvalPrompts, "eval_prompts");
         Check.InRange(Noise, 0, 1, "noise");
+        if (MethodList.Count == 0) throw new PpoSharpException($"methods: give at least one of {string.Join(", ", AllMethods)}");
+        if (MethodList.FirstOrDefault(m => !AllMethods.Contains(m)) is string bad)
+            throw new PpoSharpException($"methods: '{bad}' is not a method (allowed: {string.Join(", ", AllMethods)})");
         Sft.Validate();
         Rm.Validate();
         Ppo.Validate();
-        return this with { Sft = Sft with { Seed = Seed }, Rm = Rm with { Seed = Seed }, Ppo = Ppo with { Seed = Seed } };
+        Grpo.Validate();
+        Dpo.Validate();
+        return this with
+        {
+            Sft = Sft with { Seed = Seed }, Rm = Rm with { Seed = Seed }, Ppo = Ppo with { Seed = Seed },
+            Grpo = Grpo with { Seed = Seed }, Dpo = Dpo with { Seed = Seed },
+        };
     }
 }
 
 public enum DemoReward { Rule, Model }
 
-/// <summary>The demo's held-out comparison of the SFT and PPO models, and the reward model's held-out ranking.</summary>
-public sealed record DemoResult(EvalResult Sft, EvalResult Ppo, double SftKl, double PpoKl, PpoResult Training, PairEval RewardModel)
+/// <summary>One model of the demo's comparison: its held-out evaluation, KL to the SFT model, training time and generated tokens.</summary>
+public sealed record MethodResult(string Name, EvalResult Eval, double Kl, double Seconds, double GeneratedTokens);
+
+/// <summary>The demo's held-out comparison of the SFT model and each method trained from it; the reward model's held-out ranking when one was trained.</summary>
+public sealed record DemoResult(IReadOnlyList<MethodResult> Models, PairEval? RewardModel)
 {
+    public MethodResult this[string name] => Models.Single(m => m.Name == name);
+
+    public List<string> Columns() => Models.Select(m => m.Name).ToList();
+
     public List<TableRow> Table() =>
     [
-        new("edit-distance reward", $"{Sft.RewardMean:F3}", $"{Ppo.RewardMean:F3}"),
-        new("exact match", $"{Sft.ExactMatch:P1}", $"{Ppo.ExactMatch:P1}"),
-        new("KL to reference (nats/sequence)", $"{SftKl:F3}", $"{PpoKl:F3}"),
-        new("response length (tokens)", $"{Sft.ResponseLength:F1}", $"{Ppo.ResponseLength:F1}"),
+        Row("edit-distance reward", m => $"{m.Eval.RewardMean:F3}"),
+        Row("exact match", m => $"{m.Eval.ExactMatch:P1}"),
+        Row("KL to SFT (nats/sequence)", m => $"{m.Kl:F3}"),
+        Row("response length (tokens)", m => $"{m.Eval.ResponseLength:F1}"),
+        Row("training time (s)", m => $"{m.Seconds:F0}"),
+        Row("tokens generated in training", m => $"{m.GeneratedTokens:F0}"),
     ];
 
-    public List<DemoSample> Samples(int count) => SideBySide(Sft, Ppo, count);
+    private TableRow Row(string metric, Func<MethodResult, string> value) => new(metric, Models.Select(value).ToList());
 
-    /// <summary>The first <paramref name="count"/> prompts with the answers of the model before and after training.</summary>
-    public static List<DemoSample> SideBySide(EvalResult before, EvalResult after, int count) => before.Samples.Zip(after.Samples).Take(count)
-        .Select(p => new DemoSample(p.First.Prompt, string.Join(" | ", p.First.Solutions), p.First.Response, p.First.ExactMatch, p.Second.Response, p.Second.ExactMatch))
+    public List<DemoSample> Samples(int count) => SideBySide(Models.Select(m => m.Eval).ToList(), count);
+
+    /// <summary>The first <paramref name="count"/> prompts with each evaluated model's answer.</summary>
+    public static List<DemoSample> SideBySide(IReadOnlyList<EvalResult> evals, int count) => Enumerable.Range(0, Math.Min(count, evals[0].Samples.Count))
+        .Select(i => new DemoSample(evals[0].Samples[i].Prompt, string.Join(" | ", evals[0].Samples[i].Solutions),
+            evals.Select(e => new SampleAnswer(e.Samples[i].Response, e.Samples[i].ExactMatch)).ToList()))
         .ToList();
 }
 
 /// <summary>
 /// The main job, end to end on a built-in task: writes the task's data in the chat format (a share of the
-/// demonstrations flawed), trains the policy with SFT, improves it with PPO and the rule reward on <c>solution</c>,
-/// and compares both on held-out prompts (table and samples side by side).
+/// demonstrations flawed), trains the policy with SFT, then from it each method (PPO and GRPO with the rule reward on
+/// <c>solution</c>, DPO on the preference pairs), and compares them on held-out prompts (table and samples side by side).
 /// </summary>
 public static class Demo
 {
@@ -77,37 +117,56 @@ public static class Demo
         log.WriteLine($"data: task '{task.Name}' ({task.Description}); {c.TrainRecords} demonstrations, {c.Noise:P0} of them flawed; {c.EvalPrompts} held-out prompts -> {dataDir}");
 
         var sftDir = Path.Combine(outDir, "sft");
-        var records = Jsonl.ReadChat(Path.Combine(dataDir, TaskData.SftFile)).Records;
-        var sft = RunSft(records, null, sftDir, c.Sft, log);
+        var sft = RunSft(Jsonl.ReadChat(Path.Combine(dataDir, TaskData.SftFile)).Records, null, sftDir, c.Sft, log);
         log.WriteLine(sft.Summary(sftDir));
 
-        var rmDir = Path.Combine(outDir, "rm");
-        var pairs = Jsonl.ReadPreferences(Path.Combine(dataDir, TaskData.PreferencesFile)).Records;
-        var rm = RunRm(pairs, sftDir, rmDir, c.Rm, log);
-
         var rule = new EditDistance();
-        IRewardFunction reward = c.Reward == DemoReward.Model ? RewardModelScorer.Load(rmDir) : rule;
-        var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.PromptsFile)).Records;
         var heldOut = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.EvalFile)).Records;
-        var ppoDir = Path.Combine(outDir, "ppo");
-        using var trainer = PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log, gold: c.Reward == DemoReward.Model ? rule : null);
         var (sftModel, tokenizer) = RunDirectory.LoadPolicy(sftDir);
-        var training = trainer.Train(ppoDir);
-        log.WriteLine(training.Summary(ppoDir));
-
-        using var generator = new torch.Generator((ulong)c.Seed);
         int maxNew = c.Ppo.ResponseLength;
-        var result = new DemoResult(
-            Evaluator.Evaluate(sftModel, tokenizer, heldOut, rule, maxNew),
-            Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, rule, maxNew),
-            0.0,                                                  // the SFT model is the reference: KL 0 by definition
-            Evaluator.KlToReference(trainer.Actor, sftModel, tokenizer, heldOut, maxNew, generator),
-            training, rm);
+        using var generator = new torch.Generator((ulong)c.Seed);
+        MethodResult Compare(string name, Decoder model, double seconds, double tokens) =>
+            new(name, Evaluator.Evaluate(model, tokenizer, heldOut, rule, maxNew),
+                name == "SFT" ? 0.0 : Evaluator.KlToReference(model, sftModel, tokenizer, heldOut, maxNew, generator), seconds, tokens);
+        var models = new List<MethodResult> { Compare("SFT", sftModel, sft.Seconds, 0) };
+        PairEval? rm = null;
+        IRewardFunction reward = rule;
+        foreach (var method in c.MethodList)
+        {
+            var dir = Path.Combine(outDir, method);
+            if (method == "rm")
+            {
+                rm = RunRm(Jsonl.ReadPreferences(Path.Combine(dataDir, TaskData.PreferencesFile)).Records, sftDir, dir, c.Rm, log);
+                if (c.Reward == DemoReward.Model) reward = RewardModelScorer.Load(dir);
+                continue;
+            }
+            models.Add(RunMethod(method, c, dataDir, sftDir, dir, reward, reward == rule ? null : rule, log, Compare));
+        }
+        var result = new DemoResult(models, rm);
         PrintSummary(result, log);
-        var summary = new DemoSummary(task.Name, heldOut.Count, reward.Name, result.Table(), result.Samples(12));
+        var summary = new DemoSummary(task.Name, heldOut.Count, reward.Name, result.Columns(), result.Table(), result.Samples(12));
         File.WriteAllText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
         log.WriteLine($"report: {Report.Write(outDir)}");
         return result;
+    }
+
+    /// <summary>Trains one of the demo's methods from the SFT run and evaluates it with <paramref name="compare"/>.</summary>
+    private static MethodResult RunMethod(string method, DemoConfig c, string dataDir, string sftDir, string dir, IRewardFunction reward, IRewardFunction? gold,
+        TextWriter log, Func<string, Decoder, double, double, MethodResult> compare)
+    {
+        if (method == "dpo")
+        {
+            var dpo = RunDpo(Jsonl.ReadPreferences(Path.Combine(dataDir, TaskData.PreferencesFile)).Records, sftDir, dir, c.Dpo, log);
+            using var model = RunDirectory.LoadPolicyModel(dir);
+            return compare("DPO", model, dpo.Seconds, 0);
+        }
+        var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.PromptsFile)).Records;
+        using var trainer = method == "ppo"
+            ? PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log, gold)
+            : PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Grpo, log, gold);
+        var training = trainer.Train(dir);
+        log.WriteLine(training.Summary(dir));
+        return compare(method.ToUpperInvariant(), trainer.Actor, training.Seconds, training.GeneratedTokens);
     }
 
     /// <summary>SFT from a new model (tokenizer built from the data) or from the run directory <paramref name="initDir"/>.</summary>
@@ -217,31 +276,32 @@ public static class Demo
         return (result, before, after);
     }
 
-    /// <summary>The held-out comparison of a ppo run with --eval, in summary.json, which the run's report shows (the "SFT" column is the initial model).</summary>
+    /// <summary>The held-out comparison of a ppo or grpo run with --eval, in summary.json, which the run's report shows.</summary>
     private static void WriteEvalSummary(string outDir, string command, string reward, EvalResult before, EvalResult after)
     {
         List<TableRow> table =
         [
-            new($"{reward} reward", $"{before.RewardMean:F3}", $"{after.RewardMean:F3}"),
-            new("exact match", $"{before.ExactMatch:P1}", $"{after.ExactMatch:P1}"),
-            new("response length (tokens)", $"{before.ResponseLength:F1}", $"{after.ResponseLength:F1}"),
+            new($"{reward} reward", [$"{before.RewardMean:F3}", $"{after.RewardMean:F3}"]),
+            new("exact match", [$"{before.ExactMatch:P1}", $"{after.ExactMatch:P1}"]),
+            new("response length (tokens)", [$"{before.ResponseLength:F1}", $"{after.ResponseLength:F1}"]),
         ];
-        var summary = new DemoSummary($"{command} --eval", after.N, reward, table, DemoResult.SideBySide(before, after, 12));
+        var summary = new DemoSummary($"{command} --eval", after.N, reward, ["initial model", $"after {command}"], table, DemoResult.SideBySide([before, after], 12));
         AtomicFile.WriteText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
     }
 
     private static void PrintSummary(DemoResult r, TextWriter log)
     {
         var console = Consoles.For(log);
-        var table = new Table().Title($"held-out prompts (n = {r.Sft.N}, greedy)").AddColumn("metric")
-            .AddColumn(new TableColumn("SFT").RightAligned()).AddColumn(new TableColumn("PPO").RightAligned());
-        foreach (var row in r.Table()) table.AddRow(Markup.Escape(row.Metric), row.Sft, row.Ppo);
+        var table = new Table().Title($"held-out prompts (n = {r.Models[0].Eval.N}, greedy)").AddColumn("metric");
+        foreach (var name in r.Columns()) table.AddColumn(new TableColumn(name).RightAligned());
+        foreach (var row in r.Table()) table.AddRow([Markup.Escape(row.Metric), .. row.Values]);
         console.Write(table);
-        var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution").AddColumn("SFT").AddColumn("PPO");
+        var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution");
+        foreach (var name in r.Columns()) samples.AddColumn(name);
         foreach (var s in r.Samples(8))
-            samples.AddRow(Markup.Escape(s.Prompt), Markup.Escape(s.Solution), Mark(s.Sft, s.SftOk), Mark(s.Ppo, s.PpoOk));
+            samples.AddRow([Markup.Escape(s.Prompt), Markup.Escape(s.Solution), .. s.Answers.Select(a => Mark(a.Text, a.Ok))]);
         console.Write(samples);
-        log.WriteLine($"reward model: held-out pair accuracy {r.RewardModel.Accuracy:P1}, margin {r.RewardModel.RewardMargin:F3}");
+        if (r.RewardModel is PairEval rm) log.WriteLine($"reward model: held-out pair accuracy {rm.Accuracy:P1}, margin {rm.RewardMargin:F3}");
 
         static string Mark(string text, bool ok) => Markup.Escape(text) + (ok ? " ok" : "");
     }

@@ -114,6 +114,7 @@ public sealed partial class PpoTrainer
         row["completions/min_length"] = Item(lengths.min());
         row["completions/max_length"] = Item(lengths.max());
         row["completions/clipped_ratio"] = Item(e.Truncated!.to(ScalarType.Float32).mean());
+        row["generated_tokens"] = Item(lengths.sum());
         if (e.RefLogProbs is not null)                                                                  // per-token k3 KL(pi_old || pi_ref), TRL's kl
             row["kl"] = Item(Masked.Mean(Kl.PerToken(e.OldLogProbs, e.RefLogProbs, KlEstimator.K3), e.ResponseMask));
         row["entropy"] = u.Entropy;

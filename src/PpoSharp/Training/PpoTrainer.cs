@@ -15,7 +15,7 @@ namespace PpoSharp.Training;
 public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal);
 
 /// <summary>Figures of a finished PPO run.</summary>
-public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds, string Title = "ppo")
+public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds, string Title = "ppo", double GeneratedTokens = 0)
 {
     public string Summary(string dir) =>
         $"{Title}: {Iterations} iterations in {Seconds:F0} s; sampled reward {FirstRewardMean:F3} (first 10%) -> {LastRewardMean:F3} (last 10%)" +
@@ -123,7 +123,8 @@ public sealed partial class PpoTrainer : IDisposable
         int k = Math.Max(1, rows.Count / 10);
         double Mean(IEnumerable<Dictionary<string, System.Text.Json.JsonElement>> r) => r.Average(x => x["reward_mean"].GetDouble());
         double lastKl = rows[^1].TryGetValue("kl", out var kl) ? kl.GetDouble() : double.NaN;
-        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), lastKl, seconds, _title);
+        double generated = rows.Sum(x => x.TryGetValue("generated_tokens", out var g) ? g.GetDouble() : 0);
+        return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), lastKl, seconds, _title, generated);
     }
 
     private void SaveCheckpoint(string dir, int iteration)
@@ -434,6 +435,7 @@ public sealed partial class PpoTrainer : IDisposable
             ["ppo_epochs"] = u.Epochs,
             ["skipped_steps"] = u.SkippedSteps,
             ["response_length"] = lengthMean,
+            ["generated_tokens"] = lengthMean * e.Scores.shape[0],
             ["eos_rate"] = eosRate,
             ["rollout_seconds"] = rolloutSeconds,
             ["generate_seconds"] = _phases.Generate,
