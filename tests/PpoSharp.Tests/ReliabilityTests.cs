@@ -128,6 +128,47 @@ public class ReliabilityTests
         AssertSameMetrics(Uninterrupted.Value, dir);
     }
 
+    /// <summary>The CLI arguments of a short grpo or dpo run into <paramref name="dir"/>, with a checkpoint every few steps.</summary>
+    private static string[] RunArgs(string command, string dir) => command == "grpo"
+        ? ["grpo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
+           .. new[] { "iterations=6", "batch_size=4", "num_generations=4", "max_completion_length=8", "checkpoint_every=2", "lr=3e-4" }.SelectMany(s => new[] { "--set", s })]
+        : ["dpo", "--data", FewPairs.Value, "--init", Init, "--out", dir,
+           .. new[] { "steps=60", "batch_size=16", "checkpoint_every=20", "eval_every=30" }.SelectMany(s => new[] { "--set", s })];
+
+    /// <summary>The first 300 preference pairs of the flawed model's data (the reference pass over all 4000 is slow).</summary>
+    private static readonly Lazy<string> FewPairs = new(() =>
+    {
+        var path = Path.Combine(TestSupport.TempDir(), TaskData.PreferencesFile);
+        File.WriteAllLines(path, File.ReadLines(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PreferencesFile)).Take(300));
+        return path;
+    });
+
+    [Theory]
+    [InlineData("grpo", "step-000004")]
+    [InlineData("dpo", "step-000020")]
+    public void SigKill_MidRun_ThenResume_GivesIdenticalMetricsAndModel_GrpoAndDpo(string command, string killAt)
+    {
+        var full = Path.Combine(TestSupport.TempDir(), "full");
+        var uninterrupted = RunInProcess(RunArgs(command, full));
+        Assert.True(uninterrupted.Code == 0, uninterrupted.Err);
+        var dir = Path.Combine(TestSupport.TempDir(), "killed");
+        using (var process = StartCli(RunArgs(command, dir)))
+        {
+            var latest = Path.Combine(dir, "checkpoints", "latest");
+            var clock = Stopwatch.StartNew();
+            while (!(File.Exists(latest) && File.ReadAllText(latest) == killAt) && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2))
+                Thread.Sleep(5);
+            Assert.False(process.HasExited, "the run finished before it could be killed");
+            process.Kill();                                                             // SIGKILL
+            process.WaitForExit();
+        }
+        Assert.True(Rows(dir).Count < Rows(full).Count);
+        var (code, _, errors) = RunInProcess([.. RunArgs(command, dir), "--resume"]);
+        Assert.True(code == 0, errors);
+        AssertSameMetrics(full, dir);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(full, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+    }
+
     [Fact]
     public void SigTerm_WritesCheckpoint_ExitsWithResumeHint()
     {
