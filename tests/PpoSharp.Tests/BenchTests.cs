@@ -30,4 +30,17 @@ public class BenchTests
         // 1000 weights x 4 bytes, plus 64 rows x 4 layers x (keys + values) x 256 floats x 100 positions x 4 bytes
         Assert.Equal(4000.0 + 64 * 4 * 2 * 256 * 100 * 4.0, Bench.GenerateBytesPerStep(1000, c, 64, 100));
     }
+
+    [Fact]
+    public void MatchedGrpo_GeneratesAsManyCompletions_WithTheSamePassesMinibatchesAndLength_AndNoReference()
+    {
+        var ppo = new PpoSharp.Training.PpoConfig { Iterations = 3 };
+        var grpo = Bench.MatchedGrpo(ppo).Validate();
+        Assert.Equal(ppo.BatchSize, grpo.BatchSize * grpo.NumGenerations);
+        Assert.Equal((8, 8), (grpo.BatchSize, grpo.NumGenerations));
+        Assert.Equal((ppo.NumPpoEpochs, ppo.NumMiniBatches, ppo.ResponseLength, ppo.Iterations),
+            (grpo.NumIterations, grpo.NumMiniBatches, grpo.MaxCompletionLength, grpo.Iterations));
+        Assert.False(grpo.NeedsReference);
+        Assert.True(ppo.KlCoef > 0);                                                            // PPO keeps its reference
+    }
 }

@@ -71,7 +71,7 @@ public class ReportTests
     public void Report_DirectoryWithoutMetrics_IsAClearError()
     {
         var dir = TestSupport.TempDir();
-        Assert.Equal($"{dir}: no metrics.jsonl here or in sft/, rm/, ppo/", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
+        Assert.Equal($"{dir}: no metrics.jsonl here or in sft/, rm/, ppo/, grpo/, dpo/", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
         File.WriteAllText(Path.Combine(dir, MetricsWriter.FileName), "{\"step\":1}\nnot json\n");
         Assert.Equal($"{Path.Combine(dir, MetricsWriter.FileName)}:2: not a JSON object", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
     }
@@ -114,7 +114,8 @@ public class ReportTests
         var chart = Report.Charts("sft", rows).Single().Chart!;
         Assert.Equal([false, true], chart.Series.Select(s => s.HeldOut));
         var ppo = Rows("""{"iteration":1,"reward_mean":1,"kl":1,"entropy":1,"clipfrac":0.1,"value_loss":1,"explained_variance":0.5}""");
-        Assert.All(Report.Charts("ppo", ppo).Concat(Report.Charts("rm", Rows("""{"step":1,"loss":1,"accuracy":0.5}"""))),
+        Assert.All(Report.Charts("ppo", ppo).Concat(Report.Charts("rm", Rows("""{"step":1,"loss":1,"accuracy":0.5}""")))
+                .Concat(Report.Charts("grpo", Rows(GrpoRows))).Concat(Report.Charts("dpo", Rows(DpoRows))),
             c => Assert.False(string.IsNullOrWhiteSpace(c.Chart!.YLabel), c.File));
     }
 
@@ -163,6 +164,96 @@ public class ReportTests
         File.WriteAllText(Path.Combine(dir, file), json);
         Assert.Contains("<h2>RM (1 steps)</h2>", File.ReadAllText(Report.Write(dir)));
         Assert.True(File.Exists(Path.Combine(dir, Report.PlotDir, "rm_accuracy.png")));
+    }
+
+    private static readonly string[] GrpoRows =
+    [
+        """{"iteration":1,"reward":0.25,"reward_mean":0.25,"reward_std":0.3,"rewards/exact-match/mean":0.25,"rewards/exact-match/std":0.4,"rewards/repetition/mean":-0.1,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.5,"completions/mean_length":9,"completions/clipped_ratio":0.125,"kl":0.01,"entropy":1.2,"loss":0.02,"clip_ratio/low_mean":0.01,"clip_ratio/high_mean":0.02,"clip_ratio/region_mean":0.03}""",
+        """{"iteration":2,"reward":0.5,"reward_mean":0.5,"reward_std":0.2,"rewards/exact-match/mean":0.5,"rewards/exact-match/std":0.5,"rewards/repetition/mean":-0.05,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.25,"completions/mean_length":8,"completions/clipped_ratio":0,"kl":0.02,"entropy":1.1,"loss":0.01,"clip_ratio/low_mean":0,"clip_ratio/high_mean":0.01,"clip_ratio/region_mean":0.01,"gold_reward_mean":0.4}""",
+    ];
+
+    private static readonly string[] DpoRows =
+    [
+        """{"step":1,"loss":0.69,"rewards/chosen":0.01,"rewards/rejected":-0.01,"rewards/accuracies":0.5,"rewards/margins":0.02,"logps/chosen":-20,"logps/rejected":-22,"lr":1e-6,"grad_norm":3}""",
+        """{"step":2,"loss":0.6,"rewards/chosen":0.1,"rewards/rejected":-0.2,"rewards/accuracies":0.75,"rewards/margins":0.3,"logps/chosen":-19,"logps/rejected":-24,"lr":1e-6,"grad_norm":2,"eval_loss":0.62,"eval_rewards/chosen":0.08,"eval_rewards/rejected":-0.15,"eval_rewards/accuracies":0.7,"eval_rewards/margins":0.23,"eval_logps/chosen":-19.5,"eval_logps/rejected":-23}""",
+    ];
+
+    /// <summary>Files and titles a GRPO run's report must hold; none of PPO's critic plots.</summary>
+    private static readonly string[] GrpoPlotFiles =
+        ["grpo_reward.png", "grpo_reward_functions.png", "grpo_reward_std.png", "grpo_kl.png", "grpo_entropy.png", "grpo_clip_ratio.png", "grpo_completion_length.png"];
+
+    private static readonly string[] DpoPlotFiles = ["dpo_loss.png", "dpo_accuracy.png", "dpo_margins.png", "dpo_rewards.png", "dpo_logps.png"];
+
+    [Fact]
+    public void Report_OfSingleGrpoRun_DrawsGrpoPlots_NotPpos()
+    {
+        var dir = RunDir(GrpoRows, """{"command":"grpo","config":{"num_generations":8}}""");
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<h2>GRPO (2 iterations)</h2>", html);
+        Assert.DoesNotContain("<h2>PPO", html);
+        Assert.DoesNotContain("<h2>SFT", html);
+        Assert.DoesNotContain("value loss", html);
+        Assert.Equal(GrpoPlotFiles.Order(), Directory.GetFiles(Path.Combine(dir, Report.PlotDir)).Select(Path.GetFileName).Order());
+        foreach (var title in new[] { "GRPO reward; gold reward on the right axis", "reward per function", "reward spread within groups; groups with zero std on the right axis",
+                     "KL to the reference", "policy entropy", "clipped ratios", "completion length; clipped on the right axis" })
+            Assert.Contains($"alt=\"{title}\"", html);
+    }
+
+    [Fact]
+    public void GrpoRewardFunctionPlot_HasOneLinePerFunction()
+    {
+        var chart = Report.Charts("grpo", Rows(GrpoRows)).Single(c => c.File == "grpo_reward_functions.png").Chart!;
+        Assert.Equal(["exact-match", "repetition"], chart.Series.Select(s => s.Label));
+        Assert.Null(Report.Charts("grpo", Rows("""{"iteration":1,"reward":1}""")).Single(c => c.File == "grpo_reward_functions.png").Chart);
+    }
+
+    [Fact]
+    public void Report_OfSingleDpoRun_DrawsDpoPlots_NotSfts()
+    {
+        var dir = RunDir(DpoRows, """{"command":"dpo","config":{"beta":0.1}}""");
+        var html = File.ReadAllText(Report.Write(dir));
+        Assert.Contains("<h2>DPO (2 steps)</h2>", html);
+        Assert.DoesNotContain("<h2>SFT", html);
+        Assert.DoesNotContain("SFT loss", html);
+        Assert.Equal(DpoPlotFiles.Order(), Directory.GetFiles(Path.Combine(dir, Report.PlotDir)).Select(Path.GetFileName).Order());
+        foreach (var title in new[] { "DPO loss", "implicit-reward accuracy", "implicit-reward margin", "implicit rewards, chosen vs rejected", "policy log-probs, chosen vs rejected" })
+            Assert.Contains($"alt=\"{title}\"", html);
+        Assert.Contains("<td>eval_rewards/accuracies</td><td class=\"n\">0.7</td><td class=\"n\">2</td>", html);
+        var accuracy = Report.Charts("dpo", Rows(DpoRows)).Single(c => c.File == "dpo_accuracy.png").Chart!;
+        Assert.Equal([false, true], accuracy.Series.Select(s => s.HeldOut));
+    }
+
+    [Theory]
+    [InlineData("grpo", "GRPO (2 iterations)")]
+    [InlineData("dpo", "DPO (2 steps)")]
+    public void Report_OfRunWithoutJobJson_TellsGrpoAndDpoFromTheirMetrics(string stage, string heading)
+    {
+        var dir = RunDir(stage == "grpo" ? GrpoRows : DpoRows, null);
+        Assert.Contains($"<h2>{heading}</h2>", File.ReadAllText(Report.Write(dir)));
+    }
+
+    [Fact]
+    public void Report_OfDemoRun_PicksUpGrpoAndDpoStages_InOrder()
+    {
+        var dir = TestSupport.TempDir();
+        foreach (var (stage, rows) in new[] { ("dpo", DpoRows), ("grpo", GrpoRows), ("sft", new[] { """{"step":1,"loss":2.0}""" }) })
+        {
+            Directory.CreateDirectory(Path.Combine(dir, stage));
+            File.WriteAllLines(Path.Combine(dir, stage, MetricsWriter.FileName), rows);
+        }
+        var html = File.ReadAllText(Report.Write(dir));
+        var headings = Regex.Matches(html, "<h2>([A-Z]+) ").Select(m => m.Groups[1].Value);
+        Assert.Equal(["SFT", "GRPO", "DPO"], headings);
+        Assert.All(GrpoPlotFiles.Concat(DpoPlotFiles), f => Assert.True(File.Exists(Path.Combine(dir, Report.PlotDir, f)), f));
+    }
+
+    /// <summary>A single run directory with <paramref name="metrics"/> and, unless null, <paramref name="job"/> as job.json.</summary>
+    private static string RunDir(string[] metrics, string? job)
+    {
+        var dir = TestSupport.TempDir();
+        File.WriteAllLines(Path.Combine(dir, MetricsWriter.FileName), metrics);
+        if (job is not null) File.WriteAllText(Path.Combine(dir, RunJob.FileName), job);
+        return dir;
     }
 
     private static List<Dictionary<string, System.Text.Json.JsonElement>> Rows(params string[] lines) =>

@@ -210,15 +210,12 @@ public static partial class Bench
             var prompts = PpoSetup(dir);
             var timing = new PpoConfig { Iterations = iterations, CheckpointEvery = 1000 };
             var rows = RunPpo(dir, "timing", prompts, timing);
-            double M(string key) => Median(rows.Skip(1).Select(x => x[key].GetDouble()).ToList());
             double total = IterationSeconds(rows);
             r["ppo_iteration_seconds"] = total;
-            r["ppo_share_generate"] = M("generate_seconds") / total;
-            r["ppo_share_forward"] = M("forward_seconds") / total;
-            r["ppo_share_reward"] = M("reward_seconds") / total;
-            r["ppo_share_update"] = M("update_seconds") / total;
+            PhaseShares(r, "ppo", rows);
             log.WriteLine($"bench: PPO iteration (batch 64, 16 new tokens, d_model 128): {total:F2} s; generate {r["ppo_share_generate"]:P0}, "
                 + $"reference + critic + old log-probs {r["ppo_share_forward"]:P0}, reward {r["ppo_share_reward"]:P0}, update {r["ppo_share_update"]:P0}");
+            GrpoFigures(r, dir, prompts, timing, rows, log);
 
             var soakRows = RunPpo(dir, "soak", prompts, timing with { Iterations = soak, BatchSize = 16, NumMiniBatches = 2 }, trackRss: true);
             int first = Math.Min(5, soakRows.Count - 1);
@@ -245,13 +242,35 @@ public static partial class Bench
         return prompts;
     }
 
-    /// <summary>Median seconds of a PPO iteration (rollout + update), the first (warm-up) iteration left out.</summary>
+    /// <summary>Median seconds of a PPO or GRPO iteration (rollout + update), the first (warm-up) iteration left out.</summary>
     private static double IterationSeconds(List<Dictionary<string, System.Text.Json.JsonElement>> rows) =>
         Median(rows.Skip(1).Select(x => x["rollout_seconds"].GetDouble() + x["update_seconds"].GetDouble()).ToList());
 
-    private static List<Dictionary<string, System.Text.Json.JsonElement>> RunPpo(string dir, string name, IReadOnlyList<PromptRecord> prompts, PpoConfig config, bool trackRss = false)
+    /// <summary>Median of a logged value over the iterations after the first (warm-up) one.</summary>
+    private static double MedianAfterFirst(List<Dictionary<string, System.Text.Json.JsonElement>> rows, string key) =>
+        Median(rows.Skip(1).Select(x => x[key].GetDouble()).ToList());
+
+    /// <summary>
+    /// <c>{prefix}_share_{phase}</c>: each phase's median seconds over the median iteration seconds (generate: sampling;
+    /// forward: old log-probs, reference and critic where there are ones; reward; update: every epoch's minibatches).
+    /// </summary>
+    private static void PhaseShares(Dictionary<string, object> r, string prefix, List<Dictionary<string, System.Text.Json.JsonElement>> rows)
     {
-        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(dir, "init"), new EditDistance(), prompts, config, TextWriter.Null);
+        double total = IterationSeconds(rows);
+        foreach (var phase in new[] { "generate", "forward", "reward", "update" })
+            r[$"{prefix}_share_{phase}"] = MedianAfterFirst(rows, $"{phase}_seconds") / total;
+    }
+
+    private static List<Dictionary<string, System.Text.Json.JsonElement>> RunPpo(string dir, string name, IReadOnlyList<PromptRecord> prompts, PpoConfig config, bool trackRss = false) =>
+        RunTrainer(dir, name, init => PpoTrainer.FromRunDirectory(init, new EditDistance(), prompts, config, TextWriter.Null), trackRss);
+
+    /// <summary>
+    /// Trains the trainer <paramref name="create"/> makes from <paramref name="dir"/>/init (PPO or critic-free) into
+    /// <paramref name="dir"/>/<paramref name="name"/>, with edit distance as the reward; returns its metrics rows.
+    /// </summary>
+    private static List<Dictionary<string, System.Text.Json.JsonElement>> RunTrainer(string dir, string name, Func<string, PpoTrainer> create, bool trackRss = false)
+    {
+        using var trainer = create(Path.Combine(dir, "init"));
         var outDir = Path.Combine(dir, name);
         if (trackRss) trainer.AfterIteration = row => row["rss_mb"] = RssMb();
         trainer.Train(outDir);

@@ -7,7 +7,7 @@ namespace PpoSharp.Reporting;
 
 /// <summary>
 /// Writes <c>report.html</c> and <c>plots/*.png</c> into a run directory from its <c>metrics.jsonl</c> files (the run's
-/// own, or those of <c>sft/</c>, <c>rm/</c> and <c>ppo/</c> in a demo run), each run's settings
+/// own, or those of <c>sft/</c>, <c>rm/</c>, <c>ppo/</c>, <c>grpo/</c> and <c>dpo/</c> in a demo run), each run's settings
 /// (<c>job.json</c>, <c>training_config.json</c>) and held-out results (<c>summary.json</c>, the last <c>eval_*</c>
 /// metrics), and the demo's <c>summary.json</c>. Missing keys leave a plot out, extra keys are ignored; model text is
 /// HTML-escaped; the page links only files inside the run directory, so it opens offline.
@@ -45,11 +45,47 @@ public static class Report
             [("accuracy", "train"), ("eval_accuracy", "held out")]),
     ];
 
+    /// <summary>GRPO/RLOO/REINFORCE++ (TRL's GRPOTrainer keys); the per-function reward plot is built from the keys found (<see cref="GrpoSpecs"/>).</summary>
+    private static readonly PlotSpec[] GrpoPlots =
+    [
+        new("grpo_reward.png", "GRPO reward", "reward (mean score per completion)", [("reward", "reward")],
+            ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
+        new("grpo_reward_std.png", "reward spread within groups", "reward_std (score, mean over groups)", [("reward_std", "reward std")],
+            ("frac_reward_zero_std", "groups with zero std", "share of groups, all rewards equal")),
+        new("grpo_kl.png", "KL to the reference", "k3 estimate (nats per token)", [("kl", "kl")]),
+        new("grpo_entropy.png", "policy entropy", "nats per token", [("entropy", "entropy")]),
+        new("grpo_clip_ratio.png", "clipped ratios", "share of tokens clipped",
+            [("clip_ratio/low_mean", "low (A < 0, ratio < 1 - eps)"), ("clip_ratio/high_mean", "high (A > 0, ratio > 1 + eps_high)"),
+             ("clip_ratio/region_mean", "region (either)")]),
+        new("grpo_completion_length.png", "completion length", "tokens per completion (mean)", [("completions/mean_length", "mean length")],
+            ("completions/clipped_ratio", "clipped", "share of completions cut at max length")),
+    ];
+
+    /// <summary>DPO (TRL's DPOTrainer keys): train every step, held out (<c>eval_</c>) every eval_every steps.</summary>
+    private static readonly PlotSpec[] DpoPlots =
+    [
+        new("dpo_loss.png", "DPO loss", "loss (nats per pair)", [("loss", "train"), ("eval_loss", "held out")]),
+        new("dpo_accuracy.png", "implicit-reward accuracy", "share of pairs with chosen reward > rejected",
+            [("rewards/accuracies", "train"), ("eval_rewards/accuracies", "held out")]),
+        new("dpo_margins.png", "implicit-reward margin", "chosen - rejected reward (beta x nats)",
+            [("rewards/margins", "train"), ("eval_rewards/margins", "held out")]),
+        new("dpo_rewards.png", "implicit rewards, chosen vs rejected", "beta x log(pi / pi_ref) (beta x nats per response)",
+            [("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"), ("eval_rewards/chosen", "chosen, held out"), ("eval_rewards/rejected", "rejected, held out")]),
+        new("dpo_logps.png", "policy log-probs, chosen vs rejected", "log pi(response) (nats per response)",
+            [("logps/chosen", "chosen"), ("logps/rejected", "rejected"), ("eval_logps/chosen", "chosen, held out"), ("eval_logps/rejected", "rejected, held out")]),
+    ];
+
+    /// <summary>The stages a demo run may hold, as subdirectories, in report order.</summary>
+    private static readonly string[] StageDirs = ["sft", "rm", "ppo", "grpo", "dpo"];
+
+    /// <summary>Where a per-function reward is logged: <c>rewards/NAME/mean</c> (its <c>/std</c> beside it).</summary>
+    private const string FunctionRewardPrefix = "rewards/", FunctionRewardSuffix = "/mean";
+
     public static string Write(string runDir)
     {
         if (!Directory.Exists(runDir)) throw new PpoSharpException($"{runDir}: run directory not found");
         var stages = Stages(runDir);
-        if (stages.Count == 0) throw new PpoSharpException($"{runDir}: no metrics.jsonl here or in sft/, rm/, ppo/");
+        if (stages.Count == 0) throw new PpoSharpException($"{runDir}: no metrics.jsonl here or in {string.Join(", ", StageDirs.Select(d => d + "/"))}");
         Directory.CreateDirectory(Path.Combine(runDir, PlotDir));
         var html = new StringBuilder();
         html.Append($"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>PpoSharp report: {E(Path.GetFileName(Path.GetFullPath(runDir)))}</title>");
@@ -73,7 +109,7 @@ public static class Report
     private static void AppendStage(StringBuilder html, string runDir, string stage, string dir)
     {
         var rows = ReadRows(Path.Combine(dir, MetricsWriter.FileName));
-        html.Append($"<h2>{E(stage.ToUpperInvariant())} ({rows.Count} {(stage == "ppo" ? "iterations" : "steps")})</h2>");
+        html.Append($"<h2>{E(stage.ToUpperInvariant())} ({rows.Count} {(ByIteration(stage) ? "iterations" : "steps")})</h2>");
         AppendSettings(html, dir);
         AppendSummary(html, Path.Combine(dir, SummaryFile));
         AppendLastHeldOut(html, rows, XKey(stage));
@@ -92,13 +128,30 @@ public static class Report
         html.Append("</div>").Append(missing);
     }
 
-    private static string XKey(string stage) => stage == "ppo" ? "iteration" : "step";
+    /// <summary>Online RL logs a row per iteration (rollout + update), the other trainers one per optimizer step.</summary>
+    private static bool ByIteration(string stage) => stage is "ppo" or "grpo";
+
+    private static string XKey(string stage) => ByIteration(stage) ? "iteration" : "step";
 
     /// <summary>Each plot of <paramref name="stage"/> as (file, title, chart); the chart is null when none of its metrics was logged.</summary>
     internal static IEnumerable<(string File, string Title, Chart? Chart)> Charts(string stage, IReadOnlyList<Dictionary<string, JsonElement>> rows)
     {
-        var specs = stage switch { "ppo" => PpoPlots, "rm" => RmPlots, _ => SftPlots };
+        var specs = stage switch { "ppo" => PpoPlots, "rm" => RmPlots, "grpo" => GrpoSpecs(rows), "dpo" => DpoPlots, _ => SftPlots };
         return specs.Select(spec => (spec.File, spec.Title, ChartOf(spec, rows, XKey(stage))));
+    }
+
+    /// <summary>
+    /// GRPO's plots, the per-function rewards second: one line per <c>rewards/NAME/mean</c> key in the rows, in the order
+    /// first logged (a run with one reward function draws one line, the same as the total).
+    /// </summary>
+    private static PlotSpec[] GrpoSpecs(IReadOnlyList<Dictionary<string, JsonElement>> rows)
+    {
+        var lines = rows.SelectMany(r => r.Keys).Distinct()
+            .Where(k => k.StartsWith(FunctionRewardPrefix, StringComparison.Ordinal) && k.EndsWith(FunctionRewardSuffix, StringComparison.Ordinal)
+                && k.Length > FunctionRewardPrefix.Length + FunctionRewardSuffix.Length)
+            .Select(k => (k, k[FunctionRewardPrefix.Length..^FunctionRewardSuffix.Length])).ToArray();
+        var perFunction = new PlotSpec("grpo_reward_functions.png", "reward per function", "score per completion (mean, unweighted)", lines);
+        return [GrpoPlots[0], perFunction, .. GrpoPlots[1..]];
     }
 
     /// <summary>
@@ -115,10 +168,10 @@ public static class Report
             [.. left, right with { Label = $"{r.Label}, right axis", RightAxis = true }], r.YLabel);
     }
 
-    /// <summary>(stage, directory) pairs: a demo run's sft/rm/ppo, or the directory itself (stage from config.json and the metrics).</summary>
+    /// <summary>(stage, directory) pairs: a demo run's sft/rm/ppo/grpo/dpo, or the directory itself (stage from <see cref="GuessStage"/>).</summary>
     private static List<(string Stage, string Dir)> Stages(string runDir)
     {
-        var list = new[] { "sft", "rm", "ppo" }.Select(stage => (stage, Path.Combine(runDir, stage)))
+        var list = StageDirs.Select(stage => (stage, Path.Combine(runDir, stage)))
             .Where(s => File.Exists(Path.Combine(s.Item2, MetricsWriter.FileName))).ToList();
         var own = Path.Combine(runDir, MetricsWriter.FileName);
         if (list.Count == 0 && File.Exists(own)) list.Add((GuessStage(runDir, own), runDir));
@@ -127,17 +180,19 @@ public static class Report
 
     /// <summary>
     /// A single run's stage: the command recorded in its job.json; without one, rm for a score-head model in config.json
-    /// (*ForSequenceClassification, or the built-in model's *WithMlpScoreHead), ppo for metrics by iteration, else sft.
+    /// (*ForSequenceClassification, or the built-in model's *WithMlpScoreHead), else from the first metrics row: grpo for
+    /// TRL's group keys (frac_reward_zero_std), dpo for implicit rewards (rewards/chosen), ppo for rows by iteration, else sft.
     /// </summary>
     private static string GuessStage(string runDir, string metricsPath)
     {
         var command = ReadSettings(Path.Combine(runDir, RunJob.FileName)).FirstOrDefault(s => s.Key == "command").Value;
-        if (command is "sft" or "rm" or "ppo") return command;
+        if (command is not null && StageDirs.Contains(command)) return command;
         var configPath = Path.Combine(runDir, RunDirectory.ConfigFile);
         var config = File.Exists(configPath) ? File.ReadAllText(configPath) : "";
         if (config.Contains("ForSequenceClassification", StringComparison.Ordinal) || config.Contains("WithMlpScoreHead", StringComparison.Ordinal)) return "rm";
         var first = File.ReadLines(metricsPath).FirstOrDefault() ?? "";
-        return first.Contains("\"iteration\"", StringComparison.Ordinal) ? "ppo" : "sft";
+        bool Has(string key) => first.Contains($"\"{key}\"", StringComparison.Ordinal);
+        return Has("frac_reward_zero_std") ? "grpo" : Has("rewards/chosen") ? "dpo" : Has("iteration") ? "ppo" : "sft";
     }
 
     /// <summary>Rows of a metrics file; a line that is not a JSON object is an error naming the file and line.</summary>
@@ -192,7 +247,10 @@ public static class Report
         html.Append("</table>");
     }
 
-    /// <summary>A <c>summary.json</c>'s held-out comparison (before/after training, greedy) and samples, when the file exists.</summary>
+    /// <summary>
+    /// A <c>summary.json</c>'s held-out comparison (greedy; a column per model, as the file names them) and samples,
+    /// when the file exists.
+    /// </summary>
     private static void AppendSummary(StringBuilder html, string path)
     {
         if (!File.Exists(path)) return;
