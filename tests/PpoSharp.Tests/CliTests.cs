@@ -88,7 +88,7 @@ public class CliTests
                      "sft/metrics.jsonl", "rm/model.safetensors", "rm/metrics.jsonl", "ppo/model.safetensors", "ppo/critic/model.safetensors",
                      "ppo/metrics.jsonl", "grpo/model.safetensors", "grpo/completions.jsonl", "dpo/model.safetensors", "dpo/metrics.jsonl", "summary.json", "report.html", "plots/sft_loss.png", "plots/rm_loss.png", "plots/rm_accuracy.png",
                      "plots/ppo_reward.png", "plots/ppo_kl.png", "plots/ppo_entropy.png", "plots/ppo_clipfrac.png", "plots/ppo_value_loss.png",
-                     "plots/ppo_explained_variance.png" })
+                     "plots/ppo_explained_variance.png", "plots/grpo_reward.png", "plots/grpo_clip_ratio.png", "plots/dpo_loss.png", "plots/dpo_accuracy.png" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
         Assert.Equal(30, File.ReadAllLines(Path.Combine(dir, "sft/metrics.jsonl")).Length);
         Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, "ppo/metrics.jsonl")).Length);
