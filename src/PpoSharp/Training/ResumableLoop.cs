@@ -20,8 +20,8 @@ public static class Seeds
 /// </summary>
 public sealed record ResumableLoop(string Title, int Total, string OutDir, int CheckpointEvery, int KeepCheckpoints, TextWriter Log)
 {
-    /// <summary>What one step is called in messages: PPO and the critic-free trainers count iterations, the supervised trainers steps.</summary>
-    private string Unit => Title is "sft" or "rm" ? "step" : "iteration";
+    /// <summary>What one step is called in messages: PPO and the critic-free trainers count iterations, the supervised trainers (sft, rm, dpo) steps.</summary>
+    private string Unit => Title is "sft" or "rm" or "dpo" ? "step" : "iteration";
 
     /// <param name="resume">Continue from the newest usable checkpoint.</param>
     /// <param name="stop">Ctrl+C / SIGTERM request, checked after each step.</param>
