@@ -192,7 +192,7 @@ internal static partial class Commands
         return c;
     }
 
-    private static Command Ppo(TextWriter output, TextWriter errors) => Online("ppo", "PPO from prompts with a reward (the notes' pipeline)", output, errors);
+    private static Command Ppo(TextWriter output, TextWriter errors) => Online("ppo", "PPO from prompts with a reward (actor, critic, reference, GAE; see docs/method.md)", output, errors);
 
     private static Command Grpo(TextWriter output, TextWriter errors) => Online("grpo",
         "critic-free RL from prompts with a reward, on PPO's rollout path: GRPO (default), Dr. GRPO and DAPO options, RLOO, REINFORCE++ (--set algo=rloo|reinforce++|reinforce++-baseline)",
