@@ -43,20 +43,6 @@ public class ReliabilityTests
         return dir;
     });
 
-    /// <summary>A reward that raises the stop signal (as Ctrl+C would) on its n-th call, i.e. during iteration n.</summary>
-    private sealed class StopOnCall(StopSignal stop, int n) : IRewardFunction
-    {
-        private readonly EditDistance _inner = new();
-        private int _calls;
-        public string Name => "edit-distance";
-
-        public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch)
-        {
-            if (++_calls == n) stop.Request();
-            return _inner.Score(batch);
-        }
-    }
-
     [Fact]
     public void Interrupt_WritesCheckpointAndStops_ResumeGivesIdenticalMetrics()
     {

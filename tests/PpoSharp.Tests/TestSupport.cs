@@ -23,6 +23,20 @@ internal static class TestProcess
     }
 }
 
+/// <summary>An edit-distance reward that raises the stop signal (as Ctrl+C would) on its n-th call, i.e. during iteration n.</summary>
+internal sealed class StopOnCall(PpoSharp.Training.StopSignal stop, int n) : PpoSharp.Rewards.IRewardFunction
+{
+    private readonly PpoSharp.Rewards.EditDistance _inner = new();
+    private int _calls;
+    public string Name => "edit-distance";
+
+    public IReadOnlyList<double> Score(IReadOnlyList<PpoSharp.Rewards.RewardInput> batch)
+    {
+        if (++_calls == n) stop.Request();
+        return _inner.Score(batch);
+    }
+}
+
 public static class TestSupport
 {
     public static string TempDir()
