@@ -65,6 +65,10 @@ public class ReliabilityTests
             result = resumed.Train(dir, resume: true);
         AssertSameMetrics(Uninterrupted.Value, dir);
         Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        // completions.jsonl: every iteration's 16 completions once, as in the uninterrupted run (iteration 3's not twice).
+        var completions = File.ReadAllLines(Path.Combine(dir, PpoTrainer.CompletionsFile));
+        Assert.Equal(6 * 16, completions.Length);
+        Assert.Equal(File.ReadAllLines(Path.Combine(Uninterrupted.Value, PpoTrainer.CompletionsFile)), completions);
         // The summary times the whole run: the clock goes on from the interrupted part, not from zero.
         var elapsed = Rows(dir).Select(r => r["elapsed_seconds"].GetDouble()).ToList();
         Assert.Equal(elapsed.Order(), elapsed);

@@ -157,7 +157,7 @@ public sealed partial class PpoTrainer : IDisposable
         (_dataEpoch, _cursor) = (state.DataEpoch, state.DataCursor);
         _guard.Restore(state.SkippedInARow, state.SkippedTotal);
         _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
-        if (_grpo is not null && _outDir is not null) TruncateCompletions(_outDir, state.Iteration);
+        if (_outDir is not null) TruncateCompletions(_outDir, state.Iteration);
         return state.Iteration;
     }
 
@@ -181,9 +181,10 @@ public sealed partial class PpoTrainer : IDisposable
         var experience = ComputeAdvantages(rollout);
         var update = Update(experience);
         double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
-        if (_grpo is null) return LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
         WriteCompletions(iteration, experience);
-        return CriticFreeMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+        return _grpo is null
+            ? LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds)
+            : CriticFreeMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
     }
 
     /// <summary>The next batch_size prompts, each repeated G times in a row: one prompt index per completion to sample.</summary>
