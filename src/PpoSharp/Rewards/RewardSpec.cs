@@ -10,15 +10,25 @@ public sealed class CompositeReward(IReadOnlyList<(IRewardFunction Function, dou
 
     public string? NeedsSolution => Parts.Select(p => p.Function.NeedsSolution).FirstOrDefault(n => n is not null);
 
-    public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch)
+    public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch) => ScoreParts(batch).Total;
+
+    /// <summary>
+    /// The weighted sum per input, and each function's own scores by name (a name given twice gets <c>#2</c>, <c>#3</c>):
+    /// what the trainers log per function.
+    /// </summary>
+    public (double[] Total, Dictionary<string, double[]> Parts) ScoreParts(IReadOnlyList<RewardInput> batch)
     {
         var total = new double[batch.Count];
+        var parts = new Dictionary<string, double[]>();
         foreach (var (f, w) in Parts)
         {
-            var s = f.Score(batch);
+            var s = f.Score(batch).ToArray();
             for (int i = 0; i < total.Length; i++) total[i] += w * s[i];
+            var name = f.Name;
+            for (int k = 2; parts.ContainsKey(name); k++) name = $"{f.Name}#{k}";
+            parts[name] = s;
         }
-        return total;
+        return (total, parts);
     }
 }
 

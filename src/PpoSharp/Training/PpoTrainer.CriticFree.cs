@@ -15,7 +15,7 @@ namespace PpoSharp.Training;
 /// </summary>
 public sealed partial class PpoTrainer
 {
-    /// <summary>Each completion of every iteration of a critic-free run, one JSON line each.</summary>
+    /// <summary>Each completion of every iteration of an online run (PPO or critic-free), one JSON line each.</summary>
     public const string CompletionsFile = "completions.jsonl";
 
     /// <summary>The decoded prompts and completions of a rollout, and each reward function's scores by name.</summary>
@@ -92,8 +92,7 @@ public sealed partial class PpoTrainer
         var lengths = e.ResponseMask.to(ScalarType.Float32).sum(1);                                   // (B)
         var grouped = e.Scores.view(-1, _numGenerations);                                               // (B/G, G)
         double Item(Tensor t) => t.to(ScalarType.Float32).item<float>();
-        if (double.IsFinite(u.FirstRatioMean) && (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2))
-            _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
+        WarnIfFirstRatioNotOne(iteration, u);
         double reward = Item(e.Scores.mean());
         var row = new Dictionary<string, object>
         {
@@ -109,12 +108,11 @@ public sealed partial class PpoTrainer
             row[$"rewards/{name}/mean"] = mean;
             row[$"rewards/{name}/std"] = scores.Length > 1 ? Math.Sqrt(scores.Sum(s => (s - mean) * (s - mean)) / (scores.Length - 1)) : 0.0;
         }
-        row["frac_reward_zero_std"] = Item(grouped.amax(1).eq(grouped.amin(1)).to(ScalarType.Float32).mean());
+        row["frac_reward_zero_std"] = Item(GroupHasSignal(e.Scores).logical_not().to(ScalarType.Float32).mean());   // every group has G rows: the share of groups
         row["completions/mean_length"] = Item(lengths.mean());
         row["completions/min_length"] = Item(lengths.min());
         row["completions/max_length"] = Item(lengths.max());
         row["completions/clipped_ratio"] = Item(e.Truncated!.to(ScalarType.Float32).mean());
-        row["generated_tokens"] = Item(lengths.sum());
         if (e.RefLogProbs is not null)                                                                  // per-token k3 KL(pi_old || pi_ref), TRL's kl
             row["kl"] = Item(Masked.Mean(Kl.PerToken(e.OldLogProbs, e.RefLogProbs, KlEstimator.K3), e.ResponseMask));
         row["entropy"] = u.Entropy;
@@ -130,16 +128,7 @@ public sealed partial class PpoTrainer
         row["num_iterations"] = u.Epochs;
         row["sequences_trained"] = u.Sequences;
         row["skipped_steps"] = u.SkippedSteps;
-        row["rollout_seconds"] = rolloutSeconds;
-        row["generate_seconds"] = _phases.Generate;
-        row["forward_seconds"] = _phases.Forward;
-        row["reward_seconds"] = _phases.Reward;
-        row["update_seconds"] = updateSeconds;
-        row["tokens_per_second"] = Item(lengths.sum()) / (rolloutSeconds + updateSeconds);
-        row["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        if (e.GoldScores is not null) row["gold_reward_mean"] = Item(e.GoldScores.mean());
-        AfterIteration?.Invoke(row);
-        return row;
+        return Finish(row, e, Item(lengths.sum()), rolloutSeconds, updateSeconds);
     }
 
     /// <summary>Appends the iteration's completions to <c>completions.jsonl</c>: prompt, completion, reward (total and per function), advantage.</summary>

@@ -278,29 +278,12 @@ public sealed partial class PpoTrainer : IDisposable
         return (scores, gold);
     }
 
-    /// <summary>
-    /// The reward's total score per input and each function's own scores (by name): a <see cref="CompositeReward"/>'s
-    /// weighted sum computed here part by part, in its order, so the total is the same number its Score gives.
-    /// </summary>
+    /// <summary>The reward's total score per input and each function's own scores by name (one part unless it is a <see cref="CompositeReward"/>).</summary>
     private (double[] Total, Dictionary<string, double[]> Parts) ScoreParts(IReadOnlyList<RewardInput> inputs)
     {
-        var parts = new Dictionary<string, double[]>();
-        if (_reward is not CompositeReward composite)
-        {
-            var s = _reward.Score(inputs).ToArray();
-            parts[_reward.Name] = s;
-            return (s, parts);
-        }
-        var total = new double[inputs.Count];
-        foreach (var (f, w) in composite.Parts)
-        {
-            var s = f.Score(inputs).ToArray();
-            for (int i = 0; i < total.Length; i++) total[i] += w * s[i];
-            var name = f.Name;
-            for (int k = 2; parts.ContainsKey(name); k++) name = $"{f.Name}#{k}";
-            parts[name] = s;
-        }
-        return (total, parts);
+        if (_reward is CompositeReward composite) return composite.ScoreParts(inputs);
+        var s = _reward.Score(inputs).ToArray();
+        return (s, new Dictionary<string, double[]> { [_reward.Name] = s });
     }
 
     /// <summary>Phase 2: per-token rewards (score + KL penalty), GAE advantages and returns, whitening; the critic-free estimators without a critic.</summary>
@@ -413,8 +396,7 @@ public sealed partial class PpoTrainer : IDisposable
         double lengthMean = mask.sum(1).mean().item<float>();
         var responses = e.Sequences.narrow(1, e.PromptLength, e.ResponseMask.shape[1]);                // (B, N)
         double eosRate = Sampling.EndedWithEos(responses, e.ResponseMask, _tokenizer.Special.Eos).to(ScalarType.Float32).mean().item<float>();
-        if (double.IsFinite(u.FirstRatioMean) && (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2))
-            _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
+        WarnIfFirstRatioNotOne(iteration, u);
         var row = new Dictionary<string, object>
         {
             ["iteration"] = iteration,
@@ -436,18 +418,34 @@ public sealed partial class PpoTrainer : IDisposable
             ["ppo_epochs"] = u.Epochs,
             ["skipped_steps"] = u.SkippedSteps,
             ["response_length"] = lengthMean,
-            ["generated_tokens"] = lengthMean * e.Scores.shape[0],
             ["eos_rate"] = eosRate,
-            ["rollout_seconds"] = rolloutSeconds,
-            ["generate_seconds"] = _phases.Generate,
-            ["forward_seconds"] = _phases.Forward,
-            ["reward_seconds"] = _phases.Reward,
-            ["update_seconds"] = updateSeconds,
-            ["tokens_per_second"] = lengthMean * e.Scores.shape[0] / (rolloutSeconds + updateSeconds),
-            ["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount,
         };
-        if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.mean().item<float>();
         _kl.Update(kl, (int)e.Scores.shape[0]);
+        return Finish(row, e, lengthMean * e.Scores.shape[0], rolloutSeconds, updateSeconds);
+    }
+
+    /// <summary>A rollout/training mismatch: the first minibatch's ratio should be 1 (same weights, same log-probs).</summary>
+    private void WarnIfFirstRatioNotOne(int iteration, UpdateStats u)
+    {
+        if (double.IsFinite(u.FirstRatioMean) && (Math.Abs(u.FirstRatioMean - 1) > 1e-3 || Math.Abs(u.FirstRatioMax - 1) > 1e-2))
+            _log.WriteLine($"warning: iteration {iteration}: ratio on the first minibatch is {u.FirstRatioMean:F5} (max {u.FirstRatioMax:F5}), not 1: rollout and training log-probabilities disagree");
+    }
+
+    /// <summary>
+    /// The keys every online algorithm logs at the end of its row: generated tokens, phase timings, throughput, live
+    /// tensors and the gold reward; then the <see cref="AfterIteration"/> hook.
+    /// </summary>
+    private Dictionary<string, object> Finish(Dictionary<string, object> row, Experience e, double generatedTokens, double rolloutSeconds, double updateSeconds)
+    {
+        row["generated_tokens"] = generatedTokens;
+        row["rollout_seconds"] = rolloutSeconds;
+        row["generate_seconds"] = _phases.Generate;
+        row["forward_seconds"] = _phases.Forward;
+        row["reward_seconds"] = _phases.Reward;
+        row["update_seconds"] = updateSeconds;
+        row["tokens_per_second"] = generatedTokens / (rolloutSeconds + updateSeconds);
+        row["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.to(ScalarType.Float32).mean().item<float>();
         AfterIteration?.Invoke(row);
         return row;
     }
