@@ -29,6 +29,12 @@ public static class Cli
             Recursive = true,
         };
         root.Options.Add(threads);
+        var baseDir = new Option<string?>("--base")
+        {
+            Description = "base model folder of a LoRA adapter given as --init or --model (default: the adapter's base_model_name_or_path)",
+            Recursive = true,
+        };
+        root.Options.Add(baseDir);
         foreach (var command in Commands.All(output, errors)) root.Subcommands.Add(command);
         var parsed = root.Parse(args);
         if (args.Length > 0 && !args[0].StartsWith('-') && root.Subcommands.All(c => c.Name != args[0]))
@@ -45,6 +51,7 @@ public static class Cli
         try
         {
             CpuThreads.Configure(parsed.GetValue(threads));
+            if (parsed.GetValue(baseDir) is string b) Models.Hf.PeftAdapter.UseBase(Commands.AdapterArgument(parsed) ?? throw new PpoSharpException("--base goes with an --init or --model that is a LoRA adapter folder"), b);
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (TrainingStoppedException e)
@@ -63,6 +70,13 @@ public static class Cli
             return 1;
         }
     }
+}
+
+internal static partial class Commands
+{
+    /// <summary>The folder given as --init or --model, if the command has either.</summary>
+    internal static string? AdapterArgument(ParseResult parsed) => parsed.CommandResult.Command.Options
+        .Where(o => o.Name is "--init" or "--model").Select(o => parsed.GetResult(o)?.GetValueOrDefault<string?>()).FirstOrDefault(v => v is not null);
 }
 
 /// <summary>Options shared by the training commands.</summary>
@@ -126,7 +140,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ExportCommand(output), ReportCommand(output), BenchCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 

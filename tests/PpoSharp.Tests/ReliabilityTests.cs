@@ -119,11 +119,15 @@ public class ReliabilityTests
     }
 
     /// <summary>The CLI arguments of a short grpo or dpo run into <paramref name="dir"/>, with a checkpoint every few steps.</summary>
-    private static string[] RunArgs(string command, string dir) => command == "grpo"
-        ? ["grpo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
-           .. new[] { "iterations=6", "batch_size=4", "num_generations=4", "max_completion_length=8", "checkpoint_every=2", "lr=3e-4" }.SelectMany(s => new[] { "--set", s })]
-        : ["dpo", "--data", FewPairs.Value, "--init", Init, "--out", dir,
-           .. new[] { "steps=60", "batch_size=16", "checkpoint_every=20", "eval_every=30" }.SelectMany(s => new[] { "--set", s })];
+    private static string[] RunArgs(string command, string dir) => command switch
+    {
+        "grpo" => ["grpo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
+            .. new[] { "iterations=6", "batch_size=4", "num_generations=4", "max_completion_length=8", "checkpoint_every=2", "lr=3e-4" }.SelectMany(s => new[] { "--set", s })],
+        "ppo-lora" => ["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
+            .. PpoSets.Concat(["lora_r=4", "lora_target_modules=all-linear"]).SelectMany(s => new[] { "--set", s })],
+        _ => ["dpo", "--data", FewPairs.Value, "--init", Init, "--out", dir,
+            .. new[] { "steps=60", "batch_size=16", "checkpoint_every=20", "eval_every=30" }.SelectMany(s => new[] { "--set", s })],
+    };
 
     /// <summary>The first 300 preference pairs of the flawed model's data (the reference pass over all 4000 is slow).</summary>
     private static readonly Lazy<string> FewPairs = new(() =>
@@ -136,7 +140,8 @@ public class ReliabilityTests
     [Theory]
     [InlineData("grpo", "step-000004")]
     [InlineData("dpo", "step-000020")]
-    public void SigKill_MidRun_ThenResume_GivesIdenticalMetricsAndModel_GrpoAndDpo(string command, string killAt)
+    [InlineData("ppo-lora", "step-000004")]
+    public void SigKill_MidRun_ThenResume_GivesIdenticalMetricsAndModel_GrpoDpoAndLora(string command, string killAt)
     {
         var full = Path.Combine(TestSupport.TempDir(), "full");
         var uninterrupted = RunInProcess(RunArgs(command, full));
@@ -156,7 +161,8 @@ public class ReliabilityTests
         var (code, _, errors) = RunInProcess([.. RunArgs(command, dir), "--resume"]);
         Assert.True(code == 0, errors);
         AssertSameMetrics(full, dir);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(full, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        foreach (var file in command == "ppo-lora" ? new[] { "adapter_model.safetensors", "critic/adapter_model.safetensors" } : ["model.safetensors"])
+            Assert.Equal(File.ReadAllBytes(Path.Combine(full, file)), File.ReadAllBytes(Path.Combine(dir, file)));
     }
 
     [Fact]

@@ -10,6 +10,8 @@ namespace PpoSharp.Models;
 /// rotary positions), pre-norm blocks of causal self-attention (grouped-query when there are fewer key/value heads) and
 /// an MLP, a final norm and an LM head (or the embedding table itself when tied). The built-in GPT and every supported
 /// Hugging Face architecture are configurations of it; <see cref="Hidden"/> exposes the last layer's states for heads.
+/// <see cref="WithAdapter"/> makes a view of a frozen base with a LoRA adapter: it shares every weight of the base and
+/// owns (and registers, saves and trains) only the adapter, so actor, critic and reward model can share one backbone.
 /// </summary>
 public sealed class Decoder : Module<Tensor, Tensor>
 {
@@ -19,11 +21,15 @@ public sealed class Decoder : Module<Tensor, Tensor>
     private readonly Norm norm;
     private readonly Linear? lm_head;
     private readonly float[]? _invFreq;                    // (hd/2) rotary frequencies: fp32 whatever the weights' dtype, not saved
+    private readonly LoraAdapter? lora;                    // a view's adapter (its only registered module)
+    private readonly BaseModel? _base;                     // a view's base, held outside the module tree: not saved or trained here
+
+    private sealed record BaseModel(Decoder Model);
 
     public DecoderSpec Config { get; }
 
     /// <summary>How the model is stored on disk: its Hugging Face architecture, base config and dtype (GPT-2's layout for built-in models).</summary>
-    public Hf.HfModelInfo Format { get; }
+    public Hf.HfModelInfo Format { get; internal set; }
 
     public Decoder(DecoderSpec spec, Hf.HfModelInfo? format = null) : base("decoder")
     {
@@ -39,15 +45,38 @@ public sealed class Decoder : Module<Tensor, Tensor>
         InitWeights();
     }
 
+    private Decoder(Decoder baseModel, LoraAdapter adapter) : base("decoder")
+    {
+        (Config, Format, _base, lora) = (baseModel.Config, baseModel.Format, new BaseModel(baseModel), adapter);
+        (embed, layers, norm) = (null!, null!, null!);                    // the base's are used
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// A view of this model (which must not itself be a view) with <paramref name="adapter"/>: the same weights plus the
+    /// adapter's deltas. This model is the view with adapters disabled: the reference of a LoRA run.
+    /// </summary>
+    public Decoder WithAdapter(LoraAdapter adapter) =>
+        _base is null ? new Decoder(this, adapter) : throw new InvalidOperationException("a LoRA view cannot take a second adapter");
+
+    /// <summary>The adapter of a LoRA view; null for a full model.</summary>
+    public LoraAdapter? Adapter => lora;
+
+    /// <summary>The frozen model a LoRA view adapts; null for a full model.</summary>
+    public Decoder? Base => _base?.Model;
+
     /// <summary>The embedding table (V, C); with a tied head also the LM head's weight.</summary>
-    public Parameter Embeddings => embed.weight!;
+    public Parameter Embeddings => _base?.Model.Embeddings ?? embed.weight!;
 
     /// <summary>
     /// Final hidden states (B, T, C) for ids (B, T). <paramref name="positions"/> (B, T) default to past..past+T-1;
     /// <paramref name="keyMask"/> (B, past+T) marks real (non-pad) tokens, cached ones included; with neither a mask
     /// nor a cache the attention is plain causal.
     /// </summary>
-    public Tensor Hidden(Tensor ids, Tensor? positions = null, Tensor? keyMask = null, KvCache? cache = null)
+    public Tensor Hidden(Tensor ids, Tensor? positions = null, Tensor? keyMask = null, KvCache? cache = null) =>
+        _base is null ? HiddenWith(ids, positions, keyMask, cache, null) : _base.Model.HiddenWith(ids, positions, keyMask, cache, lora);
+
+    private Tensor HiddenWith(Tensor ids, Tensor? positions, Tensor? keyMask, KvCache? cache, LoraAdapter? adapter)
     {
         using var scope = NewDisposeScope();
         long b = ids.shape[0], t = ids.shape[1];
@@ -59,13 +88,13 @@ public sealed class Decoder : Module<Tensor, Tensor>
         var x = embed.forward(ids);                                                                     // (B, T, C)
         if (pos_embed is not null) x = x + pos_embed.forward(positions);
         (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), x.dtype);                // (B, T, 1, hd) x2
-        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, mask, causal: mask is null && t > 1, cache, rope);
+        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, mask, causal: mask is null && t > 1, cache, rope, adapter);
         cache?.Advance((int)t);
         return norm.forward(x).MoveToOuterDisposeScope();                                            // (B, T, C)
     }
 
     /// <summary>LM head: hidden (..., C) to logits (..., V).</summary>
-    public Tensor Logits(Tensor hidden) => lm_head is null ? functional.linear(hidden, embed.weight!) : lm_head.forward(hidden);
+    public Tensor Logits(Tensor hidden) => _base is not null ? _base.Model.Logits(hidden) : lm_head is null ? functional.linear(hidden, embed.weight!) : lm_head.forward(hidden);
 
     /// <summary>Logits (B, T, V) of a right-padded or unpadded batch (B, T) with plain causal attention.</summary>
     public override Tensor forward(Tensor ids) => Logits(Hidden(ids));

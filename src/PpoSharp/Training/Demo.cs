@@ -176,9 +176,10 @@ public static class Demo
         torch.manual_seed(config.Seed);
         Decoder model;
         ITokenizer tokenizer;
-        if (initDir != null) (model, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
+        if (initDir != null) (model, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
         else
         {
+            if (config.Lora.Enabled) throw new PpoSharpException("lora_r: LoRA adapts a trained model; give --init (a new built-in model trains every weight)");
             tokenizer = SftTrainer.NewTokenizer(config.Tokenizer, records);
             model = new Decoder(config.ModelConfig(tokenizer.VocabSize));
         }
@@ -202,7 +203,7 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         torch.manual_seed(config.Seed);
-        var (backbone, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
+        var (backbone, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
@@ -220,7 +221,7 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         torch.manual_seed(config.Seed);
-        var (policy, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
+        var (policy, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = DpoTrainer.Tokenize(records, tokenizer, policy.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
@@ -229,8 +230,8 @@ public static class Demo
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         var trainer = new DpoTrainer(config, log);
         Decoder? reference = null;
-        try { pairs = trainer.AttachReference(pairs, () => reference = RunDirectory.LoadPolicyModel(initDir).to(device), tokenizer.Special.Pad, outDir, resume); }
-        finally { reference?.Dispose(); }
+        try { pairs = trainer.AttachReference(pairs, () => policy.Base ?? (reference = RunDirectory.LoadPolicyModel(initDir).to(device)), tokenizer.Special.Pad, outDir, resume); }
+        finally { reference?.Dispose(); }                                // LoRA: the reference is the shared base, adapters off
         var result = trainer.Train(policy, tokenizer, pairs, outDir, resume, stop);
         log.WriteLine(result.Summary(outDir));
         return result;

@@ -66,6 +66,19 @@ public sealed record GrpoConfig
     public int KeepCheckpoints { get; init; } = 2;
     public int MaxSkippedSteps { get; init; } = 10;
 
+    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
+    public int LoraR { get; init; }
+    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
+    public double LoraAlpha { get; init; } = 32;
+    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
+    public double LoraDropout { get; init; }
+    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
+    public string LoraTargetModules { get; init; } = "";
+
+    /// <summary>The LoRA keys as one value.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
+
     /// <summary>The parsed <see cref="Algo"/> (after <see cref="Validate"/>).</summary>
     [JsonIgnore]
     public AdvantageEstimator Estimator => ParseAlgo(Algo);
@@ -98,7 +111,7 @@ public sealed record GrpoConfig
         WeightDecay = WeightDecay, MaxGradNorm = MaxGradNorm, KlCoef = KlCoef, Cliprange = Epsilon, EntCoef = EntCoef,
         Temperature = Temperature, TopK = TopK, TopP = TopP, ResponseLength = MaxCompletionLength, ChatTemplateKwargs = ChatTemplateKwargs,
         Device = Device, Seed = Seed, CheckpointEvery = CheckpointEvery, KeepCheckpoints = KeepCheckpoints, MaxSkippedSteps = MaxSkippedSteps,
-        WhitenAdvantages = false,
+        WhitenAdvantages = false, LoraR = LoraR, LoraAlpha = LoraAlpha, LoraDropout = LoraDropout, LoraTargetModules = LoraTargetModules,
     };
 
     public GrpoConfig Validate()
@@ -130,6 +143,7 @@ public sealed record GrpoConfig
         Check.Positive(CheckpointEvery, "checkpoint_every");
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
+        Lora.Validate();
         LossOptions.Validate();
         return this;
     }

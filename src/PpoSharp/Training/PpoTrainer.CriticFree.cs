@@ -30,8 +30,7 @@ public sealed partial class PpoTrainer
     {
         config.Validate();
         manual_seed(config.Seed);
-        var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
-        var reference = config.NeedsReference ? RunDirectory.LoadPolicyModel(initDir) : null;
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log);
         var device = config.Device.Resolve();
         actor = actor.to(device);
         reference = reference?.to(device);

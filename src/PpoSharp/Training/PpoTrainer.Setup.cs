@@ -18,8 +18,7 @@ public sealed partial class PpoTrainer
         TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null, InvalidRecords? invalid = null)
     {
         manual_seed(config.Seed);
-        var (actor, tokenizer) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs));
-        var reference = RunDirectory.LoadPolicyModel(initDir);
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: true, log);
         CriticModel critic;
         if (criticInitDir != null)
         {
@@ -27,15 +26,37 @@ public sealed partial class PpoTrainer
                 throw new PpoSharpException("--critic-init: a shared critic uses the actor's backbone; set critic=separate to start it from a reward model");
             var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(criticInitDir);
             CheckSameTokens(tokenizer, rmTokenizer, criticInitDir);
+            if (actor.Base is { } shared) LoraModels.CheckSameBase(rm, shared, criticInitDir, initDir);
             critic = new CriticModel(rm.Backbone, rm.Backbone.Config.DModel, rm.Head.IsMlp);
             critic.InitHeadFrom(rm.Head);
         }
-        else critic = new CriticModel(config.Critic == CriticArrangement.Separate ? RunDirectory.LoadPolicyModel(initDir) : null, actor.Config.DModel,
-            Tokenizers.IsBuiltIn(tokenizer));
+        else critic = new CriticModel(config.Critic == CriticArrangement.Shared ? null
+                : actor.Base is { } shared ? LoraModels.NewView(shared, config.Lora) : RunDirectory.LoadPolicyModel(initDir),
+            actor.Config.DModel, Tokenizers.IsBuiltIn(tokenizer));
         var device = config.Device.Resolve();
-        (actor, reference) = (actor.to(device), reference.to(device));
+        (actor, reference) = (actor.to(device), reference!.to(device));
         critic.to(device);
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold, invalid);
+    }
+
+    /// <summary>
+    /// The actor and (when a KL term needs it) the reference from <paramref name="initDir"/>. Full weights: two copies.
+    /// LoRA: a new adapter on the folder's shared frozen base, and the base itself, adapters off, as the reference.
+    /// </summary>
+    internal static (Decoder Actor, Decoder? Reference, ITokenizer Tokenizer) LoadPolicies(string initDir, LoraSettings lora,
+        Dictionary<string, System.Text.Json.JsonElement> chatKwargs, bool needReference, TextWriter log)
+    {
+        lora.Validate();
+        if (!lora.Enabled)
+        {
+            var (model, tok) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(chatKwargs));
+            return (model, needReference ? RunDirectory.LoadPolicyModel(initDir) : null, tok);
+        }
+        var tokenizer = RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(chatKwargs));
+        var shared = LoraModels.SharedBase(initDir);
+        var actor = LoraModels.NewView(shared, lora);
+        log.WriteLine(LoraModels.Describe(actor));
+        return (actor, needReference ? shared : null, tokenizer);
     }
 
     /// <summary>A critic from a reward model reads the policy's token ids, so both must tokenize alike: same vocabulary size and the same ids for a probe text.</summary>

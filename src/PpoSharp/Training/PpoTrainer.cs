@@ -226,6 +226,7 @@ public sealed partial class PpoTrainer : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         _actor.eval();
+        _critic?.eval();                                                                // LoRA dropout off while collecting
         var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad, Devices.DeviceOf(_actor));   // (B, P)
         var sampling = new SamplingOptions(_config.ResponseLength, _config.Temperature, _config.TopK, _config.TopP);
         var clock = Stopwatch.StartNew();
@@ -321,6 +322,7 @@ public sealed partial class PpoTrainer : IDisposable
         if (b == 0) return new UpdateStats(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN,
             double.NaN, double.NaN, 0, double.NaN, 0);
         _actor.train();
+        _critic?.train();
         long p = e.PromptLength, n = e.ResponseMask.shape[1];
         long miniBatch = (b + _config.NumMiniBatches - 1) / _config.NumMiniBatches;  // PPO: batch_size / num_mini_batches exactly
         var sums = new double[9];

@@ -54,7 +54,8 @@ public static class RunDirectory
     /// <summary>Saves a policy as a Hugging Face folder of its architecture, with its tokenizer and the training settings.</summary>
     public static void SavePolicy(string dir, Decoder model, ITokenizer tokenizer, object training)
     {
-        HfCheckpoint.Save(dir, model.Format, model, null, TokenIds(model, tokenizer));
+        if (model.Adapter is { } adapter) PeftAdapter.Save(dir, adapter, BaseDir(model));
+        else HfCheckpoint.Save(dir, model.Format, model, null, TokenIds(model, tokenizer));
         SaveText(dir, model, tokenizer, training);
     }
 
@@ -68,7 +69,8 @@ public static class RunDirectory
         var extra = TokenIds(backbone, tokenizer);
         int pad = ScorePadId(tokenizer);
         (extra[OffsetKey], extra["pad_token_id"]) = (offset, pad);
-        HfCheckpoint.Save(dir, backbone.Format, backbone, head, extra);
+        if (backbone.Adapter is { } adapter) PeftAdapter.Save(dir, adapter, BaseDir(backbone), head, offset);
+        else HfCheckpoint.Save(dir, backbone.Format, backbone, head, extra);
         SaveText(dir, backbone, tokenizer, training);
         WritePadToken(dir, tokenizer, pad);
     }
@@ -126,6 +128,10 @@ public static class RunDirectory
         AtomicFile.WriteText(Path.Combine(dir, TrainingFile), JsonSerializer.Serialize(training, training.GetType(), Json.Options));
     }
 
+    /// <summary>The folder a LoRA view's base was loaded from: what its adapter records as base_model_name_or_path.</summary>
+    private static string BaseDir(Decoder view) => view.Base!.Format.Directory
+        ?? throw new PpoSharpException("a LoRA adapter is saved for a base loaded from a folder; this base was built in memory");
+
     /// <summary>Writes a module's parameters to a safetensors file, atomically.</summary>
     public static void SaveModule(string path, nn.Module module) => AtomicFile.Write(path, tmp => module.save_safetensors(tmp));
 
@@ -134,18 +140,26 @@ public static class RunDirectory
         kwargs.ToDictionary(p => p.Key, p => (object?)p.Value);
 
     /// <summary>Whether a model directory holds a backbone with a scalar head (a reward model or critic) rather than a policy.</summary>
-    public static bool IsScalarModel(string dir) => HfCheckpoint.Read(dir).Info.ScalarHead;
+    public static bool IsScalarModel(string dir) => PeftAdapter.IsAdapter(dir) ? PeftAdapter.ReadInfo(dir).ScalarHead : HfCheckpoint.Read(dir).Info.ScalarHead;
+
+    /// <summary>The architecture and spec of a model folder; for an adapter folder, its base's.</summary>
+    public static (HfModelInfo Info, DecoderSpec Spec) ReadModel(string dir) =>
+        PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
 
     /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
-        var tokenizer = LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec, chatKwargs);
+        var tokenizer = LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs);
         return (LoadPolicyModel(dir), tokenizer);
     }
 
-    /// <summary>Loads a policy's decoder alone (a second copy for the reference or the critic: no tokenizer is loaded).</summary>
+    /// <summary>
+    /// Loads a policy's decoder alone (a second copy for the reference or the critic: no tokenizer is loaded). An adapter
+    /// folder is loaded onto its base and merged into it: a full model whose <see cref="Decoder.Format"/> names the adapter folder.
+    /// </summary>
     public static Decoder LoadPolicyModel(string dir)
     {
+        if (PeftAdapter.IsAdapter(dir)) return LoraModels.LoadMerged(dir);
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
         var model = new Decoder(spec, info);
@@ -156,6 +170,7 @@ public static class RunDirectory
     /// <summary>Loads a reward model (backbone + scalar head + offset) and its tokenizer.</summary>
     public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
+        if (PeftAdapter.IsAdapter(dir)) return (LoraModels.LoadRewardModel(dir), LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs));
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
         var tokenizer = LoadTokenizer(dir, spec, chatKwargs);
@@ -168,10 +183,12 @@ public static class RunDirectory
 
     /// <summary>The tokenizer of a model directory (checked against its config.json), without loading the weights.</summary>
     public static ITokenizer LoadTokenizer(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null) =>
-        LoadTokenizer(dir, HfCheckpoint.Read(dir).Spec, chatKwargs);
+        LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs);
 
+    /// <summary>A folder's tokenizer; an adapter folder saved without one (peft's default) uses its base's.</summary>
     private static ITokenizer LoadTokenizer(string dir, DecoderSpec spec, IReadOnlyDictionary<string, object?>? chatKwargs)
     {
+        if (PeftAdapter.IsAdapter(dir) && !File.Exists(Path.Combine(dir, Tokenizers.FileName))) return LoadTokenizer(PeftAdapter.BaseDir(dir), spec, chatKwargs);
         var tokenizer = Tokenizers.Load(dir, chatKwargs);
         if (tokenizer.VocabSize > spec.VocabSize)
             throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: vocab_size {spec.VocabSize} is smaller than the tokenizer's {tokenizer.VocabSize} ids");

@@ -35,6 +35,19 @@ public abstract record TrainingConfig
     /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
     public int MaxSkippedSteps { get; init; } = 10;
 
+    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
+    public int LoraR { get; init; }
+    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
+    public double LoraAlpha { get; init; } = 32;
+    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
+    public double LoraDropout { get; init; }
+    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
+    public string LoraTargetModules { get; init; } = "";
+
+    /// <summary>The LoRA keys as one value.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
+
     /// <summary>Range checks of the shared keys; each trainer's Validate() calls it and checks its own.</summary>
     protected void ValidateShared()
     {
@@ -50,5 +63,6 @@ public abstract record TrainingConfig
         Check.Positive(CheckpointEvery, "checkpoint_every");
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
+        Lora.Validate();
     }
 }

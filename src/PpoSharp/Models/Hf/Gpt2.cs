@@ -12,6 +12,7 @@ public sealed class Gpt2 : HfArchitecture
     public override string CausalLm => "GPT2LMHeadModel";
     public override string ModelType => "gpt2";
     public override string Prefix => "transformer.";
+    public override IReadOnlyList<string> DefaultLoraTargets => ["c_attn"];
     public override string SequenceClassification => "GPT2ForSequenceClassification";
 
     private static readonly Dictionary<string, MlpKind> Activations = new()

@@ -40,6 +40,9 @@ public abstract class HfArchitecture
     /// </summary>
     public string MlpScoreModel => SequenceClassification.Replace("ForSequenceClassification", "WithMlpScoreHead", StringComparison.Ordinal);
 
+    /// <summary>peft's default LoRA target modules for the architecture (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).</summary>
+    public abstract IReadOnlyList<string> DefaultLoraTargets { get; }
+
     public abstract DecoderSpec ReadSpec(HfConfig c);
 
     /// <summary>Writes the spec's keys into a config.json object (the other keys of a base model's config stay as they were).</summary>

@@ -9,12 +9,12 @@ public sealed class HfConfig(JsonObject json, string path)
     public JsonObject Json => json;
     public string Path => path;
 
-    public static HfConfig Read(string dir)
+    public static HfConfig Read(string dir, string file = "config.json")
     {
         if (File.Exists(dir)) throw new PpoSharpException($"{dir}: is a file; a model is a directory (config.json, weights, tokenizer)");
         if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
-        var path = System.IO.Path.Combine(dir, "config.json");
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs config.json)");
+        var path = System.IO.Path.Combine(dir, file);
+        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs {file})");
         try
         {
             return JsonNode.Parse(File.ReadAllText(path)) is JsonObject o ? new HfConfig(o, path)

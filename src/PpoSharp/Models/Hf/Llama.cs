@@ -11,6 +11,7 @@ public class Llama : HfArchitecture
     public override string CausalLm => "LlamaForCausalLM";
     public override string ModelType => "llama";
     public override string Prefix => "model.";
+    public override IReadOnlyList<string> DefaultLoraTargets => ["q_proj", "v_proj"];
 
     /// <summary>Biases on q, k, v (and whether o has one) from the config: Llama's <c>attention_bias</c> covers all four.</summary>
     protected virtual (bool Qkv, bool Out) AttentionBias(HfConfig c) { var b = c.Bool("attention_bias", false); return (b, b); }

@@ -43,6 +43,20 @@ public static partial class Safetensors
     /// </summary>
     public static IReadOnlyList<SafetensorsEntry> ReadHeader(string path) => ReadHeader(path, out _);
 
+    /// <summary>The header's <c>__metadata__</c> (string to string; empty when there is none) of a valid file.</summary>
+    public static Dictionary<string, string> ReadMetadata(string path)
+    {
+        ReadHeader(path);                                                           // validates the file first
+        using var f = File.OpenRead(path);
+        Span<byte> head = stackalloc byte[8];
+        f.ReadExactly(head);
+        var header = new byte[BinaryPrimitives.ReadUInt64LittleEndian(head)];
+        f.ReadExactly(header);
+        using var doc = JsonDocument.Parse(header);
+        if (!doc.RootElement.TryGetProperty("__metadata__", out var meta) || meta.ValueKind != JsonValueKind.Object) return [];
+        return meta.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.String).ToDictionary(p => p.Name, p => p.Value.GetString()!);
+    }
+
     /// <summary>Every tensor of one file, in its stored dtype and with its exact bits (no float conversion).</summary>
     public static Dictionary<string, Tensor> Load(string path) => Collect(into => LoadInto(path, into));
 
@@ -81,10 +95,10 @@ public static partial class Safetensors
     /// Writes <paramref name="tensors"/> in the given order and their own dtypes, with <c>"__metadata__": {"format": "pt"}</c>,
     /// atomically: <c>path.tmp</c> is written, flushed to disk and renamed.
     /// </summary>
-    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors)
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var list = tensors.ToList();
-        var header = Header(path, list);
+        var header = Header(path, list, metadata);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         AtomicFile.WriteStream(path, f =>
         {
@@ -227,9 +241,11 @@ public static partial class Safetensors
         }
     }
 
-    private static byte[] Header(string path, List<KeyValuePair<string, Tensor>> tensors)
+    private static byte[] Header(string path, List<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var root = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
+        var meta = new JsonObject { ["format"] = "pt" };
+        foreach (var (key, value) in metadata ?? new Dictionary<string, string>()) meta[key] = value;
+        var root = new JsonObject { ["__metadata__"] = meta };
         long offset = 0;
         foreach (var (name, tensor) in tensors)
         {

@@ -1,0 +1,189 @@
+using System.Text.Json.Nodes;
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Models.Hf;
+using PpoSharp.Rewards;
+using PpoSharp.Training;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Tests;
+
+public class LoraTests
+{
+    private static LoraSettings Settings(string targets = "", int r = 4) => new(r, 8, 0, targets);
+
+    /// <summary>Token ids (2, 7) below the model's vocabulary, the same on every call.</summary>
+    private static Tensor Ids(Decoder model)
+    {
+        using var g = new TorchSharp.torch.Generator(5);
+        return randint(0, Math.Min(model.Config.VocabSize, 1000), [2, 7], generator: g);
+    }
+
+    /// <summary>Gives every B of the adapter random values, so that it changes the outputs.</summary>
+    private static void Perturb(LoraAdapter adapter)
+    {
+        using var _ = no_grad();
+        manual_seed(11);
+        for (int i = 0; i < adapter.Sites.Count; i++) adapter.Site(i).B.normal_(0, 0.05);
+    }
+
+    /// <summary>Logits agree within 1e-5 of their scale: what fp32 rounding leaves when W x + B A x becomes (W + B A) x.</summary>
+    private static void AssertClose(Tensor expected, Tensor actual)
+    {
+        double scale = expected.abs().max().item<float>(), difference = (actual - expected).abs().max().item<float>();
+        Assert.True(difference <= 1e-5 * Math.Max(1, scale), $"max difference {difference} at logits up to {scale}");
+    }
+
+    private static Decoder Frozen(string dir)
+    {
+        var model = RunDirectory.LoadPolicyModel(dir);
+        foreach (var p in model.parameters()) p.requires_grad = false;
+        return model;
+    }
+
+    public static TheoryData<string, string> Models => new()
+    {
+        { "tiny-llama3", "" }, { "tiny-llama3", "all-linear" }, { "tiny-gpt2", "" }, { "tiny-gpt2", "all-linear" }, { "tiny-qwen3", "k_proj,o_proj" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void NewAdapter_LeavesOutputsIdentical_AndDisabledIsExactlyTheBase(string name, string targets)
+    {
+        var baseModel = Frozen(TestSupport.HfModel(name));
+        using var ids = Ids(baseModel);
+        using var before = baseModel.forward(ids);
+        var view = LoraModels.NewView(baseModel, Settings(targets));
+        Assert.True(view.Adapter!.Sites.Count > 0);
+        using (var fresh = view.forward(ids)) Assert.True(fresh.eq(before).all().item<bool>(), "a new adapter (B = 0) changed the logits");
+        Perturb(view.Adapter);
+        using (var adapted = view.forward(ids)) Assert.True((adapted - before).abs().max().item<float>() > 1e-3, "the perturbed adapter changed nothing");
+        using var disabled = baseModel.forward(ids);                                   // the base is the view with adapters off
+        Assert.True(disabled.eq(before).all().item<bool>());
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Merged_AgreesWithUnmerged(string name, string targets)
+    {
+        var dir = TestSupport.HfModel(name);
+        var view = LoraModels.NewView(Frozen(dir), Settings(targets));
+        Perturb(view.Adapter!);
+        using var ids = Ids(view);
+        using var unmerged = view.forward(ids);
+        var merged = RunDirectory.LoadPolicyModel(dir);
+        view.Adapter!.MergeInto(merged);
+        using var logits = merged.forward(ids);
+        AssertClose(unmerged, logits);
+    }
+
+    [Fact]
+    public void Llama_Adapter_HasPeftNamesShapesAndConfig_AndLoadsBack()
+    {
+        var baseDir = TestSupport.HfModel("tiny-llama3");
+        var view = LoraModels.NewView(Frozen(baseDir), new LoraSettings(4, 16, 0.05, ""));
+        view.eval();                                                                    // no dropout: outputs to compare
+        Perturb(view.Adapter!);
+        var outDir = Path.Combine(TestSupport.TempDir(), "adapter");
+        PeftAdapter.Save(outDir, view.Adapter!, baseDir);
+
+        var header = Safetensors.ReadHeader(Path.Combine(outDir, PeftAdapter.WeightsFile)).ToDictionary(e => e.Name, e => e.Shape);
+        Assert.Equal(2 * 2 * 2, header.Count);                                          // 2 layers x (q_proj, v_proj) x (A, B)
+        Assert.Equal([4L, 32], header["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]);
+        Assert.Equal([32L, 4], header["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]);   // 4 heads x 8
+        Assert.Equal([16L, 4], header["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"]);   // 2 key/value heads x 8
+        Assert.Equal("F32", Safetensors.ReadHeader(Path.Combine(outDir, PeftAdapter.WeightsFile))[0].Dtype);
+
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, PeftAdapter.ConfigFile)))!;
+        Assert.Equal("LORA", (string?)config["peft_type"]);
+        Assert.Equal("CAUSAL_LM", (string?)config["task_type"]);
+        Assert.Equal(4, (int)config["r"]!);
+        Assert.Equal(16, (double)config["lora_alpha"]!);
+        Assert.Equal(0.05, (double)config["lora_dropout"]!);
+        Assert.Equal(["q_proj", "v_proj"], config["target_modules"]!.AsArray().Select(n => (string)n!));
+        Assert.Equal(Path.GetFullPath(baseDir), (string?)config["base_model_name_or_path"]);
+        Assert.False((bool)config["fan_in_fan_out"]!);
+
+        using var ids = Ids(view);
+        using var expected = view.forward(ids);
+        var loaded = RunDirectory.LoadPolicyModel(outDir);                               // base + adapter, merged
+        using var actual = loaded.forward(ids);
+        AssertClose(expected, actual);
+    }
+
+    [Fact]
+    public void Gpt2_Adapter_IsFanInFanOutOnCAttn_AndRewardModelHeadIsAModuleToSave()
+    {
+        var baseDir = TestSupport.HfModel("tiny-gpt2");
+        var baseModel = Frozen(baseDir);
+        var view = LoraModels.NewView(baseModel, Settings());
+        var outDir = Path.Combine(TestSupport.TempDir(), "adapter");
+        PeftAdapter.Save(outDir, view.Adapter!, baseDir);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, PeftAdapter.ConfigFile)))!;
+        Assert.True((bool)config["fan_in_fan_out"]!);
+        Assert.Equal(["c_attn"], config["target_modules"]!.AsArray().Select(n => (string)n!));
+        var names = Safetensors.ReadHeader(Path.Combine(outDir, PeftAdapter.WeightsFile)).Select(e => e.Name).ToList();
+        Assert.Contains("base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", names);
+        Assert.Contains("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight", names);
+
+        var rm = new RewardModel(LoraModels.NewView(baseModel, Settings()), mlpHead: false);
+        rm.SetOffset(0.25);
+        var rmDir = Path.Combine(TestSupport.TempDir(), "rm");
+        PeftAdapter.Save(rmDir, rm.Backbone.Adapter!, baseDir, rm.Head, rm.Offset);
+        var rmConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(rmDir, PeftAdapter.ConfigFile)))!;
+        Assert.Equal("SEQ_CLS", (string?)rmConfig["task_type"]);
+        Assert.Equal(["score"], rmConfig["modules_to_save"]!.AsArray().Select(n => (string)n!));
+        var rmTensors = Safetensors.ReadHeader(Path.Combine(rmDir, PeftAdapter.WeightsFile)).ToDictionary(e => e.Name, e => e.Shape);
+        Assert.Equal([1L, baseModel.Config.DModel], rmTensors["base_model.model.score.weight"]);
+        Assert.Equal(0.25, LoraModels.LoadRewardModel(rmDir).Offset, 6);
+    }
+
+    [Fact]
+    public void AdapterOnAnotherBase_IsRefusedNamingBoth()
+    {
+        var baseDir = TestSupport.HfModel("tiny-gpt2");
+        var adapterDir = Path.Combine(TestSupport.TempDir(), "adapter");
+        PeftAdapter.Save(adapterDir, LoraModels.NewView(Frozen(baseDir), Settings()).Adapter!, baseDir);
+        var other = TestSupport.HfModel("tiny-gpt2");
+        using (var m = Frozen(other))                                                  // the same architecture, other weights
+        {
+            using var _ = no_grad();
+            m.Embeddings.add_(1);
+            HfCheckpoint.Save(other, m.Format, m, null, new Dictionary<string, JsonNode?>());
+        }
+        var e = Assert.Throws<PpoSharpException>(() => PeftAdapter.UseBase(adapterDir, other));
+        Assert.Contains("trained on another base", e.Message);
+        Assert.Contains(other, e.Message);
+        PeftAdapter.UseBase(adapterDir, TestSupport.HfModel("tiny-gpt2"));            // an identical copy elsewhere is the same base
+    }
+
+    [Fact]
+    public void UnknownTarget_IsAClearError()
+    {
+        var e = Assert.Throws<PpoSharpException>(() => LoraModels.NewView(Frozen(TestSupport.HfModel("tiny-llama3")), Settings("qkv_proj")));
+        Assert.Contains("'qkv_proj' names no linear layer of LlamaForCausalLM", e.Message);
+        Assert.Contains("q_proj", e.Message);
+    }
+
+    [Fact]
+    public void Ppo_WithLora_SharesOneFrozenBase_AndNeverComputesItsGradients()
+    {
+        var init = Path.Combine(TestSupport.FlawedSortModel, "model");
+        var prompts = Jsonl.ReadPrompts(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile)).Records;
+        var config = new PpoConfig { Iterations = 1, BatchSize = 8, NumMiniBatches = 2, NumPpoEpochs = 1, ResponseLength = 6, LoraR = 4, LoraTargetModules = "all-linear" };
+        using var trainer = PpoTrainer.FromRunDirectory(init, new EditDistance(), prompts, config, TextWriter.Null);
+        var shared = trainer.Actor.Base!;
+        Assert.Same(shared, trainer.Reference);                                        // the reference is the base, adapters off
+        Assert.Same(shared, trainer.Critic!.Backbone!.Base);                           // the critic adapts the same base
+        trainer.Iteration(0);
+
+        var baseParams = shared.parameters().ToList();
+        Assert.All(baseParams, p => Assert.False(p.requires_grad));
+        Assert.All(baseParams, p => Assert.True(p.grad is null, "a frozen base weight has a gradient"));
+        var optimized = trainer.OptimizedParameters.Select(p => p.Handle).ToHashSet();
+        Assert.DoesNotContain(baseParams, p => optimized.Contains(p.Handle));
+        var expected = trainer.Actor.parameters().Concat(trainer.Critic.parameters()).Select(p => p.Handle).ToHashSet();
+        Assert.Equal(expected, optimized);                                             // the adapters and the value head, nothing else
+        Assert.Contains(trainer.Actor.Adapter!.parameters(), p => p.grad is not null && p.grad.abs().sum().item<float>() > 0);
+    }
+}
