@@ -148,7 +148,7 @@ internal static partial class Commands
     {
         var outDir = new Option<string>("--out") { Description = "run directory", DefaultValueFactory = _ => "runs/demo" };
         var task = new Option<string?>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)) + " (default sort)" };
-        var methods = new Option<string?>("--methods") { Description = "methods trained from the SFT model and compared: any of ppo, grpo, dpo, rm (default ppo,grpo,dpo; rm also trains the reward model)" };
+        var methods = new Option<string?>("--methods") { Description = "methods trained from the SFT model and compared: any of ppo, grpo, dpo, rm, ppo-lora, grpo-lora (default ppo,grpo,dpo; rm also trains the reward model; *-lora train LoRA adapters of rank lora_r on the frozen SFT model)" };
         var opts = new TrainingOptions();
         var c = new Command("demo", "the main job on a built-in task: data -> SFT -> PPO, GRPO, DPO -> held-out table and samples") { outDir, task, methods };
         opts.AddTo(c);
@@ -300,15 +300,23 @@ internal static partial class Commands
         var json = new Option<string?>("--json") { Description = "also write the figures to this JSON file" };
         var quick = new Option<bool>("--quick") { Description = "fewer repeats and a shorter soak (under 2 minutes)" };
         var asCopy = new Option<bool>("--as-copy") { Description = "run only the competing copy's PPO loop (started by bench itself)", Hidden = true };
-        var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput, alone and beside a copy of itself") { json, quick, asCopy };
+        var loraCase = new Option<string?>("--lora-case") { Description = "run only one case (full or lora) of the LoRA figure (started by bench itself)", Hidden = true };
+        var loraDir = new Option<string?>("--lora-dir") { Hidden = true };
+        var loraIterations = new Option<int>("--lora-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
+        var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput, alone and beside a copy of itself") { json, quick, asCopy, loraCase, loraDir, loraIterations };
         c.SetAction(r =>
         {
+            if (r.GetValue(loraCase) is string mode)
+            {
+                PpoSharp.Benchmarks.Bench.RunLoraCase(mode, r.GetValue(loraDir)!, r.GetValue(loraIterations), output);
+                return 0;
+            }
             if (r.GetValue(asCopy))
             {
                 PpoSharp.Benchmarks.Bench.RunAsCopy(output, Console.In);
                 return 0;
             }
-            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output, PpoSharp.Benchmarks.Bench.StartCopy);
+            var figures = PpoSharp.Benchmarks.Bench.Run(r.GetValue(quick), output, PpoSharp.Benchmarks.Bench.StartSelf);
             PpoSharp.Benchmarks.Bench.Print(figures, output);
             if (r.GetValue(json) is string path) File.WriteAllText(path, JsonSerializer.Serialize(figures, Json.Options));
             return 0;

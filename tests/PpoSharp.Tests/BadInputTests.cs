@@ -95,6 +95,39 @@ public class BadInputTests
         return spoiled;
     });
 
+    /// <summary>LoRA adapter folders on the trained test model, spoiled in the ways adapter folders go wrong, made once per test run.</summary>
+    private static readonly Lazy<Dictionary<string, string>> SpoiledAdapters = new(() =>
+    {
+        var spoiled = new Dictionary<string, string>();
+        var baseModel = RunDirectory.LoadPolicyModel(Policy);
+        string Copy(string name, Action<string> spoil)
+        {
+            var dir = Path.Combine(TestSupport.TempDir(), name);
+            PeftAdapter.Save(dir, Training.LoraModels.NewView(baseModel, new Models.LoraSettings(4, 8, 0, "")).Adapter!, Policy);
+            File.Copy(Path.Combine(Policy, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+            spoil(dir);
+            return spoiled[name] = dir;
+        }
+        void Edit(string dir, Action<JsonObject> edit)
+        {
+            var path = Path.Combine(dir, PeftAdapter.ConfigFile);
+            var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            edit(json);
+            File.WriteAllText(path, json.ToJsonString());
+        }
+        Copy("clean", _ => { });
+        Copy("peft-type", d => Edit(d, c => c["peft_type"] = "PREFIX_TUNING"));
+        Copy("hub-base", d => Edit(d, c => c["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M"));
+        Copy("no-weights", d => File.Delete(Path.Combine(d, PeftAdapter.WeightsFile)));
+        Copy("rank", d => Edit(d, c => c["r"] = 8));
+        Copy("dora", d => Edit(d, c => c["use_dora"] = true));
+        var other = Path.Combine(TestSupport.TempDir(), "other-base");
+        Directory.CreateDirectory(other);
+        foreach (var f in Directory.GetFiles(Path.Combine(TestSupport.FlawedSortModel, "model"))) File.Copy(f, Path.Combine(other, Path.GetFileName(f)));
+        spoiled["other-base"] = other;
+        return spoiled;
+    });
+
     public static TheoryData<string, string[], string> Cases => new()
     {
         { "broken JSON line", ["sft", "--data", "@broken-json.jsonl", "--out", "{out}"], "broken-json.jsonl:2: invalid JSON" },
@@ -157,6 +190,18 @@ public class BadInputTests
         { "CUDA asked for, CPU build", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--device", "cuda"], "device 'cuda' is not available: this build references TorchSharp-cpu" },
         { "CUDA asked for in a training config", ["sft", "--init", "{hf:clean}", "--data", "@hf-chat.jsonl", "--out", "{out}", "--set", "device=cuda"], "device 'cuda' is not available" },
         { "unknown device key value", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "device=tpu"], "--set device=tpu: 'device' expects one of cpu, cuda" },
+        { "LoRA: rank below 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "lora_r=-1"], "lora_r must be >= 0 (got -1; 0 trains every weight)" },
+        { "LoRA: target the architecture lacks", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "lora_r=4", "--set", "lora_target_modules=q_proj"], "lora_target_modules: 'q_proj' names no linear layer of GPT2LMHeadModel (its names: c_attn, c_proj, c_fc, or all-linear)" },
+        { "LoRA: a new model", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "lora_r=4"], "lora_r: LoRA adapts a trained model; give --init" },
+        { "LoRA: adapter of another kind", ["generate", "--model", "{adapter:peft-type}", "--prompt", "sort: ba"], "adapter_config.json: peft_type 'PREFIX_TUNING' is not supported (only LORA)" },
+        { "LoRA: base not a folder here", ["ppo", "--data", "{prompts}", "--init", "{adapter:hub-base}", "--reward", "edit-distance", "--out", "{out}"], "base_model_name_or_path 'HuggingFaceTB/SmolLM2-135M' is not a model folder here; pass --base DIR" },
+        { "LoRA: adapter weights missing", ["eval", "--model", "{adapter:no-weights}", "--data", "{prompts}"], "adapter_model.safetensors: missing (an adapter folder needs its weights)" },
+        { "LoRA: rank differs from the weights", ["generate", "--model", "{adapter:rank}", "--prompt", "sort: ba"], "lora_A.weight' has shape [4x64], the base implies [8x64]" },
+        { "LoRA: DoRA", ["sft", "--init", "{adapter:dora}", "--data", "{data}/sft.jsonl", "--out", "{out}"], "adapter_config.json: use_dora true is not supported" },
+        { "LoRA: --base of another model", ["generate", "--model", "{adapter:clean}", "--base", "{adapter:other-base}", "--prompt", "sort: ba"], "this adapter was trained on another base (weights sha256 " },
+        { "LoRA: --base without an adapter", ["generate", "--model", "{policy}", "--base", "{policy}", "--prompt", "sort: ba"], "--base goes with an --init or --model that is one" },
+        { "LoRA: export of full weights", ["export", "--model", "{policy}", "--merge", "--out", "{out}"], "holds full weights (no adapter_config.json), which are already a Hugging Face folder; export takes a LoRA run" },
+        { "LoRA: export into a non-empty folder", ["export", "--model", "{adapter:clean}", "--out", "{data}"], "data: output directory is not empty" },
         { "misspelt command", ["dmeo"], "unknown command 'dmeo' (did you mean 'demo'?" },
         { "directory given as --data", ["eval", "--model", "{policy}", "--data", "{data}"], "data: is a directory; --data takes a JSON Lines file" },
         { "file given as --model", ["generate", "--model", "{prompts}", "--prompt", "sort: ba"], "prompts.jsonl: is a file; a model is a directory" },
@@ -179,7 +224,8 @@ public class BadInputTests
         var resolved = args.Select(a => a
             .Replace("{out}", outDir).Replace("{policy}", Policy).Replace("{prompts}", Prompts)
             .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data"))
-            .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]] : a).ToArray();
+            .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]]
+                : a.StartsWith("{adapter:") ? SpoiledAdapters.Value[a[9..^1]] : a).ToArray();
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         int code = Cli.Cli.Run(resolved, stdout, stderr);

@@ -186,4 +186,67 @@ public class LoraTests
         Assert.Equal(expected, optimized);                                             // the adapters and the value head, nothing else
         Assert.Contains(trainer.Actor.Adapter!.parameters(), p => p.grad is not null && p.grad.abs().sum().item<float>() > 0);
     }
+
+    private static (int Code, string Out, string Err) Cli(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        return (PpoSharp.Cli.Cli.Run(args, stdout, stderr), stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public void RewardModelAdapter_SharesThePolicyBase_InPpo_AndRunsExportAndEvalLikeAnyModel()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        string init = Path.Combine(sort, "model"), data = Path.Combine(sort, "data"), root = TestSupport.TempDir();
+        string rm = Path.Combine(root, "rm"), ppo = Path.Combine(root, "ppo");
+        var trained = Cli("rm", "--data", Path.Combine(data, TaskData.PreferencesFile), "--init", init, "--out", rm, "--set", "lora_r=4", "--set", "steps=30", "--set", "eval_every=30");
+        Assert.True(trained.Code == 0, trained.Err);
+        Assert.True(PeftAdapter.IsAdapter(rm) && PeftAdapter.ReadInfo(rm).ScalarHead);
+        var rmEval = Cli("eval", "--model", rm, "--data", Path.Combine(data, TaskData.PreferencesFile));
+        Assert.True(rmEval.Code == 0, rmEval.Err);
+        Assert.Contains("\"accuracy\"", rmEval.Out);
+
+        var run = Cli("ppo", "--data", Path.Combine(data, TaskData.PromptsFile), "--init", init, "--reward", $"model:{rm}", "--critic-init", rm, "--out", ppo,
+            "--set", "lora_r=4", "--set", "iterations=1", "--set", "batch_size=8", "--set", "num_mini_batches=2", "--set", "response_length=6");
+        Assert.True(run.Code == 0, run.Err);
+        Assert.Contains($"lora: reward model:{rm} is an adapter on the policy's base: one backbone for actor, critic, reference and reward model", run.Out);
+        Assert.True(PeftAdapter.IsAdapter(ppo) && PeftAdapter.IsAdapter(Path.Combine(ppo, "critic")));
+
+        var merged = Path.Combine(root, "merged");
+        var export = Cli("export", "--model", ppo, "--merge", "--out", merged);
+        Assert.True(export.Code == 0, export.Err);
+        Assert.True(File.Exists(Path.Combine(merged, "config.json")) && !PeftAdapter.IsAdapter(merged));
+        string prompts = Path.Combine(data, TaskData.PromptsFile);
+        var (adapterCode, adapterOut, adapterErr) = Cli("eval", "--model", ppo, "--data", prompts, "--reward", "edit-distance");
+        var (mergedCode, mergedOut, _) = Cli("eval", "--model", merged, "--data", prompts, "--reward", "edit-distance");
+        Assert.True(adapterCode == 0 && mergedCode == 0, adapterErr);
+        Assert.Equal(adapterOut, mergedOut);                                            // the same greedy answers
+    }
+
+    [Fact]
+    public void CriticInit_WithFullWeights_IsRefusedUnderLora()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        string init = Path.Combine(sort, "model"), data = Path.Combine(sort, "data"), rm = Path.Combine(TestSupport.TempDir(), "rm");
+        Assert.Equal(0, Cli("rm", "--data", Path.Combine(data, TaskData.PreferencesFile), "--init", init, "--out", rm, "--set", "steps=2", "--set", "eval_every=2").Code);
+        var out_ = Path.Combine(TestSupport.TempDir(), "ppo");
+        var run = Cli("ppo", "--data", Path.Combine(data, TaskData.PromptsFile), "--init", init, "--reward", "edit-distance", "--critic-init", rm, "--out", out_, "--set", "lora_r=4");
+        Assert.Equal(2, run.Code);
+        Assert.Contains("with lora_r > 0 the critic is an adapter on the policy's base, but this reward model has full weights", run.Err);
+        Assert.False(Directory.Exists(out_));
+    }
+
+    [Fact]
+    public void Dpo_WithLora_UsesTheBaseAsReference_AndTrainsOnlyTheAdapter()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        string init = Path.Combine(sort, "model"), dir = Path.Combine(TestSupport.TempDir(), "dpo");
+        var pairs = Jsonl.ReadPreferences(Path.Combine(sort, "data", TaskData.PreferencesFile)).Records.Take(64).ToList();
+        var result = Demo.RunDpo(pairs, init, dir, new DpoConfig { Steps = 8, BatchSize = 8, EvalEvery = 8, LoraR = 4, Lr = 1e-3 }, TextWriter.Null);
+        Assert.Equal(8, result.Steps);
+        Assert.True(PeftAdapter.IsAdapter(dir));
+        var rows = MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
+        Assert.True(rows[^1]["rewards/margins"].GetDouble() > rows[0]["rewards/margins"].GetDouble(), "the chosen-rejected margin did not grow");
+    }
 }

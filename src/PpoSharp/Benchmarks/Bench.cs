@@ -42,7 +42,7 @@ public static partial class Bench
     public static double GenerateBytesPerStep(long matmulParameters, DecoderSpec c, int batch, double meanContext) =>
         4.0 * matmulParameters + 4.0 * 2 * c.NLayer * c.DModel * meanContext * batch;
 
-    public static Dictionary<string, object> Run(bool quick, TextWriter log, Func<Process>? startCopy = null)
+    public static Dictionary<string, object> Run(bool quick, TextWriter log, Func<string[], Process>? startSelf = null)
     {
         var r = new Dictionary<string, object> { ["threads"] = CpuThreads.Budget, ["threads_adaptive"] = CpuThreads.Adaptive, ["quick"] = quick };
         var limit = new PairedLimit();
@@ -60,7 +60,8 @@ public static partial class Bench
         GenerateFigures(r, limit, quick, log);
         RealShapeFigures(r, limit, quick, log);
         PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
-        BesideCopyFigures(r, quick ? 4 : 8, startCopy, log);
+        BesideCopyFigures(r, quick ? 4 : 8, startSelf, log);
+        LoraFigures(r, quick ? 2 : 3, startSelf, log);
         r["peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
         (r["gemm_gflops"], r["gemm_gflops_min"], r["gemm_gflops_max"]) = (Median(limit.Gemms), limit.Gemms.Min(), limit.Gemms.Max());
         (r["train_tokens_per_second"], r["train_mfu"]) = (r["train_tokens_per_second_d256"], r["train_mfu_d256"]);

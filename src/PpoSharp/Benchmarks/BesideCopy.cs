@@ -36,18 +36,18 @@ public static partial class Bench
     /// <summary>
     /// A PPO iteration alone, then beside a copy of this program doing the same with as many threads (two training runs
     /// on one machine). Each wants every core, so the fair share is 2x the time alone; the goal is at most 1.3x that.
-    /// <paramref name="startCopy"/> starts <c>bench --as-copy</c>; null (inside a test host) leaves the figure out.
+    /// <paramref name="startSelf"/> starts <c>bench --as-copy</c>; null (inside a test host) leaves the figure out.
     /// </summary>
-    private static void BesideCopyFigures(Dictionary<string, object> r, int iterations, Func<Process>? startCopy, TextWriter log)
+    private static void BesideCopyFigures(Dictionary<string, object> r, int iterations, Func<string[], Process>? startSelf, TextWriter log)
     {
-        if (startCopy is null) return;
+        if (startSelf is null) return;
         var dir = Path.Combine(Path.GetTempPath(), $"ppo-sharp-bench-{Environment.ProcessId}-beside");
         try
         {
             var prompts = PpoSetup(dir);
             var config = new PpoConfig { Iterations = iterations, CheckpointEvery = 1000 };
             double alone = IterationSeconds(RunPpo(dir, "alone", prompts, config));
-            using var copy = startCopy();
+            using var copy = startSelf(["bench", "--as-copy"]);
             try
             {
                 WaitForReady(copy);
@@ -79,16 +79,17 @@ public static partial class Bench
     }
 
     /// <summary>
-    /// Starts this program again as <c>bench --as-copy</c>, with <c>--threads N</c> when this one has a fixed count (else
-    /// the copy follows the load as this one does): the same executable, or `dotnet` with the same entry assembly.
+    /// Starts this program again with <paramref name="args"/> (<c>bench --as-copy</c>, a LoRA bench case), with
+    /// <c>--threads N</c> when this one has a fixed count (else the child follows the load as this one does): the same
+    /// executable, or `dotnet` with the same entry assembly.
     /// </summary>
-    public static Process StartCopy()
+    public static Process StartSelf(string[] args)
     {
         var info = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
             info.ArgumentList.Add(System.Reflection.Assembly.GetEntryAssembly()!.Location);
-        string[] args = CpuThreads.Adaptive ? ["bench", "--as-copy"] : ["bench", "--as-copy", "--threads", CpuThreads.Budget.ToString(System.Globalization.CultureInfo.InvariantCulture)];
-        foreach (var arg in args) info.ArgumentList.Add(arg);
+        foreach (var arg in CpuThreads.Adaptive ? args : [.. args, "--threads", CpuThreads.Budget.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            info.ArgumentList.Add(arg);
         return Process.Start(info)!;
     }
 }

@@ -76,7 +76,10 @@ public static class Report
     ];
 
     /// <summary>The stages a demo run may hold, as subdirectories, in report order.</summary>
-    private static readonly string[] StageDirs = ["sft", "rm", "ppo", "grpo", "dpo"];
+    private static readonly string[] StageDirs = ["sft", "rm", "ppo", "grpo", "dpo", "ppo-lora", "grpo-lora"];
+
+    /// <summary>The trainer of a stage: ppo-lora is a ppo run, grpo-lora a grpo one.</summary>
+    private static string Kind(string stage) => stage.Split('-')[0];
 
     /// <summary>Where a per-function reward is logged: <c>rewards/NAME/mean</c> (its <c>/std</c> beside it).</summary>
     private const string FunctionRewardPrefix = "rewards/", FunctionRewardSuffix = "/mean";
@@ -129,14 +132,14 @@ public static class Report
     }
 
     /// <summary>Online RL logs a row per iteration (rollout + update), the other trainers one per optimizer step.</summary>
-    private static bool ByIteration(string stage) => stage is "ppo" or "grpo";
+    private static bool ByIteration(string stage) => Kind(stage) is "ppo" or "grpo";
 
     private static string XKey(string stage) => ByIteration(stage) ? "iteration" : "step";
 
     /// <summary>Each plot of <paramref name="stage"/> as (file, title, chart); the chart is null when none of its metrics was logged.</summary>
     internal static IEnumerable<(string File, string Title, Chart? Chart)> Charts(string stage, IReadOnlyList<Dictionary<string, JsonElement>> rows)
     {
-        var specs = stage switch { "ppo" => PpoPlots, "rm" => RmPlots, "grpo" => GrpoSpecs(rows), "dpo" => DpoPlots, _ => SftPlots };
+        var specs = Kind(stage) switch { "ppo" => PpoPlots, "rm" => RmPlots, "grpo" => GrpoSpecs(rows), "dpo" => DpoPlots, _ => SftPlots };
         return specs.Select(spec => (spec.File, spec.Title, ChartOf(spec, rows, XKey(stage))));
     }
 

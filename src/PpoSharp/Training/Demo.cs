@@ -24,8 +24,15 @@ public sealed record DemoConfig
     public int Seed { get; init; } = 1;
     /// <summary>The online methods' reward: the rule (edit distance to the solution) or a reward model trained in the demo (the rule is then logged as gold).</summary>
     public DemoReward Reward { get; init; } = DemoReward.Rule;
-    /// <summary>The methods that start from the SFT model, compared side by side: any of ppo, grpo, dpo (comma-separated); rm adds the reward model.</summary>
+    /// <summary>
+    /// The methods that start from the SFT model, compared side by side: any of ppo, grpo, dpo, and ppo-lora, grpo-lora
+    /// (the same with LoRA adapters of rank <see cref="LoraR"/> on the frozen SFT model), comma-separated; rm adds the reward model.
+    /// </summary>
     public string Methods { get; init; } = "ppo,grpo,dpo";
+    /// <summary>LoRA rank of ppo-lora and grpo-lora (their other keys, lora_alpha and lora_target_modules, are the ppo and grpo sections').</summary>
+    public int LoraR { get; init; } = 8;
+    /// <summary>ppo-lora and grpo-lora train at this multiple of the ppo and grpo learning rates (LoRA's rule of thumb: about 10x full fine-tuning's).</summary>
+    public double LoraLrScale { get; init; } = 10;
     public SftConfig Sft { get; init; } = new();
     public RmConfig Rm { get; init; } = new() { Steps = 300 };
     public PpoConfig Ppo { get; init; } = new();
@@ -33,7 +40,7 @@ public sealed record DemoConfig
     public GrpoConfig Grpo { get; init; } = new() { Iterations = 30 };
     public DpoConfig Dpo { get; init; } = new();
 
-    public static readonly string[] AllMethods = ["ppo", "grpo", "dpo", "rm"];
+    public static readonly string[] AllMethods = ["ppo", "grpo", "dpo", "rm", "ppo-lora", "grpo-lora"];
 
     /// <summary>The methods to run, in the order given; the reward model whenever the reward is the model.</summary>
     public IReadOnlyList<string> MethodList
@@ -52,6 +59,8 @@ public sealed record DemoConfig
         Check.Positive(TrainRecords, "train_records");
         Check.Positive(EvalPrompts, "eval_prompts");
         Check.InRange(Noise, 0, 1, "noise");
+        Check.Positive(LoraR, "lora_r");
+        Check.Positive(LoraLrScale, "lora_lr_scale");
         if (MethodList.Count == 0) throw new PpoSharpException($"methods: give at least one of {string.Join(", ", AllMethods)}");
         if (MethodList.FirstOrDefault(m => !AllMethods.Contains(m)) is string bad)
             throw new PpoSharpException($"methods: '{bad}' is not a method (allowed: {string.Join(", ", AllMethods)})");
@@ -161,12 +170,14 @@ public static class Demo
             return compare("DPO", model, dpo.Seconds, 0);
         }
         var prompts = Jsonl.ReadPrompts(Path.Combine(dataDir, TaskData.PromptsFile)).Records;
-        using var trainer = method == "ppo"
-            ? PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Ppo, log, gold)
-            : PpoTrainer.FromRunDirectory(sftDir, reward, prompts, c.Grpo, log, gold);
+        bool lora = method.EndsWith("-lora", StringComparison.Ordinal);
+        using var trainer = method.StartsWith("ppo", StringComparison.Ordinal)
+            ? PpoTrainer.FromRunDirectory(sftDir, reward, prompts, lora ? c.Ppo with { LoraR = c.LoraR, Lr = c.Ppo.Lr * c.LoraLrScale } : c.Ppo, log, gold)
+            : PpoTrainer.FromRunDirectory(sftDir, reward, prompts, lora ? c.Grpo with { LoraR = c.LoraR, Lr = c.Grpo.Lr * c.LoraLrScale } : c.Grpo, log, gold);
         var training = trainer.Train(dir);
         log.WriteLine(training.Summary(dir));
-        return compare(method.ToUpperInvariant(), trainer.Actor, training.Seconds, training.GeneratedTokens);
+        var name = method.Split('-')[0].ToUpperInvariant() + (lora ? " LoRA" : "");
+        return compare(name, trainer.Actor, training.Seconds, training.GeneratedTokens);
     }
 
     /// <summary>SFT from a new model (tokenizer built from the data) or from the run directory <paramref name="initDir"/>.</summary>

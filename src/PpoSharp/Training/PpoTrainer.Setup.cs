@@ -33,6 +33,7 @@ public sealed partial class PpoTrainer
         else critic = new CriticModel(config.Critic == CriticArrangement.Shared ? null
                 : actor.Base is { } shared ? LoraModels.NewView(shared, config.Lora) : RunDirectory.LoadPolicyModel(initDir),
             actor.Config.DModel, Tokenizers.IsBuiltIn(tokenizer));
+        NoteRewardModelBases(reward, actor, log);
         var device = config.Device.Resolve();
         (actor, reference) = (actor.to(device), reference!.to(device));
         critic.to(device);
@@ -57,6 +58,20 @@ public sealed partial class PpoTrainer
         var actor = LoraModels.NewView(shared, lora);
         log.WriteLine(LoraModels.Describe(actor));
         return (actor, needReference ? shared : null, tokenizer);
+    }
+
+    /// <summary>
+    /// With LoRA, says which <c>model:</c> reward models share the policy's frozen base and which hold a backbone of their
+    /// own (full weights, or an adapter on another base), so that the memory a run takes is no surprise.
+    /// </summary>
+    internal static void NoteRewardModelBases(IRewardFunction reward, Decoder actor, TextWriter log)
+    {
+        if (actor.Base is null) return;
+        var parts = reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward];
+        foreach (var scorer in parts.OfType<RewardModelScorer>())
+            log.WriteLine(ReferenceEquals(scorer.Model.Backbone.Base, actor.Base)
+                ? $"lora: reward {scorer.Name} is an adapter on the policy's base: one backbone for actor, critic, reference and reward model"
+                : $"lora: reward {scorer.Name} is {(scorer.Model.Backbone.Base is null ? "a full model" : "an adapter on another base")}: a backbone of its own beside the policy's base");
     }
 
     /// <summary>A critic from a reward model reads the policy's token ids, so both must tokenize alike: same vocabulary size and the same ids for a probe text.</summary>

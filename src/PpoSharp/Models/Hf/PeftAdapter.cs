@@ -33,7 +33,7 @@ public static class PeftAdapter
     /// <summary>Uses <paramref name="baseDir"/> as the base of the adapter in <paramref name="adapterDir"/> (<c>--base</c>), after checking that it is the base the adapter was trained on.</summary>
     public static void UseBase(string adapterDir, string baseDir)
     {
-        if (!IsAdapter(adapterDir)) throw new PpoSharpException($"--base: {adapterDir} is not an adapter folder (no {ConfigFile}); --base goes with an --init that is one");
+        if (!IsAdapter(adapterDir)) throw new PpoSharpException($"--base: {adapterDir} is not an adapter folder (no {ConfigFile}); --base goes with an --init or --model that is one");
         if (!Directory.Exists(baseDir)) throw new PpoSharpException($"--base {baseDir}: model directory not found");
         if (!IsAdapter(baseDir)) HfCheckpoint.Read(baseDir);                       // a model folder, or its config names the problem
         CheckBase(adapterDir, baseDir);
