@@ -225,6 +225,17 @@ public class LoraTests
     }
 
     [Fact]
+    public void Grpo_WithLora_TakesTheBaseAsReference_WhenBetaNeedsOne()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        var prompts = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
+        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(sort, "model"), new EditDistance(), prompts, new GrpoConfig { Beta = 0.04, LoraR = 4 }, TextWriter.Null);
+        Assert.NotNull(trainer.Actor.Base);
+        Assert.Same(trainer.Actor.Base, trainer.Reference);
+        Assert.Null(trainer.Critic);
+    }
+
+    [Fact]
     public void CriticInit_WithFullWeights_IsRefusedUnderLora()
     {
         var sort = TestSupport.FlawedSortModel;

@@ -10,7 +10,7 @@ namespace PpoSharp.Training;
 /// 2-core CPU needs another default (num_generations, max_completion_length, learning rate, batch size), the name is
 /// TRL's and the README says why the value differs.
 /// </summary>
-public sealed record GrpoConfig
+public sealed record GrpoConfig : LoraKeys
 {
     /// <summary>Defaults for a pretrained (Hugging Face) model: TRL's learning rate 1e-6, 64-token completions, sized for a CPU.</summary>
     public static GrpoConfig Pretrained => new() { Lr = 1e-6, BatchSize = 4, NumGenerations = 4, MaxCompletionLength = 64, Iterations = 20, CheckpointEvery = 5 };
@@ -65,19 +65,6 @@ public sealed record GrpoConfig
     public int CheckpointEvery { get; init; } = 10;
     public int KeepCheckpoints { get; init; } = 2;
     public int MaxSkippedSteps { get; init; } = 10;
-
-    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
-    public int LoraR { get; init; }
-    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
-    public double LoraAlpha { get; init; } = 32;
-    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
-    public double LoraDropout { get; init; }
-    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
-    public string LoraTargetModules { get; init; } = "";
-
-    /// <summary>The LoRA keys as one value.</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
 
     /// <summary>The parsed <see cref="Algo"/> (after <see cref="Validate"/>).</summary>
     [JsonIgnore]

@@ -6,7 +6,7 @@ namespace PpoSharp.Training;
 /// <summary>
 /// PPO settings, with TRL's names where TRL has one. Defaults fit the built-in tasks on 2 cores (a run of a few minutes).
 /// </summary>
-public sealed record PpoConfig
+public sealed record PpoConfig : LoraKeys
 {
     /// <summary>
     /// Defaults for a pretrained (Hugging Face) model: TRL's PPO learning rate 3e-6, batches of 16 prompts, 64-token
@@ -78,19 +78,6 @@ public sealed record PpoConfig
     public int MaxSkippedSteps { get; init; } = 10;
 
     public int MiniBatchSize => BatchSize / NumMiniBatches;
-
-    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
-    public int LoraR { get; init; }
-    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
-    public double LoraAlpha { get; init; } = 32;
-    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
-    public double LoraDropout { get; init; }
-    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
-    public string LoraTargetModules { get; init; } = "";
-
-    /// <summary>The LoRA keys as one value.</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
 
     public PpoConfig Validate()
     {

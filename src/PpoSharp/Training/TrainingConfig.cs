@@ -5,7 +5,7 @@ namespace PpoSharp.Training;
 /// optimizer schedule, the held-out split, checkpoints and the non-finite guard. Each trainer's record sets the
 /// defaults that differ (steps, lr, warm-up, eval and checkpoint intervals) and adds its own keys.
 /// </summary>
-public abstract record TrainingConfig
+public abstract record TrainingConfig : LoraKeys
 {
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; }
@@ -34,19 +34,6 @@ public abstract record TrainingConfig
     public int KeepCheckpoints { get; init; } = 2;
     /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
     public int MaxSkippedSteps { get; init; } = 10;
-
-    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
-    public int LoraR { get; init; }
-    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
-    public double LoraAlpha { get; init; } = 32;
-    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
-    public double LoraDropout { get; init; }
-    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
-    public string LoraTargetModules { get; init; } = "";
-
-    /// <summary>The LoRA keys as one value.</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
 
     /// <summary>Range checks of the shared keys; each trainer's Validate() calls it and checks its own.</summary>
     protected void ValidateShared()

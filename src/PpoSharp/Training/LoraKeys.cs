@@ -1,0 +1,21 @@
+namespace PpoSharp.Training;
+
+/// <summary>
+/// The LoRA keys of every trainer's config (peft's settings under TRL's <c>lora_</c> names); <see cref="Lora"/> is them
+/// as one value, which each config's Validate() checks.
+/// </summary>
+public abstract record LoraKeys
+{
+    /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
+    public int LoraR { get; init; }
+    /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
+    public double LoraAlpha { get; init; } = 32;
+    /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>
+    public double LoraDropout { get; init; }
+    /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
+    public string LoraTargetModules { get; init; } = "";
+
+    /// <summary>The LoRA keys as one value.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);
+}
