@@ -172,7 +172,8 @@ internal static partial class Commands
         var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with the task's systematic flaw (sort: descending; add: no carries)", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
         var force = new Option<bool>("--force") { Description = "write into a non-empty --out directory" };
-        var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed, force };
+        var pairs = new Option<string>("--pairs") { Description = "rejected answers of preferences.jsonl: mixed (half the task's flaw, half one letter wrong) or one-letter (all one letter wrong: hard to rank)", DefaultValueFactory = _ => "mixed" };
+        var c = new Command("data", "writes a built-in task's data files in the chat format") { outDir, task, train, eval, noise, seed, force, pairs };
         c.SetAction(r =>
         {
             var t = BuiltinTask.Get(r.GetValue(task)!);
@@ -181,7 +182,8 @@ internal static partial class Commands
             Check.InRange(r.GetValue(noise), 0, 1, "--noise");
             if (!r.GetValue(force) && Directory.Exists(r.GetValue(outDir)) && Directory.EnumerateFileSystemEntries(r.GetValue(outDir)!).Any())
                 throw new PpoSharpException($"{r.GetValue(outDir)}: output directory is not empty (use --force to write into it, or another --out)");
-            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
+            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed),
+                r.GetValue(pairs) switch { "mixed" => PairKind.Mixed, "one-letter" => PairKind.OneLetter, var p => throw new PpoSharpException($"--pairs: '{p}' is not a kind (mixed, one-letter)") });
             output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}");
             return 0;
         });

@@ -71,7 +71,7 @@ public class ReportTests
     public void Report_DirectoryWithoutMetrics_IsAClearError()
     {
         var dir = TestSupport.TempDir();
-        Assert.Equal($"{dir}: no metrics.jsonl here or in sft/, rm/, ppo/, grpo/, dpo/", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
+        Assert.Equal($"{dir}: no metrics.jsonl here or in sft/, rm/, ppo/, grpo/, dpo/, ppo-lora/, grpo-lora/", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
         File.WriteAllText(Path.Combine(dir, MetricsWriter.FileName), "{\"step\":1}\nnot json\n");
         Assert.Equal($"{Path.Combine(dir, MetricsWriter.FileName)}:2: not a JSON object", Assert.Throws<PpoSharpException>(() => Report.Write(dir)).Message);
     }

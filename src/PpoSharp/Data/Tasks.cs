@@ -86,6 +86,15 @@ public sealed class AddNumbersTask : BuiltinTask
     }
 }
 
+/// <summary>What the rejected answers of the preference pairs are.</summary>
+public enum PairKind
+{
+    /// <summary>Half the task's systematic flaw, half one letter or digit wrong: easy to rank.</summary>
+    Mixed,
+    /// <summary>The chosen answer with one letter or digit wrong: hard to rank, so a reward model trained on few of them memorises them.</summary>
+    OneLetter,
+}
+
 /// <summary>Writes a task's data files in the notes' format.</summary>
 public static class TaskData
 {
@@ -94,9 +103,10 @@ public static class TaskData
     /// <summary>
     /// Writes <c>sft.jsonl</c> (chat records; a share <paramref name="noise"/> of the answers carry the task's systematic flaw),
     /// <c>prompts.jsonl</c> (training prompts with solution), <c>eval.jsonl</c> (held-out prompts, disjoint from the
-    /// others) and <c>preferences.jsonl</c> (chosen = correct, rejected = flawed or corrupted) into <paramref name="directory"/>.
+    /// others) and <c>preferences.jsonl</c> (chosen = correct, rejected = flawed or corrupted as <paramref name="pairs"/> says)
+    /// into <paramref name="directory"/>.
     /// </summary>
-    public static void Write(BuiltinTask task, string directory, int trainCount, int evalCount, double noise, int seed)
+    public static void Write(BuiltinTask task, string directory, int trainCount, int evalCount, double noise, int seed, PairKind pairs = PairKind.Mixed)
     {
         Directory.CreateDirectory(directory);
         var rng = new Random(seed);
@@ -109,9 +119,9 @@ public static class TaskData
         Jsonl.Write(Path.Combine(directory, EvalFile), eval.Select(p => PromptJson(p.Prompt, p.Answer)));
         Jsonl.Write(Path.Combine(directory, PreferencesFile), train.Select(p => PreferenceJson(p.Prompt, p.Answer, Rejected(p.Prompt, p.Answer))));
 
-        // Half the rejected answers carry the systematic flaw, half a random corruption; never the correct answer.
+        // Mixed: half the rejected answers carry the systematic flaw, half a random corruption; never the correct answer.
         string Rejected(string prompt, string answer) =>
-            rng.NextDouble() < 0.5 && task.Flawed(prompt, answer) is var flawed && flawed != answer ? flawed : task.Corrupt(answer, rng);
+            pairs == PairKind.Mixed && rng.NextDouble() < 0.5 && task.Flawed(prompt, answer) is var flawed && flawed != answer ? flawed : task.Corrupt(answer, rng);
 
         List<(string Prompt, string Answer)> Unique(int count)
         {
