@@ -108,7 +108,7 @@ internal sealed class TrainingOptions
 
     public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
 
-    public RmConfig Rm(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate());
+    public RmConfig Rm(ParseResult r, string init, IEnumerable<string> sets) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate(), sets);
 
     public DpoConfig Dpo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? DpoConfig.Pretrained : new DpoConfig(), c => c.Validate());
 
@@ -129,9 +129,9 @@ internal sealed class TrainingOptions
         return 0;
     }
 
-    private T Load<T>(ParseResult r, T defaults, Func<T, T> validate) where T : class
+    private T Load<T>(ParseResult r, T defaults, Func<T, T> validate, IEnumerable<string>? extra = null) where T : class
     {
-        var sets = (r.GetValue(Set) ?? []).ToList();
+        var sets = (extra ?? []).Concat(r.GetValue(Set) ?? []).ToList();
         if (r.GetValue(Seed) is int seed) sets.Add($"seed={seed}");
         return ConfigLoader.Load(defaults, r.GetValue(Config), sets, validate);
     }
@@ -252,10 +252,17 @@ internal static partial class Commands
         return c;
     }
 
-    private static Command Rm(TextWriter output, TextWriter errors) => PairCommand("rm",
-        "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)",
-        "run directory of the SFT model whose backbone the reward model starts from", errors, (o, r, init) => o.Rm(r, init),
-        (records, config, p) => Training.Demo.RunRm(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
+    private static Command Rm(TextWriter output, TextWriter errors)
+    {
+        var ensemble = new Option<int?>("--ensemble") { Description = "train N reward models (seeds seed .. seed + N - 1) as an ensemble scored mean - k std (key ensemble; k: ensemble_k, default 1)" };
+        var c = PairCommand("rm",
+            "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)",
+            "run directory of the SFT model whose backbone the reward model starts from", errors,
+            (o, r, init) => o.Rm(r, init, r.GetValue(ensemble) is int n ? [$"ensemble={n}"] : []),
+            (records, config, p) => Training.Demo.RunRm(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
+        c.Options.Add(ensemble);
+        return c;
+    }
 
     private static Command Dpo(TextWriter output, TextWriter errors) => PairCommand("dpo",
         "Direct Preference Optimization from preference pairs (no reward model; the reference is the --init policy)",

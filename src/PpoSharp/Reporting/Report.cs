@@ -21,13 +21,23 @@ public static class Report
     /// right axis of its own (a metric on another scale, such as the gold reward beside a reward model's score).
     /// </summary>
     private sealed record PlotSpec(string File, string Title, string YLabel, (string Key, string Label)[] Lines,
-        (string Key, string Label, string YLabel)? Right = null);
+        (string Key, string Label, string YLabel)? Right = null)
+    {
+        /// <summary>Each line rescaled to [0, 1] over the run, so that metrics of different scales share one axis.</summary>
+        public bool Normalized { get; init; }
+    }
+
+    /// <summary>A reward model's raw score and the gold rule on one axis, each min-max scaled: over-optimisation is where they part.</summary>
+    private static PlotSpec ProxyVsGold(string stage) => new($"{stage}_proxy_vs_gold.png", "proxy reward vs gold reward (each rescaled to its own range)",
+        "min-max scaled over the run (0 = lowest, 1 = highest)", [("proxy_score_mean", "reward model score (raw)"), ("gold_reward_mean", "gold reward")]) { Normalized = true };
 
     private static readonly PlotSpec[] PpoPlots =
     [
         new("ppo_reward.png", "PPO reward", "reward_mean (score per response)", [("reward_mean", "reward")],
             ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
+        ProxyVsGold("ppo"),
         new("ppo_kl.png", "KL to the reference", "nats per sequence", [("kl", "kl")]),
+        new("ppo_eos_rate.png", "responses ending with EOS", "share of responses", [("eos_rate", "eos rate")]),
         new("ppo_entropy.png", "policy entropy", "nats per token", [("entropy", "entropy")]),
         new("ppo_clipfrac.png", "clip fraction", "share of tokens clipped", [("clipfrac", "ratio clipped"), ("value_clipfrac", "value clipped")]),
         new("ppo_value_loss.png", "value loss", "1/2 squared error per token", [("value_loss", "value loss")]),
@@ -50,6 +60,7 @@ public static class Report
     [
         new("grpo_reward.png", "GRPO reward", "reward (mean score per completion)", [("reward", "reward")],
             ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
+        ProxyVsGold("grpo"),
         new("grpo_reward_std.png", "reward spread within groups", "reward_std (score, mean over groups)", [("reward_std", "reward std")],
             ("frac_reward_zero_std", "groups with zero std", "share of groups, all rewards equal")),
         new("grpo_kl.png", "KL to the reference", "k3 estimate (nats per token)", [("kl", "kl")]),
@@ -92,7 +103,7 @@ public static class Report
         Directory.CreateDirectory(Path.Combine(runDir, PlotDir));
         var html = new StringBuilder();
         html.Append($"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>PpoSharp report: {E(Path.GetFileName(Path.GetFullPath(runDir)))}</title>");
-        html.Append("<style>body{font-family:sans-serif;max-width:1340px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
+        html.Append("<style>.warning{color:#a40000;font-weight:bold}body{font-family:sans-serif;max-width:1340px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
             + "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;overflow-wrap:anywhere}td.n{text-align:right}td.k{color:#555}"
             + ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}.plots img{width:100%;height:auto}"
             + ".ok{color:#070}.no{color:#a00}</style></head><body>");
@@ -116,6 +127,8 @@ public static class Report
         AppendSettings(html, dir);
         AppendSummary(html, Path.Combine(dir, SummaryFile));
         AppendLastHeldOut(html, rows, XKey(stage));
+        if (ByIteration(stage))
+            foreach (var warning in Training.RunWarnings.Of(rows)) html.Append($"<p class=\"warning\">warning: {E(warning)}</p>");
         var missing = new StringBuilder();
         html.Append("<div class=\"plots\">");
         foreach (var (file, title, chart) in Charts(stage, rows))
@@ -163,12 +176,20 @@ public static class Report
     /// </summary>
     private static Chart? ChartOf(PlotSpec spec, IReadOnlyList<Dictionary<string, JsonElement>> rows, string xKey)
     {
-        var left = spec.Lines.Select(l => Plots.FromMetrics(rows, xKey, l.Key, l.Label)).OfType<Series>().ToList();
+        var left = spec.Lines.Select(l => Plots.FromMetrics(rows, xKey, l.Key, l.Label)).OfType<Series>().Select(x => spec.Normalized ? MinMax(x) : x).ToList();
+        if (spec.Normalized && left.Count < spec.Lines.Length) return null;                // a comparison needs every line
         if (spec.Right is not { } r || Plots.FromMetrics(rows, xKey, r.Key, r.Label) is not { } right)
             return left.Count == 0 ? null : new Chart(spec.Title, xKey, spec.YLabel, left);
         if (left.Count == 0) return new Chart(spec.Title, xKey, r.YLabel, [right]);
         return new Chart($"{spec.Title}; {r.Label} on the right axis", xKey, spec.YLabel,
             [.. left, right with { Label = $"{r.Label}, right axis", RightAxis = true }], r.YLabel);
+    }
+
+    /// <summary>A series rescaled to [0, 1]: (y - min) / (max - min); a flat one stays at 0.5.</summary>
+    private static Series MinMax(Series s)
+    {
+        double min = s.Y.Min(), max = s.Y.Max();
+        return s with { Y = s.Y.Select(y => max > min ? (y - min) / (max - min) : 0.5).ToArray() };
     }
 
     /// <summary>(stage, directory) pairs: a demo run's sft/rm/ppo/grpo/dpo, or the directory itself (stage from <see cref="GuessStage"/>).</summary>

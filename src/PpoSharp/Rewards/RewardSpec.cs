@@ -35,6 +35,10 @@ public sealed class CompositeReward(IReadOnlyList<(IRewardFunction Function, dou
 /// <summary>Parses <c>--reward SPEC</c> (and <c>--gold SPEC</c>): a comma-separated list of <c>name[:weight]</c>.</summary>
 public static class RewardSpec
 {
+    /// <summary>Whether a reward is or holds a reward model (<c>model:DIR</c>), whose scores can be over-optimised.</summary>
+    public static bool HasModel(IRewardFunction reward) =>
+        reward is RewardModelScorer || reward is CompositeReward c && c.Parts.Any(p => HasModel(p.Function));
+
     private static readonly Dictionary<string, Func<IRewardFunction>> Builtins = new()
     {
         ["exact-match"] = () => new ExactMatch(),

@@ -92,6 +92,9 @@ public static class Checkpoints
 
     public static void WriteState<T>(string dir, T state) => File.WriteAllText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(state, Json.Options));
 
+    /// <summary>The state file of <paramref name="dir"/>, or null when there is none.</summary>
+    public static T? ReadStateOrNull<T>(string dir) where T : class => File.Exists(Path.Combine(dir, StateFile)) ? ReadState<T>(dir) : null;
+
     public static T ReadState<T>(string dir)
     {
         var path = Path.Combine(dir, StateFile);

@@ -209,9 +209,31 @@ public static class Demo
         (tokenizer as CharTokenizer)?.WarnUnknown(log);
     }
 
-    /// <summary>A reward model whose backbone starts from the SFT run <paramref name="initDir"/>.</summary>
+    /// <summary>
+    /// A reward model whose backbone starts from the SFT run <paramref name="initDir"/>; with <c>ensemble</c> N &gt; 1, N of
+    /// them (seeds seed .. seed + N - 1) in <c>member-K/</c>, and <c>ensemble.json</c>, which <c>model:DIR</c> reads.
+    /// Returns the (first member's) held-out evaluation.
+    /// </summary>
     public static PairEval RunRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log,
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
+    {
+        if (config.Ensemble == 1) return RunOneRm(records, initDir, outDir, config, log, resume, stop, force, job, skipInvalid);
+        RunDirectory.PrepareOutput(outDir, force, resume, job);
+        var members = Enumerable.Range(0, config.Ensemble).Select(k => $"member-{k}").ToList();
+        var evals = members.Select((m, k) =>
+        {
+            var dir = Path.Combine(outDir, m);
+            bool done = resume && RewardModelCard.Read(dir) is not null;                 // a finished member is kept as it is
+            log.WriteLine($"rm: ensemble member {k + 1} of {config.Ensemble} (seed {config.Seed + k}){(done ? ": done before" : "")}");
+            return done ? null : RunOneRm(records, initDir, dir, config with { Seed = config.Seed + k }, log, resume && Directory.Exists(dir), stop, force, null, skipInvalid);
+        }).ToList();
+        new Rewards.EnsembleFile(members, config.EnsembleK).Write(outDir);
+        log.WriteLine($"rm: ensemble of {config.Ensemble} -> {outDir} (model:{outDir} scores mean - {config.EnsembleK:G} std over the members)");
+        return evals.OfType<PairEval>().FirstOrDefault() ?? new PairEval(0, double.NaN, double.NaN, double.NaN);
+    }
+
+    private static PairEval RunOneRm(IReadOnlyList<PreferenceRecord> records, string initDir, string outDir, RmConfig config, TextWriter log,
+        bool resume, StopSignal? stop, bool force, RunJob? job, bool skipInvalid)
     {
         torch.manual_seed(config.Seed);
         var (backbone, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
@@ -252,8 +274,12 @@ public static class Demo
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunPpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, PpoConfig config, TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null,
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false) =>
-        RunOnline("ppo", invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid), config.ResponseLength,
-            reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
+        RunOnline("ppo", invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid),
+            HeldOut(evalPrompts, reward, gold, config.EvalEvery, config.ResponseLength, 1.5 * config.KlTarget), reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
+
+    /// <summary>The held-out evaluation of a run with --eval: by the gold rule when there is one, else by the reward within a KL budget.</summary>
+    private static HeldOutEval? HeldOut(IReadOnlyList<PromptRecord>? prompts, IRewardFunction reward, IRewardFunction? gold, int every, int maxNew, double klBudget) =>
+        prompts is null ? null : new HeldOutEval(prompts, gold ?? reward, gold is not null, every, maxNew, klBudget);
 
     /// <summary>
     /// A critic-free run (GRPO, RLOO, REINFORCE++, by <c>algo</c>) from an SFT run, on PPO's rollout and update path; with
@@ -262,16 +288,18 @@ public static class Demo
     public static (PpoResult Result, EvalResult? Before, EvalResult? After) RunGrpo(string initDir, IRewardFunction reward, IReadOnlyList<PromptRecord> prompts,
         IReadOnlyList<PromptRecord>? evalPrompts, string outDir, GrpoConfig config, TextWriter log, IRewardFunction? gold = null,
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false) =>
-        RunOnline(config.Algo, invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, invalid), config.MaxCompletionLength,
-            reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
+        RunOnline(config.Algo, invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, invalid),
+            HeldOut(evalPrompts, reward, gold, config.EvalEvery, config.MaxCompletionLength, double.PositiveInfinity), reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
 
     /// <summary>The steps of an online RL run (ppo or grpo): build the trainer, prepare the run directory, evaluate, train, evaluate.</summary>
-    private static (PpoResult Result, EvalResult? Before, EvalResult? After) RunOnline(string title, Func<InvalidRecords, PpoTrainer> build, int maxNewTokens,
+    private static (PpoResult Result, EvalResult? Before, EvalResult? After) RunOnline(string title, Func<InvalidRecords, PpoTrainer> build, HeldOutEval? heldOut,
         IRewardFunction reward, IReadOnlyList<PromptRecord>? evalPrompts, string outDir, TextWriter log, IRewardFunction? gold,
         bool resume, StopSignal? stop, bool force, RunJob? job, bool skipInvalid)
     {
         var invalid = new InvalidRecords(skipInvalid);
         using var trainer = build(invalid);
+        trainer.HeldOut = heldOut;
+        int maxNewTokens = heldOut?.MaxNewTokens ?? 0;
         ReportInputs(invalid, trainer.Tokenizer, log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;

@@ -66,6 +66,10 @@ public sealed record GrpoConfig : LoraKeys
     public int KeepCheckpoints { get; init; } = 2;
     public int MaxSkippedSteps { get; init; } = 10;
 
+    /// <summary>With <c>--eval</c>: a held-out evaluation every this many iterations, which keeps <c>best/</c>.</summary>
+    public int EvalEvery { get; init; } = 10;
+    /// <summary>A <c>model:</c> reward whose recorded held-out pair accuracy is below this is refused (near chance); 0 accepts any.</summary>
+    public double MinRewardModelAccuracy { get; init; } = 0.6;
     /// <summary>The parsed <see cref="Algo"/> (after <see cref="Validate"/>).</summary>
     [JsonIgnore]
     public AdvantageEstimator Estimator => ParseAlgo(Algo);
@@ -98,7 +102,7 @@ public sealed record GrpoConfig : LoraKeys
         WeightDecay = WeightDecay, MaxGradNorm = MaxGradNorm, KlCoef = KlCoef, Cliprange = Epsilon, EntCoef = EntCoef,
         Temperature = Temperature, TopK = TopK, TopP = TopP, ResponseLength = MaxCompletionLength, ChatTemplateKwargs = ChatTemplateKwargs,
         Device = Device, Seed = Seed, CheckpointEvery = CheckpointEvery, KeepCheckpoints = KeepCheckpoints, MaxSkippedSteps = MaxSkippedSteps,
-        WhitenAdvantages = false, LoraR = LoraR, LoraAlpha = LoraAlpha, LoraDropout = LoraDropout, LoraTargetModules = LoraTargetModules,
+        WhitenAdvantages = false, NormalizeReward = false, AdaptiveKl = false, LoraR = LoraR, LoraAlpha = LoraAlpha, LoraDropout = LoraDropout, LoraTargetModules = LoraTargetModules,
     };
 
     public GrpoConfig Validate()
@@ -127,6 +131,8 @@ public sealed record GrpoConfig : LoraKeys
         Check.AtLeast(TopK, 0, "top_k");
         if (!(TopP > 0 && TopP <= 1)) throw new PpoSharpException($"top_p must be in (0, 1] (got {TopP})");
         Check.Positive(MaxCompletionLength, "max_completion_length");
+        Check.InRange(MinRewardModelAccuracy, 0, 1, "min_reward_model_accuracy");
+        Check.Positive(EvalEvery, "eval_every");
         Check.Positive(CheckpointEvery, "checkpoint_every");
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");

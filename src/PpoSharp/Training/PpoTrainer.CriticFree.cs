@@ -31,7 +31,7 @@ public sealed partial class PpoTrainer
         config.Validate();
         manual_seed(config.Seed);
         var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log);
-        NoteRewardModelBases(reward, actor, log);
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log);
         var device = config.Device.Resolve();
         actor = actor.to(device);
         reference = reference?.to(device);

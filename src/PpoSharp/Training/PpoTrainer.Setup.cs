@@ -33,7 +33,7 @@ public sealed partial class PpoTrainer
         else critic = new CriticModel(config.Critic == CriticArrangement.Shared ? null
                 : actor.Base is { } shared ? LoraModels.NewView(shared, config.Lora) : RunDirectory.LoadPolicyModel(initDir),
             actor.Config.DModel, Tokenizers.IsBuiltIn(tokenizer));
-        NoteRewardModelBases(reward, actor, log);
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log);
         var device = config.Device.Resolve();
         (actor, reference) = (actor.to(device), reference!.to(device));
         critic.to(device);
@@ -61,14 +61,15 @@ public sealed partial class PpoTrainer
     }
 
     /// <summary>
-    /// With LoRA, says which <c>model:</c> reward models share the policy's frozen base and which hold a backbone of their
+    /// Refuses or warns about weak reward models (<see cref="RewardModelScorer.CheckTrust"/>); with LoRA, says which <c>model:</c> reward models share the policy's frozen base and which hold a backbone of their
     /// own (full weights, or an adapter on another base), so that the memory a run takes is no surprise.
     /// </summary>
-    internal static void NoteRewardModelBases(IRewardFunction reward, Decoder actor, TextWriter log)
+    internal static void CheckRewardModels(IRewardFunction reward, Decoder actor, double minAccuracy, TextWriter log)
     {
+        var scorers = (reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward]).OfType<RewardModelScorer>().ToList();
+        foreach (var scorer in scorers) scorer.CheckTrust(minAccuracy, log);
         if (actor.Base is null) return;
-        var parts = reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward];
-        foreach (var scorer in parts.OfType<RewardModelScorer>())
+        foreach (var scorer in scorers)
             log.WriteLine(ReferenceEquals(scorer.Model.Backbone.Base, actor.Base)
                 ? $"lora: reward {scorer.Name} is an adapter on the policy's base: one backbone for actor, critic, reference and reward model"
                 : $"lora: reward {scorer.Name} is {(scorer.Model.Backbone.Base is null ? "a full model" : "an adapter on another base")}: a backbone of its own beside the policy's base");

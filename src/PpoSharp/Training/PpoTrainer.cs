@@ -12,7 +12,8 @@ using static TorchSharp.torch;
 namespace PpoSharp.Training;
 
 /// <summary>What a PPO checkpoint records beside the weights and the optimizer: everything else the next iteration depends on.</summary>
-public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal);
+public sealed record PpoState(int Iteration, double KlCoef, int DataEpoch, int DataCursor, string GeneratorState, int SkippedInARow, int SkippedTotal,
+    List<RunningMoments>? RewardMoments = null);
 
 /// <summary>Figures of a finished PPO run.</summary>
 public sealed record PpoResult(int Iterations, double FirstRewardMean, double LastRewardMean, double LastKl, double Seconds, string Title = "ppo", double GeneratedTokens = 0)
@@ -43,6 +44,7 @@ public sealed partial class PpoTrainer : IDisposable
     private RolloutText? _texts;                         // the current rollout's decoded prompts, completions and reward parts
     private readonly ITokenizer _tokenizer;
     private readonly IRewardFunction _reward;
+    private readonly List<NormalizedReward> _normalizers;   // one per model: reward part (normalising with normalize_reward), checkpointed
     private readonly IRewardFunction? _gold;
     private readonly List<PromptRecord> _prompts;
     private readonly List<int>[] _encodedPrompts;
@@ -57,6 +59,9 @@ public sealed partial class PpoTrainer : IDisposable
 
     /// <summary>Called with each iteration's metrics row before it is written (benchmarks add figures of their own).</summary>
     public Action<Dictionary<string, object>>? AfterIteration { get; set; }
+
+    /// <summary>Held-out evaluation during training, which keeps <c>best/</c> (null: none).</summary>
+    public HeldOutEval? HeldOut { get; set; }
 
     /// <summary>Test seam: transforms each minibatch loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
@@ -74,7 +79,8 @@ public sealed partial class PpoTrainer : IDisposable
     private PpoTrainer(Decoder actor, Decoder? reference, CriticModel? critic, GrpoConfig? grpo, ITokenizer tokenizer, IRewardFunction reward,
         IReadOnlyList<PromptRecord> prompts, PpoConfig config, TextWriter log, IRewardFunction? gold, InvalidRecords? invalid)
     {
-        (_actor, _reference, _critic, _grpo, _tokenizer, _reward, _config, _log, _gold) = (actor, reference, critic, grpo, tokenizer, reward, config, log, gold);
+        (_actor, _reference, _critic, _grpo, _tokenizer, _config, _log, _gold) = (actor, reference, critic, grpo, tokenizer, config, log, gold);
+        (_reward, _normalizers) = NormalizedReward.ForModels(reward, config.NormalizeReward);
         if (grpo is null && (reference is null || critic is null)) throw new ArgumentException("PPO needs a reference model and a critic");
         if (grpo is { NeedsReference: true } && reference is null)
             throw new PpoSharpException($"beta ({grpo.Beta}) or kl_coef ({grpo.KlCoef}) needs the reference model");
@@ -88,7 +94,7 @@ public sealed partial class PpoTrainer : IDisposable
         (_prompts, _encodedPrompts) = EncodePrompts(prompts, tokenizer, actor.Config.ContextLength, invalid ?? new InvalidRecords(skip: false));
         var parameters = critic is null ? actor.parameters().ToList() : actor.parameters().Concat(critic.parameters()).Distinct().ToList();
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
-        _kl = new KlController(config.KlCoef, config.AdaptiveKl ? config.KlTarget : null, config.KlHorizon);
+        _kl = new KlController(config.KlCoef, config.AdaptiveKl ?? RewardSpec.HasModel(reward) ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
         _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, _title);
     }
@@ -112,8 +118,15 @@ public sealed partial class PpoTrainer : IDisposable
     public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
         _outDir = outDir;
+        var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config);
+        best?.Offer(_actor, 0, _config.Iterations, 0, null);                              // the initial model: the first candidate
         double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
-            Iteration,
+            i =>
+            {
+                var row = Iteration(i);
+                best?.Offer(_actor, i, _config.Iterations, row.TryGetValue("kl", out var kl) ? (double)kl : 0, row);
+                return row;
+            },
             row => $"reward {row["reward_mean"]:F3}" + (row.TryGetValue("kl", out var kl) ? $" kl {kl:F3}" : "") + $" entropy {row["entropy"]:F3}",
             (dir, i) => SaveCheckpoint(dir, i),
             Restore,
@@ -124,6 +137,9 @@ public sealed partial class PpoTrainer : IDisposable
         double Mean(IEnumerable<Dictionary<string, System.Text.Json.JsonElement>> r) => r.Average(x => x["reward_mean"].GetDouble());
         double lastKl = rows[^1].TryGetValue("kl", out var kl) ? kl.GetDouble() : double.NaN;
         double generated = rows.Sum(x => x.TryGetValue("generated_tokens", out var g) ? g.GetDouble() : 0);
+        foreach (var warning in RunWarnings.Of(rows)) _log.WriteLine($"warning: {warning}");
+        if (best?.Best is { } b)
+            _log.WriteLine($"{_title}: best/ is {(b.Iteration == 0 ? "the initial model" : $"iteration {b.Iteration}")}: {b.Metric} {b.Reward:F3}, exact match {b.ExactMatch:P1} -> {Path.Combine(outDir, BestPolicy.Folder)}");
         return new PpoResult(rows.Count, Mean(rows.Take(k)), Mean(rows.TakeLast(k)), lastKl, seconds, _title, generated);
     }
 
@@ -134,7 +150,7 @@ public sealed partial class PpoTrainer : IDisposable
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
         using var state = _generator.get_state();
         Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, _dataEpoch, _cursor,
-            Convert.ToBase64String(state.data<byte>().ToArray()), _guard.InARow, _guard.Total));
+            Convert.ToBase64String(state.data<byte>().ToArray()), _guard.InARow, _guard.Total, _normalizers.Select(n => n.Moments).ToList()));
     }
 
     /// <summary>Restores a checkpoint (throws <see cref="PpoSharpException"/> if it is incomplete or corrupt); returns its iteration.</summary>
@@ -154,6 +170,7 @@ public sealed partial class PpoTrainer : IDisposable
             throw new PpoSharpException($"{Path.Combine(dir, Checkpoints.StateFile)}: bad generator state ({e.Message.Split('\n')[0]})");
         }
         _kl.Restore(state.KlCoef);
+        foreach (var (normalizer, moments) in _normalizers.Zip(state.RewardMoments ?? [])) normalizer.Moments = moments;
         (_dataEpoch, _cursor) = (state.DataEpoch, state.DataCursor);
         _guard.Restore(state.SkippedInARow, state.SkippedTotal);
         _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
@@ -448,6 +465,11 @@ public sealed partial class PpoTrainer : IDisposable
         row["tokens_per_second"] = generatedTokens / (rolloutSeconds + updateSeconds);
         row["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.to(ScalarType.Float32).mean().item<float>();
+        if (_normalizers.Count > 0)
+        {
+            row["proxy_score_mean"] = _normalizers.Average(n => n.LastRawMean);               // the reward models' raw scores
+            row["proxy_score_running_std"] = _normalizers.Average(n => n.Moments.Std);
+        }
         AfterIteration?.Invoke(row);
         return row;
     }

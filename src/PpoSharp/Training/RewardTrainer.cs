@@ -21,10 +21,18 @@ public sealed record RmConfig : TrainingConfig
 
     /// <summary>Subtract the mean training reward, stored with the model, so that rewards have mean 0.</summary>
     [JsonPropertyOrder(1)] public bool Normalize { get; init; } = true;
+    /// <summary>Save the weights of the evaluation with the best held-out accuracy, not the last step's (HF Trainer's name).</summary>
+    [JsonPropertyOrder(1)] public bool LoadBestModelAtEnd { get; init; } = true;
+    /// <summary>Reward models to train (seeds seed, seed + 1, ...: other head inits and data orders); more than 1 makes an ensemble.</summary>
+    [JsonPropertyOrder(1)] public int Ensemble { get; init; } = 1;
+    /// <summary>An ensemble scores mean - k std over its members (written to its ensemble.json).</summary>
+    [JsonPropertyOrder(1)] public double EnsembleK { get; init; } = 1;
 
     public RmConfig Validate()
     {
         ValidateShared();
+        Check.Positive(Ensemble, "ensemble");
+        Check.AtLeast(EnsembleK, 0, "ensemble_k");
         return this;
     }
 }
@@ -34,6 +42,25 @@ public sealed record PreferencePair(int[] Chosen, int[] Rejected, float Margin, 
 
 /// <summary>Accuracy and mean margin of a reward model on preference pairs.</summary>
 public sealed record PairEval(int N, double Loss, double Accuracy, double RewardMargin);
+
+/// <summary>
+/// <c>reward_model.json</c> beside a trained reward model: its held-out pair accuracy (what <c>ppo</c> checks before
+/// trusting it), the training accuracy at the same step, and the step whose weights were kept.
+/// </summary>
+public sealed record RewardModelCard(double HeldOutAccuracy, int HeldOutPairs, double TrainAccuracy, int Step)
+{
+    public const string FileName = "reward_model.json";
+
+    public static RewardModelCard? Read(string dir)
+    {
+        var path = Path.Combine(dir, FileName);
+        if (!File.Exists(path)) return null;
+        try { return System.Text.Json.JsonSerializer.Deserialize<RewardModelCard>(File.ReadAllText(path), Json.Options); }
+        catch (System.Text.Json.JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
+    }
+
+    public void Write(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), System.Text.Json.JsonSerializer.Serialize(this, Json.Options));
+}
 
 /// <summary>
 /// Trains a <see cref="RewardModel"/> on preference pairs with the pairwise loss, AdamW, warm-up + cosine, clipping,
@@ -84,27 +111,49 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, model, optimizer, _guard);
         PairEval? eval = null;
+        var best = new BestWeights(outDir, resume);
+        var trainAccuracy = new List<double>();                  // per step since the last evaluation
         model.train();
         double seconds = new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
                 var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
+                trainAccuracy.Add((double)row["accuracy"]);
                 if (heldOut.Count > 0 && run.EvalDue(step))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
                     (row["eval_loss"], row["eval_accuracy"], row["eval_reward_margin"]) = (eval.Loss, eval.Accuracy, eval.RewardMargin);
+                    row["train_accuracy_window"] = trainAccuracy.Average();
+                    best.Offer(model, step, eval.Accuracy, trainAccuracy.Average());
+                    trainAccuracy.Clear();
                 }
                 return row;
             },
             row => $"loss {row["loss"]:F3} accuracy {row["accuracy"]:P0}{(eval is null ? "" : $" eval {eval.Accuracy:P1}")}",
             run.Save, run.Restore, () => _guard.Failure);
         model.eval();
+        int keptStep = config.Steps;
+        if (config.LoadBestModelAtEnd && best.Step is int bestStep && bestStep != config.Steps)
+        {
+            best.Load(model);
+            eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
+            log.WriteLine($"rm: kept the weights of step {bestStep}, the best held-out accuracy ({best.Accuracy:P1}; the last step's was {best.LastAccuracy:P1})");
+            keptStep = bestStep;
+        }
         if (config.Normalize) model.SetOffset(model.Offset + MeanScore(model, train, tokenizer.Special.Pad));
         RunDirectory.SaveScalarModel(outDir, model.Backbone, model.Head, model.Offset, tokenizer, config);
         eval ??= Evaluate(model, heldOut.Count > 0 ? heldOut : train, tokenizer.Special.Pad);
+        double trainAcc = Evaluate(model, train.Take(Math.Max(heldOut.Count, 256)).ToList(), tokenizer.Special.Pad).Accuracy;
+        new RewardModelCard(heldOut.Count > 0 ? eval.Accuracy : double.NaN, heldOut.Count, trainAcc, keptStep).Write(outDir);
+        best.Delete();
         log.WriteLine($"rm: {config.Steps} steps in {seconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
+        if (heldOut.Count > 0 && trainAcc - eval.Accuracy > OverfitGap)
+            log.WriteLine($"warning: reward model: training accuracy {trainAcc:P1} is far above held-out {eval.Accuracy:P1}: it memorised its pairs, and PPO against it will exploit what it did not learn (more pairs, fewer steps or a lower lr help)");
         return eval;
     }
+
+    /// <summary>Training minus held-out accuracy above which the reward model is reported as memorising.</summary>
+    public const double OverfitGap = 0.15;
 
     private Dictionary<string, object> Step(SupervisedRun run, RewardModel model, List<PreferencePair> batch, int pad, int step)
     {
@@ -152,5 +201,42 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
             sum += chosen.sum().item<float>() + rejected.sum().item<float>();
         }
         return sum / (2.0 * pairs.Count);
+    }
+}
+
+/// <summary>
+/// The weights of the evaluation with the best held-out accuracy so far, in <c>best/</c> of the run directory (so that a
+/// resumed run still has them): written atomically when an evaluation beats it, loaded at the end, then removed.
+/// </summary>
+internal sealed class BestWeights(string outDir, bool resume)
+{
+    private sealed record Record(int Step, double Accuracy, double LastAccuracy);
+
+    private string Dir => Path.Combine(outDir, "best");
+    private Record? _best = resume ? Checkpoints.ReadStateOrNull<Record>(Path.Combine(outDir, "best")) : null;
+
+    public int? Step => _best?.Step;
+    public double Accuracy => _best?.Accuracy ?? double.NaN;
+    public double LastAccuracy => _best?.LastAccuracy ?? double.NaN;
+
+    public void Offer(nn.Module model, int step, double accuracy, double trainAccuracy)
+    {
+        if (_best is not null && accuracy <= _best.Accuracy)
+        {
+            _best = _best with { LastAccuracy = accuracy };
+            Checkpoints.WriteState(Dir, _best);
+            return;
+        }
+        Directory.CreateDirectory(Dir);
+        RunDirectory.SaveModule(Path.Combine(Dir, RunDirectory.ModelFile), model);
+        _best = new Record(step, accuracy, accuracy);
+        Checkpoints.WriteState(Dir, _best);
+    }
+
+    public void Load(nn.Module model) => RunDirectory.LoadWeights(model, Path.Combine(Dir, RunDirectory.ModelFile));
+
+    public void Delete()
+    {
+        if (Directory.Exists(Dir)) Directory.Delete(Dir, recursive: true);
     }
 }

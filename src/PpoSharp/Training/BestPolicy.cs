@@ -1,0 +1,59 @@
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Rewards;
+using PpoSharp.Text;
+
+namespace PpoSharp.Training;
+
+/// <summary>What an online run's held-out evaluation during training is given: prompts, the reward to select by, and how often.</summary>
+/// <param name="Prompts">Held-out prompts (<c>--eval</c>).</param>
+/// <param name="Reward">The gold rule when there is one (selection by the gold), else the training reward.</param>
+/// <param name="ByGold">Whether <paramref name="Reward"/> is a gold rule; without one, only evaluations whose KL is within <paramref name="KlBudget"/> count.</param>
+/// <param name="Every">Evaluate every this many iterations (and after the last).</param>
+/// <param name="MaxNewTokens">Greedy response length.</param>
+/// <param name="KlBudget">Without a gold: the largest mean KL to the reference (nats per sequence) at which a held-out reward counts.</param>
+public sealed record HeldOutEval(IReadOnlyList<PromptRecord> Prompts, IRewardFunction Reward, bool ByGold, int Every, int MaxNewTokens, double KlBudget);
+
+/// <summary>
+/// <c>best/</c> of an online run: the policy with the best held-out reward so far (by the gold rule when given, else by
+/// the training reward among evaluations within the KL budget), saved as a model folder whenever an evaluation beats it,
+/// with <c>best.json</c> saying which iteration it is. The initial model is the first candidate (iteration 0), so
+/// <c>best/</c> is never worse on the held-out prompts than where the run started.
+/// </summary>
+public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer tokenizer, object training)
+{
+    public const string Folder = "best", InfoFile = "best.json";
+
+    /// <summary>The selection so far: iteration (0 = the initial model), held-out reward and exact match.</summary>
+    public sealed record Info(int Iteration, double Reward, double ExactMatch, string Metric);
+
+    private Info? _best = ReadInfo(outDir);
+
+    public Info? Best => _best;
+
+    /// <summary>The selection recorded in <paramref name="outDir"/> (a save cut short between its two renames is finished first).</summary>
+    public static Info? ReadInfo(string outDir)
+    {
+        string dir = Path.Combine(outDir, Folder), tmp = dir + ".tmp", path = Path.Combine(dir, InfoFile);
+        if (!Directory.Exists(dir) && File.Exists(Path.Combine(tmp, InfoFile))) Directory.Move(tmp, dir);
+        return File.Exists(path) ? System.Text.Json.JsonSerializer.Deserialize<Info>(File.ReadAllText(path), Json.Options) : null;
+    }
+
+    /// <summary>Evaluates <paramref name="policy"/> when <paramref name="iteration"/> is due (0: the initial model, once); adds <c>eval_*</c> keys to <paramref name="row"/>.</summary>
+    public void Offer(Decoder policy, int iteration, int total, double kl, Dictionary<string, object>? row)
+    {
+        if (iteration == 0 ? _best is not null : iteration % eval.Every != 0 && iteration != total) return;
+        var result = Evaluator.Evaluate(policy, tokenizer, eval.Prompts, eval.Reward, eval.MaxNewTokens);
+        if (row is not null) (row["eval_reward"], row["eval_exact_match"]) = (result.RewardMean, result.ExactMatch);
+        bool counts = eval.ByGold || iteration == 0 || kl <= eval.KlBudget;
+        if (!counts || _best is not null && result.RewardMean <= _best.Reward) return;
+        _best = new Info(iteration, result.RewardMean, result.ExactMatch, eval.ByGold ? $"held-out {eval.Reward.Name} (gold)" : $"held-out {eval.Reward.Name} at kl <= {eval.KlBudget:G}");
+        var dir = Path.Combine(outDir, Folder);
+        var tmp = dir + ".tmp";
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+        RunDirectory.SavePolicy(tmp, policy, tokenizer, training);
+        AtomicFile.WriteText(Path.Combine(tmp, InfoFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        Directory.Move(tmp, dir);
+    }
+}

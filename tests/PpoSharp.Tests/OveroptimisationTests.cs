@@ -1,0 +1,172 @@
+using System.Text.Json;
+using PpoSharp.Algorithms;
+using PpoSharp.Data;
+using PpoSharp.Rewards;
+using PpoSharp.Training;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Tests;
+
+public class OveroptimisationTests
+{
+    [Fact]
+    public void RunningMoments_MergeBatches_AsOnePass()
+    {
+        var m = RunningMoments.Empty.Update([1, 2, 3]).Update([4, 5]);               // all: 1..5
+        Assert.Equal(5, m.Count);
+        Assert.Equal(3, m.Mean, 12);
+        Assert.Equal(Math.Sqrt(2.5), m.Std, 12);                                       // unbiased: sum (x - 3)² / 4 = 10 / 4
+        Assert.Equal(2 / Math.Sqrt(2.5), m.Normalize(5), 12);
+        Assert.Equal(1, RunningMoments.Empty.Update([7]).Std);                         // one score: no spread yet
+    }
+
+    [Fact]
+    public void NormalizedReward_UpdatesThenNormalises_AndResumesExactlyFromItsCheckpointedMoments()
+    {
+        var inner = new FixedScores([10, 20, 30], [40, 50, 60]);
+        var reward = new NormalizedReward(inner);
+        var batch = Enumerable.Repeat(new RewardInput([], "x", [], new Source("t", 1)), 3).ToList();
+        var first = reward.Score(batch);                                               // moments of 10, 20, 30: mean 20, std 10
+        Assert.Equal([-1.0, 0.0, 1.0], first.Select(x => Math.Round(x, 12)));
+        var json = JsonSerializer.Serialize(reward.Moments, Json.Options);              // what a checkpoint stores
+        var second = reward.Score(batch);
+        var resumed = new NormalizedReward(new FixedScores([40, 50, 60])) { Moments = JsonSerializer.Deserialize<RunningMoments>(json, Json.Options)! };
+        Assert.Equal(second, resumed.Score(batch));                                    // bit for bit
+        Assert.Equal(50, reward.LastRawMean);
+        Assert.Equal((40 - 35) / Math.Sqrt(350), second[0], 12);                       // 10..60: mean 35, var 1750 / 5
+    }
+
+    private sealed class FixedScores(params double[][] batches) : IRewardFunction
+    {
+        private int _call;
+        public string Name => "fixed";
+        public IReadOnlyList<double> Score(IReadOnlyList<RewardInput> batch) => batches[_call++];
+    }
+
+    [Fact]
+    public void Ensemble_IsMeanMinusKStd_OfTheMembers()
+    {
+        using var scores = tensor(new float[,] { { 1, 0 }, { 2, 0 }, { 3, 3 } });        // (M 3, B 2)
+        var k1 = EnsembleReward.Conservative(scores, 1).data<float>().ToArray();
+        Assert.Equal(2 - Math.Sqrt(2.0 / 3), k1[0], 5);                                // mean 2, spread sqrt(2/3)
+        Assert.Equal(1 - Math.Sqrt(2.0), k1[1], 5);                                    // mean 1, spread sqrt((1 + 1 + 4) / 3)
+        Assert.Equal(2, EnsembleReward.Conservative(scores, 0).data<float>()[0], 5);   // k 0: the mean
+    }
+
+    private static Dictionary<string, JsonElement> Row(double proxy, double gold, double eos) =>
+        JsonSerializer.Deserialize<Dictionary<string, JsonElement>>($"{{\"proxy_score_mean\": {proxy}, \"gold_reward_mean\": {gold}, \"eos_rate\": {eos}}}")!;
+
+    [Fact]
+    public void Warnings_FireWhenTheProxyRisesAndTheGoldFalls_OrEosIsLost_AndOnlyThen()
+    {
+        var overoptimised = Enumerable.Range(0, 20).Select(i => Row(proxy: i, gold: 0.8 - 0.01 * i, eos: 1 - 0.02 * i)).ToList();
+        var warnings = RunWarnings.Of(overoptimised);
+        Assert.Equal(2, warnings.Count);
+        Assert.Contains("over-optimisation: the proxy reward (proxy_score_mean) rose 0.500 -> 18.500 while the gold reward fell 0.795 -> 0.615", warnings[0]);
+        Assert.Contains("eos_rate 0.99 -> 0.63", warnings[1]);
+        var healthy = Enumerable.Range(0, 20).Select(i => Row(proxy: i, gold: 0.6 + 0.01 * i, eos: 1)).ToList();
+        Assert.Empty(RunWarnings.Of(healthy));
+    }
+
+    [Fact]
+    public void BestPolicy_KeepsTheInitialModelUntilAnEvaluationBeatsIt_ByTheGold()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        var prompts = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
+        var heldOut = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.EvalFile)).Records.Take(40).ToList();
+        var config = new PpoConfig { Iterations = 4, BatchSize = 16, NumMiniBatches = 2, ResponseLength = 8, Lr = 3e-4, EvalEvery = 2 };
+        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(sort, "model"), new EditDistance(), prompts, config, TextWriter.Null);
+        var gold = new ExactMatch();
+        trainer.HeldOut = new HeldOutEval(heldOut, gold, true, 2, 8, double.PositiveInfinity);
+        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
+        trainer.Train(dir);
+        var rows = MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
+        Assert.Equal([false, true, false, true], rows.Select(r => r.ContainsKey("eval_reward")));     // iterations 2 and 4
+        var initial = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Path.Combine(sort, "model")), trainer.Tokenizer, heldOut, gold, 8).RewardMean;
+        var candidates = new[] { (0, initial), (2, rows[1]["eval_reward"].GetDouble()), (4, rows[3]["eval_reward"].GetDouble()) };
+        var expected = candidates.Aggregate((a, b) => b.Item2 > a.Item2 ? b : a);       // the first of the best
+        var best = BestPolicy.ReadInfo(dir)!;
+        Assert.Equal(expected.Item1, best.Iteration);
+        Assert.Equal(expected.Item2, best.Reward, 12);
+        var saved = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Path.Combine(dir, BestPolicy.Folder)), trainer.Tokenizer, heldOut, gold, 8).RewardMean;
+        Assert.Equal(best.Reward, saved, 12);                                           // best/ is that model
+    }
+
+    [Fact]
+    public void BestPolicy_WithoutAGold_CountsOnlyEvaluationsWithinTheKlBudget()
+    {
+        var sort = TestSupport.FlawedSortModel;
+        var prompts = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
+        var heldOut = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.EvalFile)).Records.Take(20).ToList();
+        var config = new PpoConfig { Iterations = 2, BatchSize = 16, NumMiniBatches = 2, ResponseLength = 8, Lr = 3e-3, EvalEvery = 1 };
+        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(sort, "model"), new EditDistance(), prompts, config, TextWriter.Null);
+        trainer.HeldOut = new HeldOutEval(heldOut, new EditDistance(), false, 1, 8, KlBudget: 0);    // no KL after training is within it
+        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
+        trainer.Train(dir);
+        Assert.Equal(0, BestPolicy.ReadInfo(dir)!.Iteration);                          // only the initial model (KL 0) counted
+    }
+
+    private static (int Code, string Out, string Err) Cli(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        return (PpoSharp.Cli.Cli.Run(args, stdout, stderr), stdout.ToString(), stderr.ToString());
+    }
+
+    private static string Pairs => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PreferencesFile);
+    private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
+
+    [Fact]
+    public void RmEnsemble_TrainsMembersWithTheirOwnSeeds_AndScoresMeanMinusKStd()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "rm");
+        var run = Cli("rm", "--data", Pairs, "--init", Init, "--out", dir, "--ensemble", "2", "--set", "steps=6", "--set", "eval_every=3", "--set", "ensemble_k=0.5");
+        Assert.True(run.Code == 0, run.Err);
+        var file = EnsembleFile.Read(dir)!;
+        Assert.Equal(["member-0", "member-1"], file.Members);
+        Assert.Equal(0.5, file.K);
+        var ensemble = RewardModelScorer.Load(dir);
+        Assert.Equal(2, ensemble.Members.Count);
+        var inputs = Jsonl.ReadPrompts(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile)).Records.Take(5)
+            .Select(p => new RewardInput(p.Messages, p.Solutions[0], p.Solutions, p.Source)).ToList();
+        var members = Enumerable.Range(0, 2).Select(k => RewardModelScorer.Load(Path.Combine(dir, $"member-{k}")).Score(inputs)).ToList();
+        Assert.NotEqual(members[0], members[1]);                                         // different seeds, different models
+        var expected = members[0].Zip(members[1], (a, b) => (a + b) / 2 - 0.5 * Math.Abs(a - b) / 2);   // spread of two = |a - b| / 2
+        Assert.All(ensemble.Score(inputs).Zip(expected), p => Assert.Equal(p.Second, p.First, 4));
+    }
+
+    [Fact]
+    public void Ppo_RefusesARewardModelNearChance_BeforeWritingAnything()
+    {
+        var rm = Path.Combine(TestSupport.TempDir(), "rm");
+        Assert.Equal(0, Cli("rm", "--data", Pairs, "--init", Init, "--out", rm, "--set", "steps=2", "--set", "eval_every=2").Code);
+        var card = RewardModelCard.Read(rm)!;
+        Assert.Equal(2, card.Step);
+        (card with { HeldOutAccuracy = 0.52 }).Write(rm);
+        var outDir = Path.Combine(TestSupport.TempDir(), "ppo");
+        var run = Cli("ppo", "--data", Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile), "--init", Init, "--reward", $"model:{rm}", "--out", outDir);
+        Assert.Equal(2, run.Code);
+        Assert.Contains($"model:{rm}: held-out pair accuracy 52.0 % (n = ", run.Err);
+        Assert.Contains("is near chance (50%)", run.Err);
+        Assert.False(Directory.Exists(outDir));
+    }
+
+    [Fact]
+    public void RewardTrainer_KeepsTheBestHeldOutWeights_AndWarnsWhenTrainingAccuracyRunsAway()
+    {
+        var records = Jsonl.ReadPreferences(Pairs).Records.Take(60).ToList();          // few pairs, many steps: it memorises them
+        var log = new StringWriter();
+        var dir = Path.Combine(TestSupport.TempDir(), "rm");
+        var config = new RmConfig { Steps = 60, EvalEvery = 10, EvalFraction = 0.5, Lr = 3e-3, BatchSize = 16 };
+        var eval = Demo.RunRm(records, Init, dir, config, log);
+        var rows = MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName)).Where(r => r.ContainsKey("eval_accuracy")).ToList();
+        var bestRow = rows.Aggregate((a, b) => b["eval_accuracy"].GetDouble() > a["eval_accuracy"].GetDouble() ? b : a);
+        var card = RewardModelCard.Read(dir)!;
+        Assert.Equal(bestRow["step"].GetInt32(), card.Step);
+        Assert.Equal(bestRow["eval_accuracy"].GetDouble(), eval.Accuracy, 6);           // the saved model is that step's
+        Assert.Equal(eval.Accuracy, card.HeldOutAccuracy, 6);
+        Assert.False(Directory.Exists(Path.Combine(dir, "best")));                        // the kept weights are cleaned up
+        if (card.TrainAccuracy - card.HeldOutAccuracy > RewardTrainer.OverfitGap) Assert.Contains("it memorised its pairs", log.ToString());
+        else Assert.DoesNotContain("memorised", log.ToString());
+    }
+}
