@@ -11,9 +11,10 @@ public class ConfigTests
     {
         var sft = System.Text.Json.JsonSerializer.SerializeToNode(new SftConfig(), Json.Options)!.AsObject();
         var rm = System.Text.Json.JsonSerializer.SerializeToNode(new RmConfig(), Json.Options)!.AsObject();
-        Assert.Equal(rm.Select(kv => kv.Key).SkipLast(1), sft.Select(kv => kv.Key).Take(rm.Count - 1));
+        string[] rmOwn = ["normalize", "load_best_model_at_end", "ensemble", "ensemble_k"];
+        Assert.Equal(rm.Select(kv => kv.Key).SkipLast(rmOwn.Length), sft.Select(kv => kv.Key).Take(rm.Count - rmOwn.Length));
         Assert.Equal("steps", sft.First().Key);
-        Assert.Equal("normalize", rm.Last().Key);
+        Assert.Equal(rmOwn, rm.Select(kv => kv.Key).TakeLast(rmOwn.Length));
         Assert.Equal((1200, 0.002, 50, 200), ((int)sft["steps"]!, (double)sft["lr"]!, (int)sft["warmup_steps"]!, (int)sft["eval_every"]!));
         Assert.Equal((400, 0.0005, 20, 100), ((int)rm["steps"]!, (double)rm["lr"]!, (int)rm["warmup_steps"]!, (int)rm["eval_every"]!));
     }

@@ -68,41 +68,43 @@ public class OveroptimisationTests
         Assert.Empty(RunWarnings.Of(healthy));
     }
 
+    /// <summary>PPO from the flawed sort model with a held-out evaluation; returns the run directory, its tokenizer and held-out prompts.</summary>
+    private static (string Dir, PpoSharp.Text.ITokenizer Tokenizer, List<PromptRecord> HeldOut) TrainWithHeldOut(PpoConfig config, int prompts,
+        Func<List<PromptRecord>, HeldOutEval> heldOut)
+    {
+        var sort = TestSupport.FlawedSortModel;
+        var train = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
+        var eval = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.EvalFile)).Records.Take(prompts).ToList();
+        using var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), train, config, TextWriter.Null);
+        trainer.HeldOut = heldOut(eval);
+        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
+        trainer.Train(dir);
+        return (dir, trainer.Tokenizer, eval);
+    }
+
     [Fact]
     public void BestPolicy_KeepsTheInitialModelUntilAnEvaluationBeatsIt_ByTheGold()
     {
-        var sort = TestSupport.FlawedSortModel;
-        var prompts = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
-        var heldOut = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.EvalFile)).Records.Take(40).ToList();
-        var config = new PpoConfig { Iterations = 4, BatchSize = 16, NumMiniBatches = 2, ResponseLength = 8, Lr = 3e-4, EvalEvery = 2 };
-        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(sort, "model"), new EditDistance(), prompts, config, TextWriter.Null);
         var gold = new ExactMatch();
-        trainer.HeldOut = new HeldOutEval(heldOut, gold, true, 2, 8, double.PositiveInfinity);
-        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
-        trainer.Train(dir);
+        var config = new PpoConfig { Iterations = 4, BatchSize = 16, NumMiniBatches = 2, ResponseLength = 8, Lr = 3e-4, EvalEvery = 2 };
+        var (dir, tokenizer, heldOut) = TrainWithHeldOut(config, 40, eval => new HeldOutEval(eval, gold, true, 2, 8, double.PositiveInfinity));
         var rows = MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
         Assert.Equal([false, true, false, true], rows.Select(r => r.ContainsKey("eval_reward")));     // iterations 2 and 4
-        var initial = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Path.Combine(sort, "model")), trainer.Tokenizer, heldOut, gold, 8).RewardMean;
+        var initial = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Init), tokenizer, heldOut, gold, 8).RewardMean;
         var candidates = new[] { (0, initial), (2, rows[1]["eval_reward"].GetDouble()), (4, rows[3]["eval_reward"].GetDouble()) };
         var expected = candidates.Aggregate((a, b) => b.Item2 > a.Item2 ? b : a);       // the first of the best
         var best = BestPolicy.ReadInfo(dir)!;
         Assert.Equal(expected.Item1, best.Iteration);
         Assert.Equal(expected.Item2, best.Reward, 12);
-        var saved = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Path.Combine(dir, BestPolicy.Folder)), trainer.Tokenizer, heldOut, gold, 8).RewardMean;
+        var saved = Evaluator.Evaluate(RunDirectory.LoadPolicyModel(Path.Combine(dir, BestPolicy.Folder)), tokenizer, heldOut, gold, 8).RewardMean;
         Assert.Equal(best.Reward, saved, 12);                                           // best/ is that model
     }
 
     [Fact]
     public void BestPolicy_WithoutAGold_CountsOnlyEvaluationsWithinTheKlBudget()
     {
-        var sort = TestSupport.FlawedSortModel;
-        var prompts = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.PromptsFile)).Records;
-        var heldOut = Jsonl.ReadPrompts(Path.Combine(sort, "data", TaskData.EvalFile)).Records.Take(20).ToList();
         var config = new PpoConfig { Iterations = 2, BatchSize = 16, NumMiniBatches = 2, ResponseLength = 8, Lr = 3e-3, EvalEvery = 1 };
-        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(sort, "model"), new EditDistance(), prompts, config, TextWriter.Null);
-        trainer.HeldOut = new HeldOutEval(heldOut, new EditDistance(), false, 1, 8, KlBudget: 0);    // no KL after training is within it
-        var dir = Path.Combine(TestSupport.TempDir(), "ppo");
-        trainer.Train(dir);
+        var (dir, _, _) = TrainWithHeldOut(config, 20, eval => new HeldOutEval(eval, new EditDistance(), false, 1, 8, KlBudget: 0));   // no KL after training is within it
         Assert.Equal(0, BestPolicy.ReadInfo(dir)!.Iteration);                          // only the initial model (KL 0) counted
     }
 

@@ -113,7 +113,7 @@ public class ReportTests
         var rows = Rows("""{"step":1,"loss":2.0}""", """{"step":2,"loss":1.5,"eval_loss":1.6}""");
         var chart = Report.Charts("sft", rows).Single().Chart!;
         Assert.Equal([false, true], chart.Series.Select(s => s.HeldOut));
-        var ppo = Rows("""{"iteration":1,"reward_mean":1,"kl":1,"entropy":1,"clipfrac":0.1,"value_loss":1,"explained_variance":0.5}""");
+        var ppo = Rows("""{"iteration":1,"reward_mean":1,"kl":1,"entropy":1,"clipfrac":0.1,"value_loss":1,"explained_variance":0.5,"eos_rate":1,"proxy_score_mean":2,"gold_reward_mean":0.5}""");
         Assert.All(Report.Charts("ppo", ppo).Concat(Report.Charts("rm", Rows("""{"step":1,"loss":1,"accuracy":0.5}""")))
                 .Concat(Report.Charts("grpo", Rows(GrpoRows))).Concat(Report.Charts("dpo", Rows(DpoRows))),
             c => Assert.False(string.IsNullOrWhiteSpace(c.Chart!.YLabel), c.File));
@@ -168,8 +168,8 @@ public class ReportTests
 
     private static readonly string[] GrpoRows =
     [
-        """{"iteration":1,"reward":0.25,"reward_mean":0.25,"reward_std":0.3,"rewards/exact-match/mean":0.25,"rewards/exact-match/std":0.4,"rewards/repetition/mean":-0.1,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.5,"completions/mean_length":9,"completions/clipped_ratio":0.125,"kl":0.01,"entropy":1.2,"loss":0.02,"clip_ratio/low_mean":0.01,"clip_ratio/high_mean":0.02,"clip_ratio/region_mean":0.03}""",
-        """{"iteration":2,"reward":0.5,"reward_mean":0.5,"reward_std":0.2,"rewards/exact-match/mean":0.5,"rewards/exact-match/std":0.5,"rewards/repetition/mean":-0.05,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.25,"completions/mean_length":8,"completions/clipped_ratio":0,"kl":0.02,"entropy":1.1,"loss":0.01,"clip_ratio/low_mean":0,"clip_ratio/high_mean":0.01,"clip_ratio/region_mean":0.01,"gold_reward_mean":0.4}""",
+        """{"iteration":1,"reward":0.25,"reward_mean":0.25,"reward_std":0.3,"rewards/exact-match/mean":0.25,"rewards/exact-match/std":0.4,"rewards/repetition/mean":-0.1,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.5,"completions/mean_length":9,"completions/clipped_ratio":0.125,"kl":0.01,"entropy":1.2,"loss":0.02,"clip_ratio/low_mean":0.01,"clip_ratio/high_mean":0.02,"clip_ratio/region_mean":0.03,"proxy_score_mean":1.5,"gold_reward_mean":0.3}""",
+        """{"iteration":2,"reward":0.5,"reward_mean":0.5,"reward_std":0.2,"rewards/exact-match/mean":0.5,"rewards/exact-match/std":0.5,"rewards/repetition/mean":-0.05,"rewards/repetition/std":0.1,"frac_reward_zero_std":0.25,"completions/mean_length":8,"completions/clipped_ratio":0,"kl":0.02,"entropy":1.1,"loss":0.01,"clip_ratio/low_mean":0,"clip_ratio/high_mean":0.01,"clip_ratio/region_mean":0.01,"gold_reward_mean":0.4,"proxy_score_mean":2.5}""",
     ];
 
     private static readonly string[] DpoRows =
@@ -180,7 +180,7 @@ public class ReportTests
 
     /// <summary>Files and titles a GRPO run's report must hold; none of PPO's critic plots.</summary>
     private static readonly string[] GrpoPlotFiles =
-        ["grpo_reward.png", "grpo_reward_functions.png", "grpo_reward_std.png", "grpo_kl.png", "grpo_entropy.png", "grpo_clip_ratio.png", "grpo_completion_length.png"];
+        ["grpo_reward.png", "grpo_proxy_vs_gold.png", "grpo_reward_functions.png", "grpo_reward_std.png", "grpo_kl.png", "grpo_entropy.png", "grpo_clip_ratio.png", "grpo_completion_length.png"];
 
     private static readonly string[] DpoPlotFiles = ["dpo_loss.png", "dpo_accuracy.png", "dpo_margins.png", "dpo_rewards.png", "dpo_logps.png"];
 
