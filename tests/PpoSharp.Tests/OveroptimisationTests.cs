@@ -171,4 +171,33 @@ public class OveroptimisationTests
         if (card.TrainAccuracy - card.HeldOutAccuracy > RewardTrainer.OverfitGap) Assert.Contains("it memorised its pairs", log.ToString());
         else Assert.DoesNotContain("memorised", log.ToString());
     }
+
+    [Fact]
+    public void NormalisedModelReward_ResumedAfterAnInterrupt_GivesIdenticalMetrics()
+    {
+        var rm = Path.Combine(TestSupport.TempDir(), "rm");
+        Demo.RunRm(Jsonl.ReadPreferences(Pairs).Records.Take(200).ToList(), Init, rm, new RmConfig { Steps = 10, EvalEvery = 10 }, TextWriter.Null);
+        var prompts = Jsonl.ReadPrompts(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile)).Records;
+        var config = new PpoConfig { Iterations = 5, BatchSize = 16, NumMiniBatches = 2, NumPpoEpochs = 2, ResponseLength = 8, CheckpointEvery = 2, MinRewardModelAccuracy = 0 };
+        IRewardFunction Reward(StopSignal stop, int n) => new CompositeReward([(RewardModelScorer.Load(rm), 1), (new StopOnCall(stop, n), 0)]);
+        var full = Path.Combine(TestSupport.TempDir(), "full");
+        using (var stop = StopSignal.Manual())
+        using (var trainer = PpoTrainer.FromRunDirectory(Init, Reward(stop, int.MaxValue), prompts, config, TextWriter.Null))
+            trainer.Train(full);
+        var dir = Path.Combine(TestSupport.TempDir(), "interrupted");
+        using (var stop = StopSignal.Manual())
+        {
+            using (var trainer = PpoTrainer.FromRunDirectory(Init, Reward(stop, 3), prompts, config, TextWriter.Null))
+                Assert.Throws<TrainingStoppedException>(() => trainer.Train(dir, stop: stop));
+            using var resumed = PpoTrainer.FromRunDirectory(Init, Reward(stop, int.MaxValue), prompts, config, TextWriter.Null);
+            resumed.Train(dir, resume: true);
+        }
+        var state = Checkpoints.ReadState<PpoState>(Directory.GetDirectories(Path.Combine(dir, Checkpoints.Folder), "step-*").Order().First());
+        Assert.True(Assert.Single(state.RewardMoments!).Count > 0);                    // the moments are in the checkpoint
+        var (expected, actual) = (MetricsWriter.Read(Path.Combine(full, MetricsWriter.FileName)), MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName)));
+        Assert.Equal(5, actual.Count);
+        foreach (var key in new[] { "reward_mean", "proxy_score_mean", "proxy_score_running_std", "kl", "kl_coef", "policy_loss" })
+            Assert.Equal(expected.Select(r => r[key].GetDouble()), actual.Select(r => r[key].GetDouble()));
+        Assert.True(Math.Abs(expected.Average(r => r["reward_mean"].GetDouble())) < 1.5, "normalised rewards keep a small scale");
+    }
 }
