@@ -31,4 +31,36 @@ public static class AtomicFile
     });
 
     public static void WriteText(string path, string text) => Write(path, tmp => File.WriteAllText(tmp, text));
+
+    /// <summary>
+    /// Replaces the folder <paramref name="dir"/> by one that <paramref name="fill"/> writes: into <c>DIR.tmp</c>, then
+    /// DIR -> <c>DIR.old</c>, <c>DIR.tmp</c> -> DIR, and <c>DIR.old</c> removed. At any crash one complete folder
+    /// remains, which <see cref="RecoverFolder"/> puts back in place.
+    /// </summary>
+    public static void ReplaceFolder(string dir, Action<string> fill)
+    {
+        string tmp = dir + ".tmp", old = dir + ".old";
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+        fill(tmp);
+        if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
+        if (Directory.Exists(dir)) Directory.Move(dir, old);
+        Directory.Move(tmp, dir);
+        if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
+    }
+
+    /// <summary>
+    /// After a crash in <see cref="ReplaceFolder"/>: when <paramref name="dir"/> lacks <paramref name="marker"/> (the
+    /// file written last), the complete one of <c>DIR.tmp</c> (new) or <c>DIR.old</c> (previous) becomes DIR.
+    /// </summary>
+    public static void RecoverFolder(string dir, string marker)
+    {
+        if (File.Exists(Path.Combine(dir, marker))) return;
+        foreach (var candidate in new[] { dir + ".tmp", dir + ".old" })
+        {
+            if (!File.Exists(Path.Combine(candidate, marker))) continue;
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            Directory.Move(candidate, dir);
+            return;
+        }
+    }
 }

@@ -260,4 +260,16 @@ public class LoraTests
         var rows = MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
         Assert.True(rows[^1]["rewards/margins"].GetDouble() > rows[0]["rewards/margins"].GetDouble(), "the chosen-rejected margin did not grow");
     }
+
+    [Fact]
+    public void Force_RemovesWhatAnOldRunLeft_SoThatTheNewRunIsNotReadAsTheOld()
+    {
+        var dir = TestSupport.TempDir();
+        foreach (var file in new[] { PeftAdapter.ConfigFile, PeftAdapter.WeightsFile, EnsembleFile.FileName, RewardModelCard.FileName, "metrics.jsonl", "notes.txt" })
+            File.WriteAllText(Path.Combine(dir, file), "{}");
+        foreach (var folder in new[] { "best", "member-0", "checkpoints", "critic" }) Directory.CreateDirectory(Path.Combine(dir, folder));
+        RunDirectory.PrepareOutput(dir, force: true);
+        Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(dir).Select(Path.GetFileName));   // a file of the user's stays
+        Assert.False(PeftAdapter.IsAdapter(dir));
+    }
 }

@@ -8,7 +8,7 @@ namespace PpoSharp.Training;
 /// <summary>What an online run's held-out evaluation during training is given: prompts, the reward to select by, and how often.</summary>
 /// <param name="Prompts">Held-out prompts (<c>--eval</c>).</param>
 /// <param name="Reward">The gold rule when there is one (selection by the gold), else the training reward.</param>
-/// <param name="ByGold">Whether <paramref name="Reward"/> is a gold rule; without one, only evaluations whose KL is within <paramref name="KlBudget"/> count.</param>
+/// <param name="ByGold">Whether <paramref name="Reward"/> is a rule (the gold, or a rule training reward); with a reward model and no gold, only evaluations whose KL is within <paramref name="KlBudget"/> count.</param>
 /// <param name="Every">Evaluate every this many iterations (and after the last).</param>
 /// <param name="MaxNewTokens">Greedy response length.</param>
 /// <param name="KlBudget">Without a gold: the largest mean KL to the reference (nats per sequence) at which a held-out reward counts.</param>
@@ -20,23 +20,26 @@ public sealed record HeldOutEval(IReadOnlyList<PromptRecord> Prompts, IRewardFun
 /// with <c>best.json</c> saying which iteration it is. The initial model is the first candidate (iteration 0), so
 /// <c>best/</c> is never worse on the held-out prompts than where the run started.
 /// </summary>
-public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer tokenizer, object training)
+public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer tokenizer, object training, bool resume)
 {
     public const string Folder = "best", InfoFile = "best.json";
 
     /// <summary>The selection so far: iteration (0 = the initial model), held-out reward and exact match.</summary>
     public sealed record Info(int Iteration, double Reward, double ExactMatch, string Metric);
 
-    private Info? _best = ReadInfo(outDir);
+    private Info? _best = resume ? ReadInfo(outDir) : null;                               // a new run starts over
 
     public Info? Best => _best;
 
-    /// <summary>The selection recorded in <paramref name="outDir"/> (a save cut short between its two renames is finished first).</summary>
+    /// <summary>The selection recorded in <paramref name="outDir"/> (a save cut short by a crash is put right first); null when none.</summary>
     public static Info? ReadInfo(string outDir)
     {
-        string dir = Path.Combine(outDir, Folder), tmp = dir + ".tmp", path = Path.Combine(dir, InfoFile);
-        if (!Directory.Exists(dir) && File.Exists(Path.Combine(tmp, InfoFile))) Directory.Move(tmp, dir);
-        return File.Exists(path) ? System.Text.Json.JsonSerializer.Deserialize<Info>(File.ReadAllText(path), Json.Options) : null;
+        var dir = Path.Combine(outDir, Folder);
+        AtomicFile.RecoverFolder(dir, InfoFile);
+        var path = Path.Combine(dir, InfoFile);
+        if (!File.Exists(path)) return null;
+        try { return System.Text.Json.JsonSerializer.Deserialize<Info>(File.ReadAllText(path), Json.Options); }
+        catch (System.Text.Json.JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
     }
 
     /// <summary>Evaluates <paramref name="policy"/> when <paramref name="iteration"/> is due (0: the initial model, once); adds <c>eval_*</c> keys to <paramref name="row"/>.</summary>
@@ -48,12 +51,10 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
         bool counts = eval.ByGold || iteration == 0 || kl <= eval.KlBudget;
         if (!counts || _best is not null && result.RewardMean <= _best.Reward) return;
         _best = new Info(iteration, result.RewardMean, result.ExactMatch, eval.ByGold ? $"held-out {eval.Reward.Name} (gold)" : $"held-out {eval.Reward.Name} at kl <= {eval.KlBudget:G}");
-        var dir = Path.Combine(outDir, Folder);
-        var tmp = dir + ".tmp";
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
-        RunDirectory.SavePolicy(tmp, policy, tokenizer, training);
-        AtomicFile.WriteText(Path.Combine(tmp, InfoFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));
-        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-        Directory.Move(tmp, dir);
+        AtomicFile.ReplaceFolder(Path.Combine(outDir, Folder), tmp =>
+        {
+            RunDirectory.SavePolicy(tmp, policy, tokenizer, training);
+            AtomicFile.WriteText(Path.Combine(tmp, InfoFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));   // last: the marker
+        });
     }
 }

@@ -187,7 +187,7 @@ public static class Demo
         torch.manual_seed(config.Seed);
         Decoder model;
         ITokenizer tokenizer;
-        if (initDir != null) (model, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
+        if (initDir != null) (model, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log, config.Device.Resolve());
         else
         {
             if (config.Lora.Enabled) throw new PpoSharpException("lora_r: LoRA adapts a trained model; give --init (a new built-in model trains every weight)");
@@ -218,6 +218,8 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         if (config.Ensemble == 1) return RunOneRm(records, initDir, outDir, config, log, resume, stop, force, job, skipInvalid);
+        var (_, spec) = RunDirectory.ReadModel(initDir);                                 // inputs checked before anything is written
+        RewardTrainer.Tokenize(records, RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs)), spec.ContextLength, new InvalidRecords(skipInvalid));
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         var members = Enumerable.Range(0, config.Ensemble).Select(k => $"member-{k}").ToList();
         var evals = members.Select((m, k) =>
@@ -236,7 +238,7 @@ public static class Demo
         bool resume, StopSignal? stop, bool force, RunJob? job, bool skipInvalid)
     {
         torch.manual_seed(config.Seed);
-        var (backbone, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
+        var (backbone, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log, config.Device.Resolve());
         var model = new RewardModel(backbone, mlpHead: Tokenizers.IsBuiltIn(tokenizer));
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
@@ -254,7 +256,7 @@ public static class Demo
         bool resume = false, StopSignal? stop = null, bool force = false, RunJob? job = null, bool skipInvalid = false)
     {
         torch.manual_seed(config.Seed);
-        var (policy, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log);
+        var (policy, _, tokenizer) = PpoTrainer.LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: false, log, config.Device.Resolve());
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = DpoTrainer.Tokenize(records, tokenizer, policy.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
@@ -277,9 +279,12 @@ public static class Demo
         RunOnline("ppo", invalid => PpoTrainer.FromRunDirectory(initDir, reward, prompts, config, log, gold, criticInitDir, invalid),
             HeldOut(evalPrompts, reward, gold, config.EvalEvery, config.ResponseLength, 1.5 * config.KlTarget), reward, evalPrompts, outDir, log, gold, resume, stop, force, job, skipInvalid);
 
-    /// <summary>The held-out evaluation of a run with --eval: by the gold rule when there is one, else by the reward within a KL budget.</summary>
+    /// <summary>
+    /// The held-out evaluation of a run with --eval: by the gold rule when there is one (or when the reward is itself a
+    /// rule), else by the reward model within a KL budget.
+    /// </summary>
     private static HeldOutEval? HeldOut(IReadOnlyList<PromptRecord>? prompts, IRewardFunction reward, IRewardFunction? gold, int every, int maxNew, double klBudget) =>
-        prompts is null ? null : new HeldOutEval(prompts, gold ?? reward, gold is not null, every, maxNew, klBudget);
+        prompts is null ? null : new HeldOutEval(prompts, gold ?? reward, gold is not null || !RewardSpec.HasModel(reward), every, maxNew, klBudget);
 
     /// <summary>
     /// A critic-free run (GRPO, RLOO, REINFORCE++, by <c>algo</c>) from an SFT run, on PPO's rollout and update path; with

@@ -100,24 +100,27 @@ public static class Export
         if (!PeftAdapter.IsAdapter(runDir))
             throw new PpoSharpException($"{runDir}: holds full weights (no {PeftAdapter.ConfigFile}), which are already a Hugging Face folder; export takes a LoRA run");
         RunDirectory.CheckOutput(outDir, force, resume: false);
+        var baseDir = PeftAdapter.BaseDir(runDir);                                    // every input is read before anything is written
+        PeftAdapter.CheckBase(runDir, baseDir);
         var tokenizer = RunDirectory.LoadTokenizer(runDir);
         var training = File.Exists(Path.Combine(runDir, RunDirectory.TrainingFile))
             ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, RunDirectory.TrainingFile)))! : new System.Text.Json.Nodes.JsonObject();
-        Directory.CreateDirectory(outDir);
         if (!merge)
         {
+            PeftAdapter.ReadInfo(runDir);
+            Directory.CreateDirectory(outDir);
             foreach (var f in Directory.GetFiles(runDir).Where(f => !f.EndsWith(".jsonl", StringComparison.Ordinal) && !f.EndsWith(".png", StringComparison.Ordinal) && !f.EndsWith(".html", StringComparison.Ordinal)))
                 File.Copy(f, Path.Combine(outDir, Path.GetFileName(f)), overwrite: true);
-            return $"export: adapter of {runDir} (base {PeftAdapter.BaseDir(runDir)}) -> {outDir}";
+            return $"export: adapter of {runDir} (base {baseDir}) -> {outDir}";
         }
         if (RunDirectory.IsScalarModel(runDir))
         {
             var rm = LoraModels.LoadRewardModel(runDir);
-            var merged = RunDirectory.LoadPolicyModel(PeftAdapter.BaseDir(runDir));
+            var merged = RunDirectory.LoadPolicyModel(baseDir);
             rm.Backbone.Adapter!.MergeInto(merged);
             RunDirectory.SaveScalarModel(outDir, merged, rm.Head, rm.Offset, tokenizer, training);
         }
         else RunDirectory.SavePolicy(outDir, RunDirectory.LoadPolicyModel(runDir), tokenizer, training);
-        return $"export: {runDir} merged into its base {PeftAdapter.BaseDir(runDir)} -> {outDir} (a full Hugging Face folder)";
+        return $"export: {runDir} merged into its base {baseDir} -> {outDir} (a full Hugging Face folder)";
     }
 }

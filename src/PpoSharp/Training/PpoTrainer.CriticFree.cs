@@ -30,8 +30,8 @@ public sealed partial class PpoTrainer
     {
         config.Validate();
         manual_seed(config.Seed);
-        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log);
-        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log);
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log, config.Device.Resolve());
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, config.Device.Resolve());
         var device = config.Device.Resolve();
         actor = actor.to(device);
         reference = reference?.to(device);

@@ -18,7 +18,7 @@ public sealed partial class PpoTrainer
         TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null, InvalidRecords? invalid = null)
     {
         manual_seed(config.Seed);
-        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: true, log);
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: true, log, config.Device.Resolve());
         CriticModel critic;
         if (criticInitDir != null)
         {
@@ -33,19 +33,21 @@ public sealed partial class PpoTrainer
         else critic = new CriticModel(config.Critic == CriticArrangement.Shared ? null
                 : actor.Base is { } shared ? LoraModels.NewView(shared, config.Lora) : RunDirectory.LoadPolicyModel(initDir),
             actor.Config.DModel, Tokenizers.IsBuiltIn(tokenizer));
-        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log);
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, config.Device.Resolve());
         var device = config.Device.Resolve();
         (actor, reference) = (actor.to(device), reference!.to(device));
+        critic.Backbone?.Base?.to(device);                                               // a reward-model adapter's base, not the policy's
         critic.to(device);
         return new PpoTrainer(actor, reference, critic, tokenizer, reward, prompts, config, log, gold, invalid);
     }
 
     /// <summary>
     /// The actor and (when a KL term needs it) the reference from <paramref name="initDir"/>. Full weights: two copies.
-    /// LoRA: a new adapter on the folder's shared frozen base, and the base itself, adapters off, as the reference.
+    /// LoRA: a new adapter on the folder's shared frozen base (moved to <paramref name="device"/>), and the base itself,
+    /// adapters off, as the reference.
     /// </summary>
     internal static (Decoder Actor, Decoder? Reference, ITokenizer Tokenizer) LoadPolicies(string initDir, LoraSettings lora,
-        Dictionary<string, System.Text.Json.JsonElement> chatKwargs, bool needReference, TextWriter log)
+        Dictionary<string, System.Text.Json.JsonElement> chatKwargs, bool needReference, TextWriter log, Device device)
     {
         lora.Validate();
         if (!lora.Enabled)
@@ -54,8 +56,8 @@ public sealed partial class PpoTrainer
             return (model, needReference ? RunDirectory.LoadPolicyModel(initDir) : null, tok);
         }
         var tokenizer = RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(chatKwargs));
-        var shared = LoraModels.SharedBase(initDir);
-        var actor = LoraModels.NewView(shared, lora);
+        var shared = LoraModels.SharedBase(initDir).to(device);                          // a view's .to moves only its adapter
+        var actor = LoraModels.NewView(shared, lora);                                    // made on the base's device
         log.WriteLine(LoraModels.Describe(actor));
         return (actor, needReference ? shared : null, tokenizer);
     }
@@ -64,11 +66,13 @@ public sealed partial class PpoTrainer
     /// Refuses or warns about weak reward models (<see cref="RewardModelScorer.CheckTrust"/>); with LoRA, says which <c>model:</c> reward models share the policy's frozen base and which hold a backbone of their
     /// own (full weights, or an adapter on another base), so that the memory a run takes is no surprise.
     /// </summary>
-    internal static void CheckRewardModels(IRewardFunction reward, Decoder actor, double minAccuracy, TextWriter log)
+    internal static void CheckRewardModels(IRewardFunction reward, Decoder actor, double minAccuracy, TextWriter log, Device device)
     {
         var scorers = (reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward]).OfType<RewardModelScorer>().ToList();
         foreach (var scorer in scorers) scorer.CheckTrust(minAccuracy, log);
         if (actor.Base is null) return;
+        foreach (var member in scorers.SelectMany(s => s.Members).Where(m => ReferenceEquals(m.Backbone.Base, actor.Base)))
+            member.to(device);                                                          // its adapter and head go where the shared base went
         foreach (var scorer in scorers)
             log.WriteLine(ReferenceEquals(scorer.Model.Backbone.Base, actor.Base)
                 ? $"lora: reward {scorer.Name} is an adapter on the policy's base: one backbone for actor, critic, reference and reward model"

@@ -118,7 +118,7 @@ public sealed partial class PpoTrainer : IDisposable
     public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
         _outDir = outDir;
-        var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config);
+        var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config, resume);
         best?.Offer(_actor, 0, _config.Iterations, 0, null);                              // the initial model: the first candidate
         double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
             i =>

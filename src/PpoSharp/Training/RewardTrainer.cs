@@ -111,21 +111,17 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, model, optimizer, _guard);
         PairEval? eval = null;
-        var best = new BestWeights(outDir, resume);
-        var trainAccuracy = new List<double>();                  // per step since the last evaluation
+        var best = config.LoadBestModelAtEnd ? new BestWeights(outDir, resume) : null;
         model.train();
         double seconds = new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
                 var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
-                trainAccuracy.Add((double)row["accuracy"]);
                 if (heldOut.Count > 0 && run.EvalDue(step))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
                     (row["eval_loss"], row["eval_accuracy"], row["eval_reward_margin"]) = (eval.Loss, eval.Accuracy, eval.RewardMargin);
-                    row["train_accuracy_window"] = trainAccuracy.Average();
-                    best.Offer(model, step, eval.Accuracy, trainAccuracy.Average());
-                    trainAccuracy.Clear();
+                    best?.Offer(model, step, eval.Accuracy);
                 }
                 return row;
             },
@@ -133,7 +129,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
             run.Save, run.Restore, () => _guard.Failure);
         model.eval();
         int keptStep = config.Steps;
-        if (config.LoadBestModelAtEnd && best.Step is int bestStep && bestStep != config.Steps)
+        if (best?.Step is int bestStep && bestStep != config.Steps)
         {
             best.Load(model);
             eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
@@ -145,7 +141,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         eval ??= Evaluate(model, heldOut.Count > 0 ? heldOut : train, tokenizer.Special.Pad);
         double trainAcc = Evaluate(model, train.Take(Math.Max(heldOut.Count, 256)).ToList(), tokenizer.Special.Pad).Accuracy;
         new RewardModelCard(heldOut.Count > 0 ? eval.Accuracy : double.NaN, heldOut.Count, trainAcc, keptStep).Write(outDir);
-        best.Delete();
+        best?.Delete();
         log.WriteLine($"rm: {config.Steps} steps in {seconds:F0} s; held-out accuracy {eval.Accuracy:P1}, margin {eval.RewardMargin:F3}; offset {model.Offset:F3} -> {outDir}");
         if (heldOut.Count > 0 && trainAcc - eval.Accuracy > OverfitGap)
             log.WriteLine($"warning: reward model: training accuracy {trainAcc:P1} is far above held-out {eval.Accuracy:P1}: it memorised its pairs, and PPO against it will exploit what it did not learn (more pairs, fewer steps or a lower lr help)");
@@ -213,24 +209,34 @@ internal sealed class BestWeights(string outDir, bool resume)
     private sealed record Record(int Step, double Accuracy, double LastAccuracy);
 
     private string Dir => Path.Combine(outDir, "best");
-    private Record? _best = resume ? Checkpoints.ReadStateOrNull<Record>(Path.Combine(outDir, "best")) : null;
+    private Record? _best = resume ? Read(Path.Combine(outDir, "best")) : null;
 
     public int? Step => _best?.Step;
     public double Accuracy => _best?.Accuracy ?? double.NaN;
     public double LastAccuracy => _best?.LastAccuracy ?? double.NaN;
 
-    public void Offer(nn.Module model, int step, double accuracy, double trainAccuracy)
+    private static Record? Read(string dir)
+    {
+        AtomicFile.RecoverFolder(dir, Checkpoints.StateFile);
+        return Checkpoints.ReadStateOrNull<Record>(dir);
+    }
+
+    /// <summary>An evaluation's accuracy: its weights replace the kept ones when better; the last accuracy is recorded either way.</summary>
+    public void Offer(nn.Module model, int step, double accuracy)
     {
         if (_best is not null && accuracy <= _best.Accuracy)
         {
             _best = _best with { LastAccuracy = accuracy };
-            Checkpoints.WriteState(Dir, _best);
+            AtomicFile.WriteText(Path.Combine(Dir, Checkpoints.StateFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));
             return;
         }
-        Directory.CreateDirectory(Dir);
-        RunDirectory.SaveModule(Path.Combine(Dir, RunDirectory.ModelFile), model);
         _best = new Record(step, accuracy, accuracy);
-        Checkpoints.WriteState(Dir, _best);
+        AtomicFile.ReplaceFolder(Dir, tmp =>
+        {
+            Directory.CreateDirectory(tmp);
+            RunDirectory.SaveModule(Path.Combine(tmp, RunDirectory.ModelFile), model);
+            Checkpoints.WriteState(tmp, _best);                                           // last: the marker
+        });
     }
 
     public void Load(nn.Module model) => RunDirectory.LoadWeights(model, Path.Combine(Dir, RunDirectory.ModelFile));

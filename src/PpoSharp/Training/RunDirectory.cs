@@ -39,9 +39,24 @@ public static class RunDirectory
         Directory.CreateDirectory(dir);
         job?.Write(dir);
         if (!force) return;
-        File.Delete(Path.Combine(dir, MetricsWriter.FileName));
-        if (Directory.Exists(Checkpoints.Root(dir))) Directory.Delete(Checkpoints.Root(dir), recursive: true);
+        foreach (var file in GeneratedFiles.Where(f => f != RunJob.FileName).Select(f => Path.Combine(dir, f)).Concat(Directory.GetFiles(dir, "model-*-of-*.safetensors")))
+            File.Delete(file);
+        foreach (var folder in GeneratedFolders.Select(f => Path.Combine(dir, f)).Concat(Directory.GetDirectories(dir, "member-*")).Where(Directory.Exists))
+            Directory.Delete(folder, recursive: true);
     }
+
+    /// <summary>
+    /// What a run writes that later loads read, removed by <c>--force</c> so that nothing of the old run is taken for the
+    /// new one (an old adapter_config.json would make the folder load as the old adapter).
+    /// </summary>
+    private static readonly string[] GeneratedFiles =
+    [
+        MetricsWriter.FileName, ConfigFile, ModelFile, Models.Hf.Safetensors.IndexFile, PeftAdapter.ConfigFile, PeftAdapter.WeightsFile,
+        Rewards.EnsembleFile.FileName, RewardModelCard.FileName, RunJob.FileName,
+    ];
+
+    private static readonly string[] GeneratedFolders =
+        [Checkpoints.Folder, CriticFolder, BestPolicy.Folder, BestPolicy.Folder + ".tmp", BestPolicy.Folder + ".old"];
 
     /// <summary>The checks of <see cref="PrepareOutput"/> alone, writing nothing (commands run them before any work).</summary>
     public static void CheckOutput(string dir, bool force, bool resume)

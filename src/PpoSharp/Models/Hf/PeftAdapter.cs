@@ -56,8 +56,8 @@ public static class PeftAdapter
         if (c.String("bias", "none") != "none") throw new PpoSharpException($"{c.Path}: bias '{c.String("bias")}' is not supported (only none)");
         var targets = c.Json["target_modules"] switch
         {
-            JsonArray a => string.Join(",", a.Select(n => n?.GetValue<string>())),
-            JsonValue v when v.GetValue<string>() == LoraSettings.AllLinear => LoraSettings.AllLinear,
+            JsonArray a when a.All(n => n is JsonValue v && v.TryGetValue<string>(out _)) => string.Join(",", a.Select(n => n!.GetValue<string>())),
+            JsonValue v when v.TryGetValue<string>(out var t) && t == LoraSettings.AllLinear => LoraSettings.AllLinear,
             _ => throw new PpoSharpException($"{c.Path}: target_modules must be a list of module names or \"all-linear\" (a regular expression is not supported)"),
         };
         try
@@ -76,7 +76,7 @@ public static class PeftAdapter
         var info = ReadInfo(adapterDir);
         foreach (var candidate in new[] { info.BaseName, Path.Combine(adapterDir, info.BaseName) })
             if (info.BaseName.Length > 0 && Directory.Exists(candidate)) return candidate;
-        throw new PpoSharpException($"{Path.Combine(adapterDir, ConfigFile)}: base_model_name_or_path '{info.BaseName}' is not a model folder here; pass --base DIR");
+        throw new PpoSharpException($"{Path.Combine(adapterDir, ConfigFile)}: base_model_name_or_path '{info.BaseName}' is not a model folder here; pass --base DIR with the --init or --model adapter, or set base_model_name_or_path to the base's folder");
     }
 
     /// <summary>Refuses an adapter on a base other than the one it was trained on, when the adapter recorded its base's SHA-256.</summary>
@@ -189,6 +189,8 @@ public static class PeftAdapter
             }
         }
         finally { foreach (var t in stored.Values) t.Dispose(); }
-        return Safetensors.ReadMetadata(path).TryGetValue(OffsetKey, out var o) ? double.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        if (!Safetensors.ReadMetadata(path).TryGetValue(OffsetKey, out var o)) return 0;
+        return double.TryParse(o, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var offset) && double.IsFinite(offset)
+            ? offset : throw new PpoSharpException($"{path}: metadata {OffsetKey} '{o}' is not a number");
     }
 }
