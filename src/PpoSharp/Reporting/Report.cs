@@ -29,7 +29,7 @@ public static class Report
 
     /// <summary>A reward model's raw score and the gold rule on one axis, each min-max scaled: over-optimisation is where they part.</summary>
     private static PlotSpec ProxyVsGold(string stage) => new($"{stage}_proxy_vs_gold.png", "proxy reward vs gold reward (each rescaled to its own range)",
-        "min-max scaled over the run (0 = lowest, 1 = highest)", [("proxy_score_mean", "reward model score (raw)"), ("gold_reward_mean", "gold reward")]) { Normalized = true };
+        "scaled: 0 lowest, 1 highest", [("proxy_score_mean", "reward model score (raw)"), ("gold_reward_mean", "gold reward")]) { Normalized = true };
 
     private static readonly PlotSpec[] PpoPlots =
     [
