@@ -42,19 +42,25 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
         catch (System.Text.Json.JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
     }
 
-    /// <summary>Evaluates <paramref name="policy"/> when <paramref name="iteration"/> is due (0: the initial model, once); adds <c>eval_*</c> keys to <paramref name="row"/>.</summary>
-    public void Offer(Decoder policy, int iteration, int total, double kl, Dictionary<string, object>? row)
+    /// <summary>
+    /// Evaluates <paramref name="policy"/> when <paramref name="iteration"/> is due (0: the initial model, once), adds
+    /// <c>eval_*</c> keys to <paramref name="row"/>, and keeps it in <c>best/</c> when it beats the best so far.
+    /// </summary>
+    /// <paramref name="known"/>: the evaluation of this very model when the caller has made it already. Returns the
+    /// evaluation, or null when none was due.
+    public EvalResult? Offer(Decoder policy, int iteration, int total, double kl, Dictionary<string, object>? row, EvalResult? known = null)
     {
-        if (iteration == 0 ? _best is not null : iteration % eval.Every != 0 && iteration != total) return;
-        var result = Evaluator.Evaluate(policy, tokenizer, eval.Prompts, eval.Reward, eval.MaxNewTokens);
+        if (iteration == 0 ? _best is not null : iteration % eval.Every != 0 && iteration != total) return null;
+        var result = known ?? Evaluator.Evaluate(policy, tokenizer, eval.Prompts, eval.Reward, eval.MaxNewTokens);
         if (row is not null) (row["eval_reward"], row["eval_exact_match"]) = (result.RewardMean, result.ExactMatch);
         bool counts = eval.ByGold || iteration == 0 || kl <= eval.KlBudget;
-        if (!counts || _best is not null && result.RewardMean <= _best.Reward) return;
+        if (!counts || _best is not null && result.RewardMean <= _best.Reward) return result;
         _best = new Info(iteration, result.RewardMean, result.ExactMatch, eval.ByGold ? $"held-out {eval.Reward.Name} (gold)" : $"held-out {eval.Reward.Name} at kl <= {eval.KlBudget:G}");
         AtomicFile.ReplaceFolder(Path.Combine(outDir, Folder), tmp =>
         {
             RunDirectory.SavePolicy(tmp, policy, tokenizer, training);
             AtomicFile.WriteText(Path.Combine(tmp, InfoFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));   // last: the marker
         });
+        return result;
     }
 }

@@ -309,9 +309,9 @@ public static class Demo
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, maxNewTokens);
-        var before = Eval();
+        var before = trainer.InitialHeldOut = Eval();
         var result = trainer.Train(outDir, resume, stop);
-        var after = Eval();
+        var after = trainer.LastHeldOut ?? Eval();                       // the last iteration's evaluation when it made one
         log.WriteLine(result.Summary(outDir));
         if (before != null && after != null)
         {

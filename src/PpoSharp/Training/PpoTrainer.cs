@@ -63,6 +63,12 @@ public sealed partial class PpoTrainer : IDisposable
     /// <summary>Held-out evaluation during training, which keeps <c>best/</c> (null: none).</summary>
     public HeldOutEval? HeldOut { get; set; }
 
+    /// <summary>The initial model's evaluation on <see cref="HeldOut"/>, when the caller has made it (not made twice).</summary>
+    public EvalResult? InitialHeldOut { get; set; }
+
+    /// <summary>The last iteration's evaluation on <see cref="HeldOut"/>: the trained model's.</summary>
+    public EvalResult? LastHeldOut { get; private set; }
+
     /// <summary>Test seam: transforms each minibatch loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
 
@@ -119,12 +125,13 @@ public sealed partial class PpoTrainer : IDisposable
     {
         _outDir = outDir;
         var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config, resume);
-        best?.Offer(_actor, 0, _config.Iterations, 0, null);                              // the initial model: the first candidate
+        best?.Offer(_actor, 0, _config.Iterations, 0, null, InitialHeldOut);              // the initial model: the first candidate
         double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
             i =>
             {
                 var row = Iteration(i);
-                best?.Offer(_actor, i, _config.Iterations, row.TryGetValue("kl", out var kl) ? (double)kl : 0, row);
+                var eval = best?.Offer(_actor, i, _config.Iterations, row.TryGetValue("kl", out var kl) ? (double)kl : 0, row);
+                if (i == _config.Iterations) LastHeldOut = eval;
                 return row;
             },
             row => $"reward {row["reward_mean"]:F3}" + (row.TryGetValue("kl", out var kl) ? $" kl {kl:F3}" : "") + $" entropy {row["entropy"]:F3}",
