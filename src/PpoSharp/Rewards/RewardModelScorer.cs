@@ -84,14 +84,11 @@ public sealed record EnsembleFile(List<string> Members, double K)
     public static EnsembleFile? Read(string dir)
     {
         var path = Path.Combine(dir, FileName);
-        if (!File.Exists(path)) return null;
-        EnsembleFile? e;
-        try { e = System.Text.Json.JsonSerializer.Deserialize<EnsembleFile>(File.ReadAllText(path), Json.Options); }
-        catch (System.Text.Json.JsonException ex) { throw new PpoSharpException($"{path}: invalid ({ex.Message.Split(". ")[0]})"); }
-        if (e?.Members is not { Count: > 0 }) throw new PpoSharpException($"{path}: 'members' must list at least one reward-model folder");
+        if (Json.ReadFile<EnsembleFile>(path) is not { } e) return null;
+        if (e.Members is not { Count: > 0 }) throw new PpoSharpException($"{path}: 'members' must list at least one reward-model folder");
         if (!(e.K >= 0)) throw new PpoSharpException($"{path}: 'k' must be >= 0 (got {e.K})");
         return e;
     }
 
-    public void Write(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), System.Text.Json.JsonSerializer.Serialize(this, Json.Options));
+    public void Write(string dir) => Json.WriteFile(Path.Combine(dir, FileName), this);
 }

@@ -36,8 +36,11 @@ public sealed class CompositeReward(IReadOnlyList<(IRewardFunction Function, dou
 public static class RewardSpec
 {
     /// <summary>Whether a reward is or holds a reward model (<c>model:DIR</c>), whose scores can be over-optimised.</summary>
-    public static bool HasModel(IRewardFunction reward) =>
-        reward is RewardModelScorer || reward is CompositeReward c && c.Parts.Any(p => HasModel(p.Function));
+    public static bool HasModel(IRewardFunction reward) => Functions(reward).Any(f => f is RewardModelScorer);
+
+    /// <summary>The functions a reward is made of: a sum's parts, else the reward itself.</summary>
+    public static IEnumerable<IRewardFunction> Functions(IRewardFunction reward) =>
+        reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward];
 
     private static readonly Dictionary<string, Func<IRewardFunction>> Builtins = new()
     {

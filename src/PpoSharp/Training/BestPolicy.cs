@@ -36,10 +36,7 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
     {
         var dir = Path.Combine(outDir, Folder);
         AtomicFile.RecoverFolder(dir, InfoFile);
-        var path = Path.Combine(dir, InfoFile);
-        if (!File.Exists(path)) return null;
-        try { return System.Text.Json.JsonSerializer.Deserialize<Info>(File.ReadAllText(path), Json.Options); }
-        catch (System.Text.Json.JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
+        return Json.ReadFile<Info>(Path.Combine(dir, InfoFile));
     }
 
     /// <summary>
@@ -59,7 +56,7 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
         AtomicFile.ReplaceFolder(Path.Combine(outDir, Folder), tmp =>
         {
             RunDirectory.SavePolicy(tmp, policy, tokenizer, training);
-            AtomicFile.WriteText(Path.Combine(tmp, InfoFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));   // last: the marker
+            Json.WriteFile(Path.Combine(tmp, InfoFile), _best);                               // last: the marker
         });
         return result;
     }

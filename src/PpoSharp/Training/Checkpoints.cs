@@ -90,18 +90,13 @@ public static class Checkpoints
         throw new PpoSharpException($"{runDir}: every checkpoint is unusable (see the warnings above)");
     }
 
-    public static void WriteState<T>(string dir, T state) => File.WriteAllText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(state, Json.Options));
+    public static void WriteState<T>(string dir, T state) => Json.WriteFile(Path.Combine(dir, StateFile), state);
 
     /// <summary>The state file of <paramref name="dir"/>, or null when there is none.</summary>
-    public static T? ReadStateOrNull<T>(string dir) where T : class => File.Exists(Path.Combine(dir, StateFile)) ? ReadState<T>(dir) : null;
+    public static T? ReadStateOrNull<T>(string dir) where T : class => Json.ReadFile<T>(Path.Combine(dir, StateFile));
 
-    public static T ReadState<T>(string dir)
-    {
-        var path = Path.Combine(dir, StateFile);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing");
-        try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), Json.Options) ?? throw new PpoSharpException($"{path}: empty"); }
-        catch (JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
-    }
+    public static T ReadState<T>(string dir) where T : class =>
+        ReadStateOrNull<T>(dir) ?? throw new PpoSharpException($"{Path.Combine(dir, StateFile)}: missing");
 
     /// <summary>Keeps the first <paramref name="rows"/> lines of <c>metrics.jsonl</c>: the rows written after the checkpoint are redone.</summary>
     public static void TruncateMetrics(string runDir, int rows)

@@ -30,9 +30,9 @@ public sealed partial class PpoTrainer
     {
         config.Validate();
         manual_seed(config.Seed);
-        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log, config.Device.Resolve());
-        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, config.Device.Resolve());
         var device = config.Device.Resolve();
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, config.NeedsReference, log, device);
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, device);
         actor = actor.to(device);
         reference = reference?.to(device);
         return new PpoTrainer(actor, reference, tokenizer, reward, prompts, config, log, gold, invalid);

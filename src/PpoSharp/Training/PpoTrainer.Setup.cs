@@ -18,7 +18,8 @@ public sealed partial class PpoTrainer
         TextWriter log, IRewardFunction? gold = null, string? criticInitDir = null, InvalidRecords? invalid = null)
     {
         manual_seed(config.Seed);
-        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: true, log, config.Device.Resolve());
+        var device = config.Device.Resolve();
+        var (actor, reference, tokenizer) = LoadPolicies(initDir, config.Lora, config.ChatTemplateKwargs, needReference: true, log, device);
         CriticModel critic;
         if (criticInitDir != null)
         {
@@ -33,8 +34,7 @@ public sealed partial class PpoTrainer
         else critic = new CriticModel(config.Critic == CriticArrangement.Shared ? null
                 : actor.Base is { } shared ? LoraModels.NewView(shared, config.Lora) : RunDirectory.LoadPolicyModel(initDir),
             actor.Config.DModel, Tokenizers.IsBuiltIn(tokenizer));
-        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, config.Device.Resolve());
-        var device = config.Device.Resolve();
+        CheckRewardModels(reward, actor, config.MinRewardModelAccuracy, log, device);
         (actor, reference) = (actor.to(device), reference!.to(device));
         critic.Backbone?.Base?.to(device);                                               // a reward-model adapter's base, not the policy's
         critic.to(device);
@@ -68,7 +68,7 @@ public sealed partial class PpoTrainer
     /// </summary>
     internal static void CheckRewardModels(IRewardFunction reward, Decoder actor, double minAccuracy, TextWriter log, Device device)
     {
-        var scorers = (reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward]).OfType<RewardModelScorer>().ToList();
+        var scorers = RewardSpec.Functions(reward).OfType<RewardModelScorer>().ToList();
         foreach (var scorer in scorers) scorer.CheckTrust(minAccuracy, log);
         if (actor.Base is null) return;
         foreach (var member in scorers.SelectMany(s => s.Members).Where(m => ReferenceEquals(m.Backbone.Base, actor.Base)))

@@ -51,15 +51,9 @@ public sealed record RewardModelCard(double HeldOutAccuracy, int HeldOutPairs, d
 {
     public const string FileName = "reward_model.json";
 
-    public static RewardModelCard? Read(string dir)
-    {
-        var path = Path.Combine(dir, FileName);
-        if (!File.Exists(path)) return null;
-        try { return System.Text.Json.JsonSerializer.Deserialize<RewardModelCard>(File.ReadAllText(path), Json.Options); }
-        catch (System.Text.Json.JsonException e) { throw new PpoSharpException($"{path}: corrupt ({e.Message.Split(". ")[0]})"); }
-    }
+    public static RewardModelCard? Read(string dir) => Json.ReadFile<RewardModelCard>(Path.Combine(dir, FileName));
 
-    public void Write(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), System.Text.Json.JsonSerializer.Serialize(this, Json.Options));
+    public void Write(string dir) => Json.WriteFile(Path.Combine(dir, FileName), this);
 }
 
 /// <summary>
@@ -227,7 +221,7 @@ internal sealed class BestWeights(string outDir, bool resume)
         if (_best is not null && accuracy <= _best.Accuracy)
         {
             _best = _best with { LastAccuracy = accuracy };
-            AtomicFile.WriteText(Path.Combine(Dir, Checkpoints.StateFile), System.Text.Json.JsonSerializer.Serialize(_best, Json.Options));
+            Checkpoints.WriteState(Dir, _best);
             return;
         }
         _best = new Record(step, accuracy, accuracy);

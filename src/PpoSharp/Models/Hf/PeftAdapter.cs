@@ -6,11 +6,10 @@ using static TorchSharp.torch;
 namespace PpoSharp.Models.Hf;
 
 /// <summary>What an adapter folder's <c>adapter_config.json</c> says.</summary>
-/// <param name="Dir">The adapter folder.</param>
 /// <param name="Settings">r, lora_alpha, lora_dropout and target_modules.</param>
 /// <param name="BaseName">peft's <c>base_model_name_or_path</c>.</param>
 /// <param name="ScalarHead">task_type SEQ_CLS: a reward model or critic, whose <c>score</c> head is stored with the adapter.</param>
-public sealed record AdapterInfo(string Dir, LoraSettings Settings, string BaseName, bool ScalarHead);
+public sealed record AdapterInfo(LoraSettings Settings, string BaseName, bool ScalarHead);
 
 /// <summary>
 /// peft's LoRA adapter folder: <c>adapter_config.json</c> (peft_type LORA, task_type, r, lora_alpha, lora_dropout,
@@ -64,7 +63,7 @@ public static class PeftAdapter
         {
             var settings = new LoraSettings(c.Int("r"), c.Double("lora_alpha", 8), c.Double("lora_dropout", 0), targets).Validate();
             if (!settings.Enabled) throw new PpoSharpException("r must be > 0");
-            return new AdapterInfo(dir, settings, c.String("base_model_name_or_path", ""), task == "SEQ_CLS");
+            return new AdapterInfo(settings, c.String("base_model_name_or_path", ""), task == "SEQ_CLS");
         }
         catch (PpoSharpException e) when (!e.Message.StartsWith(c.Path, StringComparison.Ordinal)) { throw new PpoSharpException($"{c.Path}: {e.Message}"); }
     }
