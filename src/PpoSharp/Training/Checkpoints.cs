@@ -108,6 +108,14 @@ public static class Checkpoints
         File.Move(path + ".tmp", path, overwrite: true);
     }
 
+    /// <summary>The step of the newest complete checkpoint of a run folder (its <c>step-NNNNNN</c> name), or null when there is none.</summary>
+    public static int? NewestStep(string runDir)
+    {
+        var root = Root(runDir);
+        if (!Directory.Exists(root)) return null;
+        return Complete(root).Select(d => int.TryParse(Path.GetFileName(d)["step-".Length..], out int n) ? n : (int?)null).Max();
+    }
+
     private static List<string> Complete(string root) =>
         Directory.GetDirectories(root, "step-*").OrderByDescending(d => d, StringComparer.Ordinal).ToList();
 

@@ -99,8 +99,9 @@ public static class Export
     {
         if (!PeftAdapter.IsAdapter(runDir))
             throw new PpoSharpException($"{runDir}: holds full weights (no {PeftAdapter.ConfigFile}), which are already a Hugging Face folder; export takes a LoRA run");
-        RunDirectory.CheckOutput(outDir, force, resume: false);
         var baseDir = PeftAdapter.BaseDir(runDir);                                    // every input is read before anything is written
+        OutputGuard.Check("--out", outDir, [("--model", runDir), ("base of the adapter", baseDir)]);
+        RunDirectory.CheckOutput(outDir, force, resume: false);
         PeftAdapter.CheckBase(runDir, baseDir);
         var tokenizer = RunDirectory.LoadTokenizer(runDir);
         var training = File.Exists(Path.Combine(runDir, RunDirectory.TrainingFile))

@@ -37,12 +37,8 @@ public static class RunDirectory
             return;
         }
         Directory.CreateDirectory(dir);
+        if (force) RemoveGenerated(dir);
         job?.Write(dir);
-        if (!force) return;
-        foreach (var file in GeneratedFiles.Where(f => f != RunJob.FileName).Select(f => Path.Combine(dir, f)).Concat(Directory.GetFiles(dir, "model-*-of-*.safetensors")))
-            File.Delete(file);
-        foreach (var folder in GeneratedFolders.Select(f => Path.Combine(dir, f)).Concat(Directory.GetDirectories(dir, "member-*")).Where(Directory.Exists))
-            Directory.Delete(folder, recursive: true);
     }
 
     /// <summary>
@@ -57,6 +53,43 @@ public static class RunDirectory
 
     private static readonly string[] GeneratedFolders =
         [Checkpoints.Folder, CriticFolder, BestPolicy.Folder, BestPolicy.Folder + ".tmp", BestPolicy.Folder + ".old"];
+
+    /// <summary>
+    /// Runs <paramref name="train"/>, a fresh start of a run in <paramref name="dir"/> (not a resume), so that a failure
+    /// before its first checkpoint leaves nothing that a later command reads or that makes it refuse <paramref name="dir"/>
+    /// as not empty: a folder that was missing or empty before is emptied again (removed if it was missing), one that held
+    /// other files loses what the run wrote (job.json, metrics, events, model files). A run stopped with a checkpoint
+    /// (<see cref="TrainingStoppedException"/>), and any run with a checkpoint, is kept for --resume.
+    /// </summary>
+    public static T CleanUpFailedStart<T>(string dir, bool resume, Func<T> train)
+    {
+        bool existed = Directory.Exists(dir);
+        bool wasEmpty = !existed || !Directory.EnumerateFileSystemEntries(dir).Any();
+        try { return train(); }
+        catch (Exception e) when (e is not TrainingStoppedException && !resume && Directory.Exists(dir) && Checkpoints.NewestStep(dir) is null)
+        {
+            if (!wasEmpty) RemoveGenerated(dir);
+            else if (existed) foreach (var entry in new DirectoryInfo(dir).EnumerateFileSystemInfos()) Delete(entry);
+            else Directory.Delete(dir, recursive: true);
+            throw;
+        }
+    }
+
+    private static void Delete(FileSystemInfo entry)
+    {
+        if (entry is DirectoryInfo d && d.LinkTarget is null) d.Delete(recursive: true);
+        else entry.Delete();
+    }
+
+    /// <summary>Removes what a run writes (<see cref="GeneratedFiles"/>, folders, TensorBoard events) and nothing else.</summary>
+    private static void RemoveGenerated(string dir)
+    {
+        foreach (var file in GeneratedFiles.Select(f => Path.Combine(dir, f)).Concat(Directory.GetFiles(dir, "model-*-of-*.safetensors"))
+                     .Concat(Directory.GetFiles(dir, MetricsWriter.EventsPattern)).Where(File.Exists))
+            File.Delete(file);
+        foreach (var folder in GeneratedFolders.Select(f => Path.Combine(dir, f)).Concat(Directory.GetDirectories(dir, "member-*")).Where(Directory.Exists))
+            Directory.Delete(folder, recursive: true);
+    }
 
     /// <summary>The checks of <see cref="PrepareOutput"/> alone, writing nothing (commands run them before any work).</summary>
     public static void CheckOutput(string dir, bool force, bool resume)
