@@ -120,7 +120,7 @@ public static class Checkpoints
 
 /// <summary>
 /// Ctrl+C (SIGINT) and SIGTERM as a request to stop after the current step or iteration, with a checkpoint;
-/// a second Ctrl+C is not intercepted and ends the process at once.
+/// a second Ctrl+C or SIGTERM ends the process at once with exit code 130, even while a step or a model load runs.
 /// </summary>
 public sealed class StopSignal : IDisposable
 {
@@ -131,7 +131,7 @@ public sealed class StopSignal : IDisposable
     {
         if (!listen) return;
         Console.CancelKeyPress += OnCancel;
-        _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _requested = true; });
+        _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; OnSignal(); });
     }
 
     /// <summary>Listens to Ctrl+C and SIGTERM until disposed.</summary>
@@ -144,11 +144,20 @@ public sealed class StopSignal : IDisposable
 
     public void Request() => _requested = true;
 
+    /// <summary>Exit code of a second signal: 128 + SIGINT, what shells report for an interrupted command.</summary>
+    public const int ExitNow = 130;
+
     private void OnCancel(object? sender, ConsoleCancelEventArgs e)
     {
-        if (_requested) return;          // second Ctrl+C: let it end the process
         e.Cancel = true;
-        _requested = true;
+        OnSignal();
+    }
+
+    private void OnSignal()
+    {
+        if (!_requested) { _requested = true; return; }
+        Console.Error.WriteLine("stopped at once by a second signal (no checkpoint of the current step)");
+        Environment.Exit(ExitNow);
     }
 
     public void Dispose()

@@ -59,7 +59,7 @@ public static class LoraModels
         var info = PeftAdapter.ReadInfo(adapterDir);
         if (!info.ScalarHead) throw new PpoSharpException($"{adapterDir}: holds a policy adapter (task_type CAUSAL_LM), but a reward model is needed here (task_type SEQ_CLS)");
         var baseModel = SharedBase(BaseOf(adapterDir));
-        var adapter = new LoraAdapter(baseModel, info.Settings);
+        var adapter = PeftAdapter.NewAdapter(adapterDir, baseModel, info);
         var model = new RewardModel(baseModel.WithAdapter(adapter), PeftAdapter.HasMlpHead(adapterDir));
         model.SetOffset(PeftAdapter.LoadInto(adapterDir, adapter, model.Head));
         model.eval();

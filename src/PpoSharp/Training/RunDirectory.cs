@@ -177,8 +177,10 @@ public static class RunDirectory
         if (PeftAdapter.IsAdapter(dir)) return LoraModels.LoadMerged(dir);
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new Decoder(spec, info);
-        HfCheckpoint.Load(dir, info, model);
+        try { weights.Into(model); }
+        catch { model.Dispose(); throw; }
         return model;
     }
 
@@ -189,8 +191,10 @@ public static class RunDirectory
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
         var tokenizer = LoadTokenizer(dir, spec, chatKwargs);
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false, MlpHead = false }), mlpHead: info.MlpHead);
-        HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
+        try { weights.Into(model.Backbone, model.Head); }
+        catch { model.Dispose(); throw; }
         model.SetOffset(new HfConfig(info.Config, Path.Combine(dir, ConfigFile)).Double(OffsetKey, 0));
         model.eval();
         return (model, tokenizer);
