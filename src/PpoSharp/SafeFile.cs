@@ -23,7 +23,11 @@ public static partial class SafeFile
     public const long IndexMax = 16 * MiB;
 
     /// <summary>Whether anything is at <paramref name="path"/>: a file, a directory, or a link (even a broken or looping one, which <see cref="Check"/> then names).</summary>
-    public static bool Present(string path) => Path.Exists(path) || new FileInfo(path).LinkTarget is not null;
+    public static bool Present(string path)
+    {
+        try { return Path.Exists(path) || new FileInfo(path).LinkTarget is not null; }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException) { return true; }    // something there that Check will name
+    }
 
     /// <summary>
     /// Checks that <paramref name="path"/> is a regular file (symbolic links followed) of at most <paramref name="maxBytes"/>

@@ -155,7 +155,12 @@ public sealed class StopSignal : IDisposable
 
     private void OnSignal()
     {
-        if (!_requested) { _requested = true; return; }
+        if (!_requested)
+        {
+            _requested = true;
+            Console.Error.WriteLine("stopping after this step with a checkpoint (Ctrl+C or SIGTERM again stops at once)");
+            return;
+        }
         Console.Error.WriteLine("stopped at once by a second signal (no checkpoint of the current step)");
         Environment.Exit(ExitNow);
     }

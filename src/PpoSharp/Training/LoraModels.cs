@@ -48,7 +48,12 @@ public static class LoraModels
         if (info.ScalarHead) throw new PpoSharpException($"{adapterDir}: holds a reward model adapter (task_type SEQ_CLS), but a policy is needed here");
         var baseDir = BaseOf(adapterDir);
         var model = RunDirectory.LoadPolicyModel(baseDir);
-        using (var adapter = PeftAdapter.Load(adapterDir, model)) adapter.MergeInto(model);
+        try
+        {
+            using var adapter = PeftAdapter.Load(adapterDir, model);
+            adapter.MergeInto(model);
+        }
+        catch { model.Dispose(); throw; }
         model.Format = model.Format with { Directory = adapterDir };
         return model;
     }

@@ -161,11 +161,23 @@ public static class RunDirectory
     public static (HfModelInfo Info, DecoderSpec Spec) ReadModel(string dir) =>
         PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
 
-    /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
+    /// <summary>
+    /// Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run, a Hugging Face folder or a LoRA adapter
+    /// folder: the validated loader. Every file is checked before it is read (a regular file, readable, within its size
+    /// cap), config.json's sizes are bounded, the weights' headers are checked against it and the memory available before
+    /// the model is allocated, tensors are read one at a time and refused if not finite, and token ids are checked against
+    /// the vocabulary. It returns a fully loaded model, or throws a one-line <see cref="PpoSharpException"/> naming the file
+    /// and keeps nothing (so that a server can go on serving the weights it has).
+    /// </summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var tokenizer = LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs);
-        return (LoadPolicyModel(dir), tokenizer);
+        try { return (LoadPolicyModel(dir), tokenizer); }
+        catch
+        {
+            (tokenizer as IDisposable)?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
