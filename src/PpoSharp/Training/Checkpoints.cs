@@ -122,7 +122,7 @@ public static class Checkpoints
 /// Ctrl+C (SIGINT) and SIGTERM as a request to stop after the current step or iteration, with a checkpoint;
 /// a second Ctrl+C or SIGTERM ends the process at once with exit code 130, even while a step or a model load runs.
 /// </summary>
-public sealed class StopSignal : IDisposable
+public sealed partial class StopSignal : IDisposable
 {
     private readonly PosixSignalRegistration? _term;
     private volatile bool _requested;
@@ -162,8 +162,15 @@ public sealed class StopSignal : IDisposable
             return;
         }
         Console.Error.WriteLine("stopped at once by a second signal (no checkpoint of the current step)");
+        Console.Error.Flush();
+        // Environment.Exit runs libtorch's static destructors while a step may still run on its threads (a segfault, exit
+        // 139); _exit ends the process at once, as the default action of a signal would.
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) ExitImmediately(ExitNow);
         Environment.Exit(ExitNow);
     }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "_exit")]
+    private static partial void ExitImmediately(int code);
 
     public void Dispose()
     {

@@ -72,8 +72,8 @@ public static class PeftAdapter
     }
 
     /// <summary>
-    /// The base folder of an adapter: <c>--base</c>, else base_model_name_or_path as a folder (as given, or beside the
-    /// adapter). When the base is itself an adapter, the whole chain is followed here once and refused if it comes back to
+    /// The base folder of an adapter: <c>--base</c>, else base_model_name_or_path as a folder holding a model or an adapter
+    /// (as given, or beside the adapter). When the base is itself an adapter, the whole chain is followed here once and refused if it comes back to
     /// a folder already in it (an adapter naming itself, two naming each other) or is longer than <see cref="MaxChain"/>.
     /// </summary>
     public static string BaseDir(string adapterDir)
@@ -97,7 +97,8 @@ public static class PeftAdapter
         if (BaseOverrides.TryGetValue(Path.GetFullPath(adapterDir), out var given)) return given;
         var info = ReadInfo(adapterDir);
         foreach (var candidate in new[] { info.BaseName, Path.Combine(adapterDir, info.BaseName) })
-            if (info.BaseName.Length > 0 && Directory.Exists(candidate)) return candidate;
+            if (info.BaseName.Length > 0 && Directory.Exists(candidate) && (SafeFile.Present(Path.Combine(candidate, "config.json")) || IsAdapter(candidate)))
+                return candidate;
         throw new PpoSharpException($"{Path.Combine(adapterDir, ConfigFile)}: base_model_name_or_path '{info.BaseName}' is not a model folder here; pass --base DIR with the --init or --model adapter, or set base_model_name_or_path to the base's folder");
     }
 
