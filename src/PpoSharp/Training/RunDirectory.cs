@@ -194,11 +194,23 @@ public static class RunDirectory
     public static (HfModelInfo Info, DecoderSpec Spec) ReadModel(string dir) =>
         PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
 
-    /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
+    /// <summary>
+    /// Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run, a Hugging Face folder or a LoRA adapter
+    /// folder: the validated loader. Every file is checked before it is read (a regular file, readable, within its size
+    /// cap), config.json's sizes are bounded, the weights' headers are checked against it and the memory available before
+    /// the model is allocated, tensors are read one at a time and refused if not finite, and token ids are checked against
+    /// the vocabulary. It returns a fully loaded model, or throws a one-line <see cref="PpoSharpException"/> naming the file
+    /// and keeps nothing (so that a server can go on serving the weights it has).
+    /// </summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var tokenizer = LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs);
-        return (LoadPolicyModel(dir), tokenizer);
+        try { return (LoadPolicyModel(dir), tokenizer); }
+        catch
+        {
+            (tokenizer as IDisposable)?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -210,8 +222,10 @@ public static class RunDirectory
         if (PeftAdapter.IsAdapter(dir)) return LoraModels.LoadMerged(dir);
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new Decoder(spec, info);
-        HfCheckpoint.Load(dir, info, model);
+        try { weights.Into(model); }
+        catch { model.Dispose(); throw; }
         return model;
     }
 
@@ -222,8 +236,10 @@ public static class RunDirectory
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
         var tokenizer = LoadTokenizer(dir, spec, chatKwargs);
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false, MlpHead = false }), mlpHead: info.MlpHead);
-        HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
+        try { weights.Into(model.Backbone, model.Head); }
+        catch { model.Dispose(); throw; }
         model.SetOffset(new HfConfig(info.Config, Path.Combine(dir, ConfigFile)).Double(OffsetKey, 0));
         model.eval();
         return (model, tokenizer);
