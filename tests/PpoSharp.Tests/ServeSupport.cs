@@ -7,6 +7,16 @@ using TorchSharp;
 
 namespace PpoSharp.Tests;
 
+/// <summary>One <see cref="ServeHost"/> shared by the tests of a class.</summary>
+public sealed class ServeHostFixture : IAsyncLifetime
+{
+    public ServeHost Host { get; private set; } = null!;
+
+    public async Task InitializeAsync() => Host = await ServeHost.StartAsync(new ServeSettings(MaxBodyBytes: 1 << 20, MaxN: 16, MaxTokens: 256));
+
+    public async Task DisposeAsync() => await Host.DisposeAsync();
+}
+
 /// <summary>
 /// A <c>serve</c> host in this process on 127.0.0.1 and a free port, serving a copy of tiny-llama3 (the real Llama 3
 /// tokenizer and chat template) from a weights folder that also holds a second model of the same shape (weights
@@ -26,7 +36,6 @@ public sealed class ServeHost : IAsyncDisposable
     {
         (WeightsDir, BaseDir, OtherDir, Server) = (weights, baseDir, other, server);
         Http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(60) };
-        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
     }
 
     public static async Task<ServeHost> StartAsync(ServeSettings? settings = null, TextWriter? log = null)
@@ -43,10 +52,20 @@ public sealed class ServeHost : IAsyncDisposable
         return new ServeHost(weights, baseDir, other, server);
     }
 
-    public async Task<(int Status, string Body)> Post(string path, string json, string? key = Key)
+    public Task<(int Status, string Body)> Post(string path, string json, string? key = Key) => Send(HttpMethod.Post, path, json, key);
+
+    public async Task<JsonNode> Get(string path)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+        var (status, body) = await Send(HttpMethod.Get, path, null, Key);
+        Assert.True(status == 200, $"{path}: {status} {body}");
+        return JsonNode.Parse(body)!;
+    }
+
+    public async Task<(int Status, string Body)> Send(HttpMethod method, string path, string? json, string? key)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = json is null ? null : new StringContent(json, Encoding.UTF8, "application/json") };
         request.Headers.Authorization = key is null ? null : new AuthenticationHeaderValue("Bearer", key);
+        request.Headers.ExpectContinue = json?.Length > 1 << 20;                 // as curl does for large bodies: a 413 comes before the upload
         using var response = await Http.SendAsync(request);
         return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
     }
@@ -64,14 +83,26 @@ public sealed class ServeHost : IAsyncDisposable
         await Server.DisposeAsync();
     }
 
-    /// <summary>What <c>ppo-sharp generate --json</c> prints for prompt ids (the reference the server must reproduce).</summary>
-    public static JsonNode GenerateJson(string model, IEnumerable<int> promptIds, int maxNew, double temperature = 0, int seed = 1)
+    private static readonly Dictionary<string, (PpoSharp.Models.Decoder, PpoSharp.Text.ITokenizer)> Loaded = [];
+
+    /// <summary>
+    /// What <c>ppo-sharp generate --prompt-ids .. --json</c> prints (the reference the server must reproduce), by the
+    /// library call generate makes (Inspection.Complete with generate's options and seed) on a model loaded once per folder.
+    /// </summary>
+    public static JsonNode GenerateJson(string model, IEnumerable<int> promptIds, int maxNew, double temperature = 0, int seed = 1, int topK = 0)
     {
-        var (stdout, stderr) = (new StringWriter(), new StringWriter());
-        int code = Cli.Cli.Run(["generate", "--model", model, "--prompt-ids", string.Join(",", promptIds), "--json", "--max-new-tokens", $"{maxNew}",
-            "--temperature", $"{temperature}", "--seed", $"{seed}"], stdout, stderr);
-        Assert.True(code == 0, stderr.ToString());
-        return JsonNode.Parse(stdout.ToString())!;
+        PpoSharp.Models.Decoder policy;
+        PpoSharp.Text.ITokenizer tokenizer;
+        lock (Loaded)
+        {
+            if (!Loaded.TryGetValue(model, out var pair)) Loaded[model] = pair = RunDirectory.LoadPolicy(model);
+            (policy, tokenizer) = pair;
+        }
+        var options = new PpoSharp.Models.SamplingOptions(maxNew, temperature == 0 ? 1 : temperature, topK, 1.0, Greedy: temperature == 0);
+        using var generator = new torch.Generator((ulong)seed);
+        PpoSharp.Training.Completion completion;
+        lock (policy) completion = Inspection.Complete(policy, tokenizer, [.. promptIds], options, generator);
+        return JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(completion, PpoSharp.Json.Compact))!;
     }
 
     /// <summary>What <c>ppo-sharp generate --prompt TEXT</c> prints: the greedy reply through the chat template.</summary>

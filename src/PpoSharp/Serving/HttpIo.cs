@@ -19,13 +19,21 @@ internal static class HttpIo
     /// <summary>The body as a JSON object; 413 when it is longer than <paramref name="cap"/> bytes (by header or by count).</summary>
     public static async Task<JsonFields> ReadJson(HttpContext ctx, long cap)
     {
-        if (ctx.Request.ContentLength > cap) throw TooLarge(ctx.Request.ContentLength.Value, cap);
-        using var buffer = new MemoryStream();
         var chunk = new byte[16384];
+        if (ctx.Request.ContentLength > cap)
+        {
+            await Drain(ctx, chunk, 16 * cap);
+            throw TooLarge(ctx.Request.ContentLength.Value, cap);
+        }
+        using var buffer = new MemoryStream();
         int read;
         while ((read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0)
         {
-            if (buffer.Length + read > cap) throw TooLarge(buffer.Length + read, cap);
+            if (buffer.Length + read > cap)
+            {
+                await Drain(ctx, chunk, 16 * cap);
+                throw TooLarge(buffer.Length + read, cap);
+            }
             buffer.Write(chunk, 0, read);
         }
         return JsonFields.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
@@ -35,6 +43,23 @@ internal static class HttpIo
     public static async Task<JsonFields> ReadOptionalJson(HttpContext ctx, long cap) =>
         ctx.Request.ContentLength is 0 || (ctx.Request.ContentLength is null && !ctx.Request.Headers.TransferEncoding.Any())
             ? JsonFields.Parse("{}"u8.ToArray()) : await ReadJson(ctx, cap);
+
+    /// <summary>
+    /// Reads and drops up to <paramref name="most"/> bytes of a refused body, so that a client still uploading gets the
+    /// 413 rather than a reset connection; Kestrel's own limit (the same cap) cuts off anything beyond.
+    /// </summary>
+    private static async Task Drain(HttpContext ctx, byte[] chunk, long most)
+    {
+        var size = ctx.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>();
+        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = most;
+        long total = 0;
+        try
+        {
+            int read;
+            while (total < most && (read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0) total += read;
+        }
+        catch (BadHttpRequestException) { }
+    }
 
     private static ServeException TooLarge(long length, long cap) =>
         new(413, $"the request body is {length} bytes or more; the server takes at most {cap} (--max-body-bytes)");
