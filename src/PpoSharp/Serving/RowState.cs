@@ -32,8 +32,10 @@ internal sealed class RowState(RowJob job, int contextLength, ITokenizer tokeniz
         var s = Job.Sampling;
         bool stopToken = s.StopTokenIds?.Contains(id) == true || (!s.IgnoreEos && tokenizer.Special.IsEos(id));
         if (stopToken) (Finished, _finish, _matchedToken) = (true, FinishKind.Stop, id);
-        _text = tokenizer.Decode(stopToken ? _ids.Take(_ids.Count - 1) : _ids);
-        if (!Finished && s.Stop is { Count: > 0 } stops && FirstStop(_text, stops) is var (at, stop) && at >= 0)
+        bool stopStrings = s.Stop is { Count: > 0 };
+        if (stopStrings || Job.OnToken is not null || Finished || _ids.Count >= Cap)       // the text is decoded only when something reads it
+            _text = tokenizer.Decode(stopToken ? _ids.Take(_ids.Count - 1) : _ids);
+        if (!Finished && stopStrings && FirstStop(_text, s.Stop!) is var (at, stop) && at >= 0)
             (Finished, _finish, _matchedStop, _text) = (true, FinishKind.Stop, stop, _text[..at]);
         if (!Finished && _ids.Count >= Cap) Finished = true;
         if (Job.OnToken is { } send)

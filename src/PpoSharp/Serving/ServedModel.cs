@@ -24,7 +24,7 @@ public sealed class ServedModel(string name, string path, Decoder model, ITokeni
     public string WeightVersion { get; private set; } = DefaultVersion;
     public int ContextLength => Model.Config.ContextLength;
     public int VocabSize => Model.Config.VocabSize;
-    private readonly Dictionary<string, LoadedAdapter> _adapters = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, LoadedAdapter> _adapters = new(StringComparer.Ordinal);   // read by request threads
 
     public IReadOnlyList<LoadedAdapter> Adapters => [.. _adapters.Values];
 
@@ -73,7 +73,7 @@ public sealed class ServedModel(string name, string path, Decoder model, ITokeni
 
     public void UnloadAdapter(string name)
     {
-        if (!_adapters.Remove(name)) throw new ServeException(404, $"The lora adapter '{name}' cannot be found.", "lora_name");
+        if (!_adapters.TryRemove(name, out _)) throw new ServeException(404, $"The lora adapter '{name}' cannot be found.", "lora_name");
     }
 
     private static Decoder AdapterView(Decoder baseModel, string dir)
