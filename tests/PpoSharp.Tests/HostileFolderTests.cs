@@ -74,7 +74,7 @@ public class HostileFolderTests
     public async Task SecondSigTerm_DuringTraining_StopsAtOnceWithExit130()
     {
         var data = Path.Combine(TestSupport.TempDir(), "chat.jsonl");
-        File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 64));
+        File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 80));  // 76 training records after the 5 % eval split: more than one batch of 64
         var outDir = Path.Combine(TestSupport.TempDir(), "run");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"), "sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
