@@ -19,7 +19,7 @@ namespace PpoSharp.Tests;
 public class HostileFolderGeneratorTests
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
-    private static readonly JsonNode?[] Values = [0, -1, int.MaxValue, 1e12, "x", null, new JsonArray()];
+    private static readonly JsonNode?[] Values = [0, -1, int.MaxValue, "x", null];
     private static readonly Lazy<Dictionary<string, Func<string>>> All = new(Generate);
 
     public static TheoryData<string> Names => [.. All.Value.Keys];
@@ -82,7 +82,7 @@ public class HostileFolderGeneratorTests
     /// <summary>tiny-llama3 with GPT-2's tokenizer files (its own tokenizer.json takes seconds to load), config ids kept within them.</summary>
     private static string SmallLlama(Action<string> spoil) => HostileFolderTests.Llama(d =>
     {
-        var gpt2 = TestSupport.HfModel("tiny-gpt2");
+        var gpt2 = Fixture("tiny-gpt2");
         foreach (var file in new[] { "tokenizer.json", "tokenizer_config.json", "generation_config.json" })
             File.Copy(Path.Combine(gpt2, file), Path.Combine(d, file), overwrite: true);
         EditJson(d, "config.json", c => { c["bos_token_id"] = 50256; c["eos_token_id"] = 50256; });
@@ -125,7 +125,7 @@ public class HostileFolderGeneratorTests
             ["offsets one value"] = e => e["data_offsets"] = new JsonArray(0), ["offsets strings"] = e => e["data_offsets"] = new JsonArray("a", "b"),
             ["entry empty"] = e => e.Clear(),
         };
-        foreach (var tensor in new[] { names[0], names[names.Count / 2], names[^1] })
+        foreach (var tensor in new[] { names[0], names[names.Count / 2] })
         {
             foreach (var (what, edit) in edits)
                 add($"{fixture} {file} {tensor} {what}", () => build(d => EditHeader(Path.Combine(d, file), h => edit(h[tensor]!.AsObject()))));
@@ -251,7 +251,7 @@ public class HostileFolderGeneratorTests
         {
             var root = TestSupport.TempDir();
             var baseDir = Path.Combine(root, "base");
-            Directory.Move(TestSupport.HfModel("tiny-gpt2"), baseDir);
+            Directory.Move(Copy("tiny-gpt2"), baseDir);
             var adapter = Adapter(baseDir, "adapter");
             var inRoot = Path.Combine(root, "adapter");
             Directory.Move(adapter, inRoot);

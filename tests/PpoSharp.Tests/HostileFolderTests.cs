@@ -77,7 +77,7 @@ public class HostileFolderTests
         File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 80));  // 76 training records after the 5 % eval split: more than one batch of 64
         var outDir = Path.Combine(TestSupport.TempDir(), "run");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"), "sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"), "sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var lines = new System.Collections.Concurrent.BlockingCollection<string>();
@@ -112,7 +112,7 @@ public class HostileFolderTests
 
     private static string Spoil(string fixture, Action<string> spoil)
     {
-        var dir = TestSupport.HfModel(fixture);
+        var dir = Copy(fixture);
         spoil(dir);
         return dir;
     }
@@ -135,14 +135,14 @@ public class HostileFolderTests
 
     private static string SelfAdapter()
     {
-        var adapter = Adapter(TestSupport.HfModel("tiny-gpt2"), "self");
+        var adapter = Adapter(Copy("tiny-gpt2"), "self");
         EditJson(adapter, "adapter_config.json", c => c["base_model_name_or_path"] = adapter);
         return adapter;
     }
 
     private static string AdapterPair()
     {
-        var baseDir = TestSupport.HfModel("tiny-gpt2");
+        var baseDir = Copy("tiny-gpt2");
         string a = Adapter(baseDir, "a"), b = Adapter(baseDir, "b");
         EditJson(a, "adapter_config.json", c => c["base_model_name_or_path"] = b);
         EditJson(b, "adapter_config.json", c => c["base_model_name_or_path"] = a);
@@ -151,7 +151,7 @@ public class HostileFolderTests
 
     internal static string RankAdapter(int r)
     {
-        var adapter = Adapter(TestSupport.HfModel("tiny-gpt2"), "rank");
+        var adapter = Adapter(Copy("tiny-gpt2"), "rank");
         EditJson(adapter, "adapter_config.json", c => c["r"] = r);
         return adapter;
     }

@@ -15,6 +15,20 @@ namespace PpoSharp.Tests;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal static class HostileFolders
 {
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> Unpacked = new();
+
+    /// <summary>A fixture of HfData/models unpacked once per test run (read only: spoil a <see cref="Copy"/>).</summary>
+    public static string Fixture(string name) => Unpacked.GetOrAdd(name, n => new(() => TestSupport.HfModel(n))).Value;
+
+    /// <summary>A fresh copy of an unpacked fixture, in a folder of its own named like the fixture.</summary>
+    public static string Copy(string name)
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), name);
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(Fixture(name))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
     public static void EditJson(string dir, string file, Action<JsonObject> edit)
     {
         var path = Path.Combine(dir, file);

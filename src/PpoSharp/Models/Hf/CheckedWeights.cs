@@ -58,16 +58,23 @@ public sealed class CheckedWeights
                 WeightLayout.Concat => cat(parts, 0),
                 _ => parts[0].alias(),
             };
-            ours[m.Ours].copy_(source);
+            var target = ours[m.Ours];
+            target.copy_(source);
+            if (!IsFinite(target)) throw Fail(m.Hf.Length == 1 ? m.Hf[0] : m.Hf.Zip(parts).First(p => !IsFinite(p.Second)).First, "holds NaN or infinite values (a corrupt or diverged checkpoint)");
         }
     }
 
-    private Tensor Read(string name)
+    /// <summary>
+    /// Whether every value is finite, checked on the fp32 parameter after the copy (max |x| is NaN or infinite otherwise):
+    /// one reduction, where isfinite on the stored bf16 tensor took half the load time on a CPU without bf16 support.
+    /// </summary>
+    private static bool IsFinite(Tensor t)
     {
-        var t = _files.Read(_stored[name]);
-        if (!t.isfinite().all().item<bool>()) throw Fail(name, "holds NaN or infinite values (a corrupt or diverged checkpoint)");
-        return t;
+        using var scope = NewDisposeScope();
+        return t.numel() == 0 || float.IsFinite(t.abs().max().to(ScalarType.Float32).item<float>());
     }
+
+    private Tensor Read(string name) => _files.Read(_stored[name]);
 
     private PpoSharpException Fail(string name, string problem) => new($"{_files.FileOf(_stored[name])}: tensor '{name}' {problem}");
 }
