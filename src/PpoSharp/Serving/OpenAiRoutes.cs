@@ -28,15 +28,14 @@ internal static class OpenAiRoutes
     }
 
     /// <summary>The rows of a request, prompt-major: prompt i's sample j has index i * n + j and seed + j when seeded.</summary>
-    public static List<RowJob> Rows(IReadOnlyList<IReadOnlyList<int>> prompts, int n, Func<int, RowSampling> sampling, string? adapter,
+    public static List<RowJob> Rows(IReadOnlyList<IReadOnlyList<int>> prompts, int n, RowSampling sampling, string? adapter,
         CancellationToken cancel, Func<int, Action<RowDelta>?>? onToken = null)
     {
         var rows = new List<RowJob>(prompts.Count * n);
         for (int i = 0; i < prompts.Count; i++)
             for (int j = 0; j < n; j++)
             {
-                var sp = sampling(i);
-                rows.Add(new RowJob(prompts[i], sp with { Seed = sp.Seed + j }, adapter, cancel, onToken?.Invoke(rows.Count)));
+                rows.Add(new RowJob(prompts[i], sampling with { Seed = sampling.Seed + j }, adapter, cancel, onToken?.Invoke(rows.Count)));
             }
         return rows;
     }
@@ -51,14 +50,14 @@ internal static class OpenAiRoutes
         var tok = s.Served.Tokenizer;
         if (!req.Stream)
         {
-            var outputs = await s.Generate(ctx, Rows(req.Prompts, req.N, _ => req.Sampling, Adapter(req.Model, s), ctx.RequestAborted));
+            var outputs = await s.Generate(ctx, Rows(req.Prompts, req.N, req.Sampling, Adapter(req.Model, s), ctx.RequestAborted));
             var choices = outputs.Select((o, i) => new CompletionChoice(i, o.Text, req.Logprobs is null ? null : Logprobs(tok, o.Ids, o.Logprobs, o.Top),
                 Finish(o), StopReason(o, tok), req.ReturnTokenIds ? o.PromptIds : null, req.ReturnTokenIds ? o.Ids : null)).ToList();
             await HttpIo.Json(ctx, new CompletionResponse(id, "text_completion", created, model, choices, Usage(outputs)));
             return;
         }
         var started = new HashSet<int>();
-        await s.Stream(ctx, send => Rows(req.Prompts, req.N, _ => req.Sampling, Adapter(req.Model, s), ctx.RequestAborted, send), (index, delta, done) =>
+        await s.Stream(ctx, send => Rows(req.Prompts, req.N, req.Sampling, Adapter(req.Model, s), ctx.RequestAborted, send), (index, delta, done) =>
         {
             var promptIds = req.ReturnTokenIds && started.Add(index) ? done?.PromptIds ?? req.Prompts[index / req.N] : null;
             var choice = delta is not null
@@ -79,14 +78,14 @@ internal static class OpenAiRoutes
         var tok = s.Served.Tokenizer;
         if (!req.Stream)
         {
-            var outputs = await s.Generate(ctx, Rows([req.Prompt], req.N, _ => req.Sampling, Adapter(req.Model, s), ctx.RequestAborted));
+            var outputs = await s.Generate(ctx, Rows([req.Prompt], req.N, req.Sampling, Adapter(req.Model, s), ctx.RequestAborted));
             var choices = outputs.Select((o, i) => new ChatChoice(i, new ChatMessageOut("assistant", o.Text), req.Logprobs ? ChatLogprobs(tok, o.Ids, o.Logprobs, o.Top) : null,
                 Finish(o), StopReason(o, tok), req.ReturnTokenIds ? o.Ids : null)).ToList();
             await HttpIo.Json(ctx, new ChatResponse(id, "chat.completion", created, model, choices, Usage(outputs), req.ReturnTokenIds ? req.Prompt : null));
             return;
         }
         var started = new HashSet<int>();
-        await s.Stream(ctx, send => Rows([req.Prompt], req.N, _ => req.Sampling, Adapter(req.Model, s), ctx.RequestAborted, send), (index, delta, done) =>
+        await s.Stream(ctx, send => Rows([req.Prompt], req.N, req.Sampling, Adapter(req.Model, s), ctx.RequestAborted, send), (index, delta, done) =>
         {
             var role = started.Add(index) ? "assistant" : null;
             var choice = delta is not null
