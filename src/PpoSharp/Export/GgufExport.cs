@@ -41,9 +41,18 @@ public static class GgufExport
         var arch = GgufArchitecture.For(model.Format.Arch);
         CheckSupported(arch, model.Config, modelDir);
         var tokenizer = HasTokenizer(modelDir) ? RunDirectory.LoadTokenizer(modelDir) : null;
+        var (tensors, bytes) = Write(model, tokenizer, outPath, outType, Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')), open);
+        return $"export: {modelDir} ({model.Format.Arch.CausalLm}) -> {outPath} (GGUF, {arch.Name}, {OptionName(outType)}, {tensors} tensors, {bytes / 1e6:F1} MB of weights)"
+            + (tokenizer is null ? "; no tokenizer in the folder: llama.cpp gets the vocabulary size only and runs on token ids" : "")
+            + (model.Config.Mlp == MlpKind.Gelu ? "; note: this model uses the exact (erf) GELU, llama.cpp's gpt2 graph the tanh approximation (logits move by ~1e-3)" : "");
+    }
 
+    /// <summary>Writes <paramref name="model"/> with <paramref name="tokenizer"/> (null: none) as a GGUF file; returns the tensor count and the bytes of weights.</summary>
+    public static (int Tensors, long Bytes) Write(Decoder model, ITokenizer? tokenizer, string outPath, GgufOutType outType, string name, Func<string, Stream>? open = null)
+    {
+        var arch = GgufArchitecture.For(model.Format.Arch);
         var w = new GgufWriter();
-        w.Add("general.name", Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')));
+        w.Add("general.name", name);
         w.Add("general.file_type", FileType(outType));
         w.Add("general.quantization_version", 2u);
         arch.AddMetadata(w, model.Config);
@@ -58,9 +67,7 @@ public static class GgufExport
             });
         }
         catch (IOException e) { throw new PpoSharpException($"--out {outPath}: could not be written ({e.Message}); nothing was left under that name"); }
-        return $"export: {modelDir} ({model.Format.Arch.CausalLm}) -> {outPath} (GGUF, {arch.Name}, {OptionName(outType)}, {w.TensorNames.Count()} tensors, {bytes / 1e6:F1} MB of weights)"
-            + (tokenizer is null ? "; no tokenizer in the folder: llama.cpp gets the vocabulary size only and runs on token ids" : "")
-            + (model.Config.Mlp == MlpKind.Gelu ? "; note: this model uses the exact (erf) GELU, llama.cpp's gpt2 graph the tanh approximation (logits move by ~1e-3)" : "");
+        return (w.TensorNames.Count(), bytes);
     }
 
     public static string OptionName(GgufOutType t) => Algorithms.OptionNames.Of(t);

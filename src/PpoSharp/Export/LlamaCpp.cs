@@ -48,6 +48,9 @@ public sealed class LlamaCpp : IDisposable
 
     private static int _quiet;
 
+    /// <summary>llama.cpp's own tokenization of <paramref name="text"/>, special-token strings parsed, no BOS added.</summary>
+    public int[] Tokenize(string text) => _context.Tokenize(text, addBos: false, special: true).Select(t => (int)t).ToArray();
+
     /// <summary>Logits (T, V) of one sequence, each position seeing the tokens before it.</summary>
     public float[][] Logits(IReadOnlyList<int> ids)
     {
