@@ -1,5 +1,6 @@
 using PpoSharp.Export;
 using PpoSharp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Benchmarks;
