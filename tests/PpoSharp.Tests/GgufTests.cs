@@ -133,11 +133,14 @@ public class GgufExportTests
     private static string SortModel => Path.Combine(TestSupport.TrainedSortModel, "model");
 
     /// <summary>Greedy answers (stopping at the end token) of PpoSharp and of llama.cpp to the held-out prompts, and each one's exact match.</summary>
-    private static (double Ours, double Theirs, int Same) ExactMatch(string gguf, int n)
+    private static (double Ours, double Theirs, int Same) ExactMatch(string gguf, int n) =>
+        ExactMatch(SortModel, Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl"), gguf, n);
+
+    internal static (double Ours, double Theirs, int Same) ExactMatch(string modelDir, string evalFile, string gguf, int n)
     {
-        var (model, tokenizer) = RunDirectory.LoadPolicy(SortModel);
+        var (model, tokenizer) = RunDirectory.LoadPolicy(modelDir);
         model.eval();
-        var records = Jsonl.ReadPrompts(Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl")).Records.Take(n).ToList();
+        var records = Jsonl.ReadPrompts(evalFile).Records.Take(n).ToList();
         using var cpp = new LlamaCpp(gguf, contextSize: 32 * 8, sequences: 8);
         int ours = 0, theirs = 0, same = 0;
         foreach (var chunk in records.Chunk(8))
@@ -285,5 +288,32 @@ public class GgufExportTests
         var stderr = new StringWriter();
         int code = PpoSharp.Cli.Cli.Run(args, new StringWriter(), stderr);
         return (code, stderr.ToString());
+    }
+}
+
+/// <summary>The README's LLamaSharp program, run on the exported sort model.</summary>
+public class GgufReadmeTests
+{
+    [Fact]
+    public async Task ReadmeLlamaSharpProgram_SortModel_AnswersAsPpoSharp()
+    {
+        var model = Path.Combine(TestSupport.TrainedSortModel, "model");
+        var path = Path.Combine(TestSupport.TempDir(), "ppo.gguf");
+        GgufExport.Run(model, path, GgufOutType.F32);
+        var (ours, tokenizer) = RunDirectory.LoadPolicy(model);
+        var prompt = tokenizer.Chat.EncodePrompt([new ChatMessage(Role.User, "sort: mango")]);
+        var (ids, mask) = Sampling.LeftPad([prompt], tokenizer.Special.Pad);
+        using var g = Sampling.Generate(ours, ids, mask, new SamplingOptions(16, Greedy: true), tokenizer.Special);
+        var expected = tokenizer.Decode(g.Responses[0].data<long>().Select(x => (int)x).Where((_, t) => g.Mask[0, t].item<bool>()));
+
+        // the README's program, as printed there
+        var parameters = new LLama.Common.ModelParams(path) { ContextSize = 64 };
+        using var weights = LLama.LLamaWeights.LoadFromFile(parameters);
+        var executor = new LLama.StatelessExecutor(weights, parameters);
+        var inference = new LLama.Common.InferenceParams { MaxTokens = 16, AntiPrompts = ["<|end|>"], SamplingPipeline = new LLama.Sampling.GreedySamplingPipeline() };
+        var text = new System.Text.StringBuilder();
+        await foreach (var piece in executor.InferAsync("<|user|>sort: mango<|end|><|assistant|>", inference)) text.Append(piece);
+
+        Assert.Equal(expected, text.ToString());
     }
 }

@@ -15,7 +15,7 @@ public static partial class Bench
     private static void LlamaCppFigures(Dictionary<string, object> r, TextWriter log)
     {
         manual_seed(0);
-        using var model = new Decoder(SmolLm2Shape);
+        using var model = new Decoder(SmolLm2Shape, new Models.Hf.HfModelInfo(new Models.Hf.Llama(), false, [], ScalarType.Float32));   // written as llama
         model.eval();
         var dir = Path.Combine(Path.GetTempPath(), $"ppo-sharp-bench-{Environment.ProcessId}");
         Directory.CreateDirectory(dir);

@@ -39,7 +39,6 @@ public static class GgufExport
             throw new PpoSharpException($"{modelDir}: holds a reward model or critic (a scalar head), which llama.cpp cannot run; export a policy");
         var model = RunDirectory.LoadPolicyModel(modelDir);
         var arch = GgufArchitecture.For(model.Format.Arch);
-        CheckSupported(arch, model.Config, modelDir);
         var tokenizer = HasTokenizer(modelDir) ? RunDirectory.LoadTokenizer(modelDir) : null;
         var (tensors, bytes) = Write(model, tokenizer, outPath, outType, Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')), open);
         return $"export: {modelDir} ({model.Format.Arch.CausalLm}) -> {outPath} (GGUF, {arch.Name}, {OptionName(outType)}, {tensors} tensors, {bytes / 1e6:F1} MB of weights)"
@@ -51,6 +50,7 @@ public static class GgufExport
     public static (int Tensors, long Bytes) Write(Decoder model, ITokenizer? tokenizer, string outPath, GgufOutType outType, string name, Func<string, Stream>? open = null)
     {
         var arch = GgufArchitecture.For(model.Format.Arch);
+        CheckSupported(arch, model.Config, name);
         var w = new GgufWriter();
         w.Add("general.name", name);
         w.Add("general.file_type", FileType(outType));
