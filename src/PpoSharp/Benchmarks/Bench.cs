@@ -59,6 +59,7 @@ public static partial class Bench
         log.WriteLine($"bench: memory read bandwidth {r["memory_gbps"]:F1} GB/s");
         GenerateFigures(r, limit, quick, log);
         RealShapeFigures(r, limit, quick, log);
+        LlamaCppFigures(r, log);
         PpoFigures(r, quick ? 3 : 5, quick ? 20 : 100, log);
         BesideCopyFigures(r, quick ? 4 : 8, startSelf, log);
         LoraFigures(r, quick ? 2 : 3, startSelf, log);
