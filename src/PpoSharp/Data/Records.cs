@@ -24,7 +24,17 @@ public sealed record ChatRecord(IReadOnlyList<ChatMessage> Messages, Source Sour
 /// A prompt for PPO and eval: <c>{"messages":[...], "solution": "..." | ["...", ...]}</c>. <see cref="Solutions"/>
 /// holds the positive answer or group of them (empty when the record has none); rule rewards score against the best.
 /// </summary>
-public sealed record PromptRecord(IReadOnlyList<ChatMessage> Messages, IReadOnlyList<string> Solutions, Source Source);
+/// <see cref="Columns"/> holds the record's other fields by name (strings as they are, other values as JSON text), which
+/// the rewards read as TRL's reward functions read extra dataset columns.
+public sealed record PromptRecord(IReadOnlyList<ChatMessage> Messages, IReadOnlyList<string> Solutions, Source Source,
+    IReadOnlyDictionary<string, string>? Columns = null);
+
+/// <summary>
+/// A completion to score without a model (the <c>score</c> command): <c>{"completion": "...", "prompt"?: ..., "solution"?: ...,
+/// other columns}</c>.
+/// </summary>
+public sealed record ScoredRecord(IReadOnlyList<ChatMessage> Messages, string Completion, IReadOnlyList<string> Solutions, Source Source,
+    IReadOnlyDictionary<string, string> Columns);
 
 /// <summary>A preference pair: <c>{"messages":[...], "chosen":"...", "rejected":"...", "margin": 0.0?}</c>.</summary>
 public sealed record PreferenceRecord(IReadOnlyList<ChatMessage> Messages, string Chosen, string Rejected, double Margin, Source Source);
