@@ -21,13 +21,19 @@ public static class Jsonl
             return new ChatRecord(messages, src);
         });
 
+    /// <summary>
+    /// Prompts: <c>messages</c>, or TRL's prompt-only <c>prompt</c> (a string, or a list of messages), with an optional
+    /// <c>solution</c> and any other columns.
+    /// </summary>
     public static JsonlResult<PromptRecord> ReadPrompts(string path, bool skipInvalid = false) =>
         Read(path, skipInvalid, (e, src) =>
         {
-            var messages = Messages(e);
+            var messages = !e.TryGetProperty("messages", out _) && e.TryGetProperty("prompt", out var p)
+                ? p.ValueKind == JsonValueKind.String ? [new ChatMessage(Role.User, p.GetString()!)] : Messages(e, "prompt")
+                : Messages(e);
             if (messages[^1].Role == Role.Assistant)
                 throw new FormatException("the last message of a prompt is from the assistant; there is nothing to answer");
-            return new PromptRecord(messages, Solutions(e), src, Columns(e, "messages", "solution"));
+            return new PromptRecord(messages, Solutions(e), src, Columns(e, "messages", "prompt", "solution"));
         });
 
     /// <summary>
@@ -63,16 +69,10 @@ public static class Jsonl
 
     private static JsonlResult<T> Read<T>(string path, bool skipInvalid, Func<JsonElement, Source, T> parse)
     {
-        if (Directory.Exists(path)) throw new PpoSharpException($"{path}: is a directory; --data takes a JSON Lines file");
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: file not found");
         var records = new List<T>();
         var skipped = new List<string>();
-        int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var (src, line) in DataRows.Read(path))
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            var src = new Source(path, lineNo);
             try
             {
                 using var doc = JsonDocument.Parse(line);

@@ -4,10 +4,10 @@ public enum Role { System, User, Assistant }
 
 public sealed record ChatMessage(Role Role, string Content);
 
-/// <summary>Where a record came from, for error messages: "file:line".</summary>
-public readonly record struct Source(string File, int Line)
+/// <summary>Where a record came from, for error messages: "file:line", or "file.parquet: row N" for a table's rows.</summary>
+public readonly record struct Source(string File, int Line, bool Row = false)
 {
-    public override string ToString() => $"{File}:{Line}";
+    public override string ToString() => Row ? $"{File}: row {Line}" : $"{File}:{Line}";
 
     /// <summary>Runs one step on this record (such as its chat template); a <see cref="PpoSharpException"/> is reported with the record's file:line.</summary>
     public T Apply<T>(Func<T> step)
