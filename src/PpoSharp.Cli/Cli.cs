@@ -185,7 +185,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ExportCommand(output), ReportCommand(output), BenchCommand(output), ServeCommand(output, errors)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ExportCommand(output), ReportCommand(output), BenchCommand(output), ServeCommand(output, errors), ScoreCommand(output)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -279,7 +279,8 @@ internal static partial class Commands
         {
             PpoConfig? ppoConfig = ppo ? opts.Ppo(r, r.GetValue(init)!) : null;
             GrpoConfig? grpoConfig = ppo ? null : opts.Grpo(r, r.GetValue(init)!);
-            var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
+            var rewardOptions = grpoConfig?.RewardOptions() ?? new RewardOptions { MaxCompletionLength = ppoConfig!.ResponseLength };
+            var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!, options: rewardOptions);
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
             var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e), false, goldFunction ?? rewardFunction).Records : null;
             JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);

@@ -206,7 +206,7 @@ public class BadInputTests
         { "ppo: reward-model accuracy floor out of range", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "min_reward_model_accuracy=1.5"], "min_reward_model_accuracy must be in [0, 1] (got 1.5)" },
         { "data: unknown pair kind", ["data", "--out", "{out}", "--pairs", "two-letter"], "--pairs: 'two-letter' is not a kind (mixed, one-letter)" },
         { "misspelt command", ["dmeo"], "unknown command 'dmeo' (did you mean 'demo'?" },
-        { "directory given as --data", ["eval", "--model", "{policy}", "--data", "{data}"], "data: is a directory; --data takes a JSON Lines file" },
+        { "directory given as --data", ["eval", "--model", "{policy}", "--data", "{data}"], "data: a directory without 'train' split files (expected data/train-00000-of-00001.parquet or train.jsonl); --data takes a file or a dataset folder" },
         { "file given as --model", ["generate", "--model", "{prompts}", "--prompt", "sort: ba"], "prompts.jsonl: is a file; a model is a directory" },
         { "top_p of 0", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "top_p=0"], "top_p must be in (0, 1] (got 0)" },
         { "--top-p of 0", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--top-p", "0"], "--top-p must be in (0, 1] (got 0)" },

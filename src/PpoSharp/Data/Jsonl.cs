@@ -21,13 +21,34 @@ public static class Jsonl
             return new ChatRecord(messages, src);
         });
 
+    /// <summary>
+    /// Prompts: <c>messages</c>, or TRL's prompt-only <c>prompt</c> (a string, or a list of messages), with an optional
+    /// <c>solution</c> and any other columns.
+    /// </summary>
     public static JsonlResult<PromptRecord> ReadPrompts(string path, bool skipInvalid = false) =>
         Read(path, skipInvalid, (e, src) =>
         {
-            var messages = Messages(e);
+            var messages = !e.TryGetProperty("messages", out _) && e.TryGetProperty("prompt", out var p)
+                ? p.ValueKind == JsonValueKind.String ? [new ChatMessage(Role.User, p.GetString()!)] : Messages(e, "prompt")
+                : Messages(e);
             if (messages[^1].Role == Role.Assistant)
                 throw new FormatException("the last message of a prompt is from the assistant; there is nothing to answer");
-            return new PromptRecord(messages, Solutions(e), src);
+            return new PromptRecord(messages, Solutions(e), src, Columns(e, "messages", "prompt", "solution"));
+        });
+
+    /// <summary>
+    /// Completions to score: <c>completion</c> (a string) beside an optional prompt (<c>prompt</c> as text or messages,
+    /// or <c>messages</c>), the labels in <paramref name="solutionColumn"/> and any other columns.
+    /// </summary>
+    public static JsonlResult<ScoredRecord> ReadScored(string path, bool skipInvalid = false, string solutionColumn = "solution") =>
+        Read(path, skipInvalid, (e, src) =>
+        {
+            var completion = RequiredString(e, "completion");
+            List<ChatMessage> messages = e.TryGetProperty("messages", out _) ? Messages(e)
+                : e.TryGetProperty("prompt", out var p) && p.ValueKind == JsonValueKind.String ? [new ChatMessage(Role.User, p.GetString()!)]
+                : e.TryGetProperty("prompt", out var pm) && pm.ValueKind == JsonValueKind.Array ? Messages(e, "prompt")
+                : [new ChatMessage(Role.User, "")];
+            return new ScoredRecord(messages, completion, Solutions(e, solutionColumn), src, Columns(e, "completion"));
         });
 
     public static JsonlResult<PreferenceRecord> ReadPreferences(string path, bool skipInvalid = false) =>
@@ -48,16 +69,10 @@ public static class Jsonl
 
     private static JsonlResult<T> Read<T>(string path, bool skipInvalid, Func<JsonElement, Source, T> parse)
     {
-        if (Directory.Exists(path)) throw new PpoSharpException($"{path}: is a directory; --data takes a JSON Lines file");
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: file not found");
         var records = new List<T>();
         var skipped = new List<string>();
-        int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var (src, line) in DataRows.Read(path))
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            var src = new Source(path, lineNo);
             try
             {
                 using var doc = JsonDocument.Parse(line);
@@ -76,44 +91,49 @@ public static class Jsonl
         return new JsonlResult<T>(records, skipped);
     }
 
-    private static List<ChatMessage> Messages(JsonElement e)
+    /// <summary>A record's fields other than <paramref name="taken"/>, by name: strings as they are, other values as JSON text.</summary>
+    private static Dictionary<string, string> Columns(JsonElement e, params string[] taken) => e.EnumerateObject()
+        .Where(p => !taken.Contains(p.Name))
+        .GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.Last().Value.ValueKind == JsonValueKind.String ? g.Last().Value.GetString()! : g.Last().Value.GetRawText());
+
+    private static List<ChatMessage> Messages(JsonElement e, string field = "messages")
     {
-        if (!e.TryGetProperty("messages", out var arr)) throw new FormatException("missing field 'messages'");
-        if (arr.ValueKind != JsonValueKind.Array) throw new FormatException("'messages' must be an array");
+        if (!e.TryGetProperty(field, out var arr)) throw new FormatException($"missing field '{field}'");
+        if (arr.ValueKind != JsonValueKind.Array) throw new FormatException($"'{field}' must be an array");
         var list = new List<ChatMessage>();
         int i = 0;
         foreach (var m in arr.EnumerateArray())
         {
-            if (m.ValueKind != JsonValueKind.Object) throw new FormatException($"'messages[{i}]' must be an object");
-            var roleText = RequiredString(m, "role", $"messages[{i}].role");
+            if (m.ValueKind != JsonValueKind.Object) throw new FormatException($"'{field}[{i}]' must be an object");
+            var roleText = RequiredString(m, "role", $"{field}[{i}].role");
             var role = roleText switch
             {
                 "system" => Role.System,
                 "user" => Role.User,
                 "assistant" => Role.Assistant,
-                _ => throw new FormatException($"'messages[{i}].role' is '{roleText}'; allowed: system, user, assistant"),
+                _ => throw new FormatException($"'{field}[{i}].role' is '{roleText}'; allowed: system, user, assistant"),
             };
-            var content = RequiredString(m, "content", $"messages[{i}].content");
-            if (content.Length == 0) throw new FormatException($"'messages[{i}].content' is empty");
+            var content = RequiredString(m, "content", $"{field}[{i}].content");
+            if (content.Length == 0) throw new FormatException($"'{field}[{i}].content' is empty");
             list.Add(new ChatMessage(role, content));
             i++;
         }
-        if (list.Count == 0) throw new FormatException("'messages' is empty");
+        if (list.Count == 0) throw new FormatException($"'{field}' is empty");
         return list;
     }
 
-    private static List<string> Solutions(JsonElement e)
+    private static List<string> Solutions(JsonElement e, string column = "solution")
     {
-        if (!e.TryGetProperty("solution", out var s) || s.ValueKind == JsonValueKind.Null) return [];
+        if (!e.TryGetProperty(column, out var s) || s.ValueKind == JsonValueKind.Null) return [];
         if (s.ValueKind == JsonValueKind.String) return [s.GetString()!];
-        if (s.ValueKind != JsonValueKind.Array) throw new FormatException("'solution' must be a string or an array of strings");
+        if (s.ValueKind != JsonValueKind.Array) throw new FormatException($"'{column}' must be a string or an array of strings");
         var list = new List<string>();
         foreach (var x in s.EnumerateArray())
         {
-            if (x.ValueKind != JsonValueKind.String) throw new FormatException("'solution' must be a string or an array of strings");
+            if (x.ValueKind != JsonValueKind.String) throw new FormatException($"'{column}' must be a string or an array of strings");
             list.Add(x.GetString()!);
         }
-        if (list.Count == 0) throw new FormatException("'solution' is an empty array");
+        if (list.Count == 0) throw new FormatException($"'{column}' is an empty array");
         return list;
     }
 

@@ -2,8 +2,13 @@ using PpoSharp.Data;
 
 namespace PpoSharp.Rewards;
 
-/// <summary>One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty).</summary>
-public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source)
+/// <summary>
+/// One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty), the
+/// response's length in tokens where known, and the record's other columns by name (as TRL hands extra dataset columns
+/// to its reward functions; strings as they are, other JSON values as JSON text).
+/// </summary>
+public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source,
+    int? ResponseTokens = null, IReadOnlyDictionary<string, string>? Columns = null)
 {
     /// <summary>The last prompt message: what the response answers.</summary>
     public string Prompt => Messages[^1].Content;
@@ -20,6 +25,9 @@ public interface IRewardFunction
 
     /// <summary>The name of a part that scores against the record's <c>solution</c>, or null when none does.</summary>
     string? NeedsSolution => null;
+
+    /// <summary>Why this reward cannot score against <paramref name="solution"/> (a label it cannot read), or null.</summary>
+    string? LabelProblem(string solution) => null;
 }
 
 /// <summary>Checks of prompt records against the rewards that will score them, made when the file is read.</summary>
@@ -33,13 +41,19 @@ public static class RewardChecks
     {
         var rule = rewards.Select(r => r?.NeedsSolution).FirstOrDefault(n => n is not null);
         if (rule is null) return read;
-        var missing = read.Records.Where(p => p.Solutions.Count == 0).Select(p => $"{p.Source}: reward '{rule}' needs a 'solution' field").ToList();
+        var functions = rewards.OfType<IRewardFunction>().SelectMany(RewardSpec.Functions).ToList();
+        var missing = read.Records.Select(p => p.Solutions.Count == 0 ? $"{p.Source}: reward '{rule}' needs a 'solution' field" : LabelProblem(p, functions))
+            .OfType<string>().ToList();
         if (missing.Count == 0) return read;
         if (!skipInvalid) throw new PpoSharpException(missing[0]);
-        var kept = read.Records.Where(p => p.Solutions.Count > 0).ToList();
+        var kept = read.Records.Where(p => p.Solutions.Count > 0 && LabelProblem(p, functions) is null).ToList();
         if (kept.Count == 0) throw new PpoSharpException($"every record lacks the 'solution' that reward '{rule}' needs (first: {missing[0]})");
         return new JsonlResult<PromptRecord>(kept, [.. read.Skipped, .. missing]);
     }
+
+    /// <summary>The first label of <paramref name="p"/> that one of <paramref name="functions"/> cannot read, as "file:line: problem".</summary>
+    private static string? LabelProblem(PromptRecord p, IReadOnlyList<IRewardFunction> functions) => functions
+        .SelectMany(f => p.Solutions.Select(f.LabelProblem)).OfType<string>().Select(problem => $"{p.Source}: {problem}").FirstOrDefault();
 }
 
 /// <summary>A rule scored against the record's <c>solution</c>; with a group of solutions the best one counts.</summary>
@@ -48,6 +62,9 @@ public abstract class SolutionReward : IRewardFunction
     public abstract string Name { get; }
 
     public string? NeedsSolution => Name;
+
+    /// <inheritdoc/>
+    public virtual string? LabelProblem(string solution) => null;
 
     /// <summary>Score of <paramref name="response"/> against one solution.</summary>
     protected abstract double ScoreOne(string response, string solution);

@@ -42,12 +42,17 @@ public static class RewardSpec
     public static IEnumerable<IRewardFunction> Functions(IRewardFunction reward) =>
         reward is CompositeReward c ? c.Parts.Select(p => p.Function) : [reward];
 
-    private static readonly Dictionary<string, Func<IRewardFunction>> Builtins = new()
+    private static readonly Dictionary<string, Func<RewardOptions, IRewardFunction>> Builtins = new()
     {
-        ["exact-match"] = () => new ExactMatch(),
-        ["edit-distance"] = () => new EditDistance(),
-        ["repetition"] = () => new Repetition(),
-        ["length"] = () => new LengthReward(),
+        ["exact-match"] = _ => new ExactMatch(),
+        ["edit-distance"] = _ => new EditDistance(),
+        ["repetition"] = _ => new Repetition(),
+        ["length"] = _ => new LengthReward(),
+        ["math"] = _ => new MathReward(),
+        ["format"] = _ => new FormatReward(),
+        ["contains"] = _ => new ContainsReward(),
+        ["json"] = _ => new JsonReward(),
+        ["overlong"] = o => new OverlongReward(o.MaxCompletionLength, o.Buffer, o.OverlongPenaltyFactor),
     };
 
     public static IReadOnlyCollection<string> Names => Builtins.Keys;
@@ -56,12 +61,18 @@ public static class RewardSpec
     /// Parses SPEC. <c>model:DIR</c> loads a reward model (a weight may follow the directory: <c>model:runs/rm:0.5</c>).
     /// Errors name <paramref name="option"/>, the command-line option the spec came from.
     /// </summary>
-    public static CompositeReward Parse(string spec, string option = "--reward")
+    public static CompositeReward Parse(string spec, string option = "--reward", RewardOptions? options = null)
     {
+        var o = (options ?? new RewardOptions()).Validate();
         var parts = new List<(IRewardFunction, double)>();
-        foreach (var item in spec.Split(',', StringSplitOptions.TrimEntries))
+        foreach (var item in TopLevelItems(spec))
         {
             var (name, weight) = SplitWeight(item, option);
+            if (name.StartsWith("format:", StringComparison.Ordinal))
+            {
+                parts.Add((new FormatReward(name["format:".Length..]), weight));
+                continue;
+            }
             if (name.StartsWith("model:", StringComparison.Ordinal))
             {
                 if (name.Length == "model:".Length) throw new PpoSharpException($"{option}: 'model:' needs a reward-model directory, as in model:runs/rm");
@@ -69,16 +80,33 @@ public static class RewardSpec
                 continue;
             }
             if (!Builtins.TryGetValue(name, out var make))
-                throw new PpoSharpException($"{option}: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, model:DIR");
-            parts.Add((make(), weight));
+                throw new PpoSharpException($"{option}: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, format:REGEX, model:DIR");
+            parts.Add((make(o), weight));
         }
         return new CompositeReward(parts);
     }
 
     /// <summary>The reward-model folders that SPEC names (its <c>model:DIR</c> parts), without loading them.</summary>
-    public static IEnumerable<string> ModelDirs(string spec) => spec.Split(',', StringSplitOptions.TrimEntries)
+    public static IEnumerable<string> ModelDirs(string spec) => TopLevelItems(spec)
         .Select(item => SplitWeight(item, "--reward").Name).Where(n => n.StartsWith("model:", StringComparison.Ordinal) && n.Length > "model:".Length)
         .Select(n => n["model:".Length..]);
+
+    /// <summary>The comma-separated items of a spec; commas inside (), [] or {} belong to a <c>format:REGEX</c>.</summary>
+    private static IEnumerable<string> TopLevelItems(string spec)
+    {
+        int depth = 0, start = 0;
+        for (int i = 0; i < spec.Length; i++)
+        {
+            if (spec[i] is '(' or '[' or '{') depth++;
+            else if (spec[i] is ')' or ']' or '}') depth = Math.Max(0, depth - 1);
+            else if (spec[i] == ',' && depth == 0)
+            {
+                yield return spec[start..i].Trim();
+                start = i + 1;
+            }
+        }
+        yield return spec[start..].Trim();
+    }
 
     /// <summary>"name:weight" -> (name, weight); a model path keeps its colons unless a number follows the last one.</summary>
     private static (string Name, double Weight) SplitWeight(string item, string option)
@@ -87,7 +115,42 @@ public static class RewardSpec
         if (i <= 0) return (item, 1);
         var suffix = item[(i + 1)..];
         if (double.TryParse(suffix, NumberStyles.Float, CultureInfo.InvariantCulture, out var w) && double.IsFinite(w)) return (item[..i], w);
-        if (item.StartsWith("model:", StringComparison.Ordinal)) return (item, 1);
+        if (item.StartsWith("model:", StringComparison.Ordinal) || item.StartsWith("format:", StringComparison.Ordinal)) return (item, 1);
         throw new PpoSharpException($"{option}: weight '{suffix}' of '{item[..i]}' is not a number");
+    }
+}
+
+/// <summary>
+/// Settings of the rewards that need more than a name: <c>overlong</c>'s budget. JSON keys as verl's DAPO recipe names
+/// them; <see cref="MaxCompletionLength"/> is the trainer's <c>max_new_tokens</c>.
+/// </summary>
+public sealed record RewardOptions
+{
+    /// <summary>The column that holds the label the rule rewards score against (default <c>solution</c>; GSM8K: <c>answer</c>).</summary>
+    public string SolutionColumn { get; init; } = "solution";
+
+    /// <summary>L_max of <see cref="OverlongReward"/>: the longest completion (default 256; the trainers use their max_completion_length / response_length).</summary>
+    public int MaxCompletionLength { get; init; } = 256;
+
+    /// <summary>L_cache: the length of the soft-penalty zone before L_max (default L_max / 4, at least 1).</summary>
+    public int? OverlongBufferLen { get; init; }
+
+    /// <summary>L_cache as used: <see cref="OverlongBufferLen"/>, else L_max / 4.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int Buffer => OverlongBufferLen ?? Math.Max(1, MaxCompletionLength / 4);
+
+    /// <summary>The penalty at L_max (default 1.0).</summary>
+    public double OverlongPenaltyFactor { get; init; } = 1.0;
+
+    /// <summary>Checks the keys; the message names the bad one.</summary>
+    public RewardOptions Validate()
+    {
+        if (string.IsNullOrWhiteSpace(SolutionColumn)) throw new PpoSharpException("solution_column must name a column");
+        if (MaxCompletionLength < 1) throw new PpoSharpException($"max_completion_length must be >= 1 (got {MaxCompletionLength})");
+        if (Buffer < 1 || Buffer > MaxCompletionLength)
+            throw new PpoSharpException($"overlong_buffer_len must be in [1, {MaxCompletionLength}] (the longest completion; got {Buffer})");
+        if (!double.IsFinite(OverlongPenaltyFactor) || OverlongPenaltyFactor < 0)
+            throw new PpoSharpException($"overlong_penalty_factor must be a finite number >= 0 (got {OverlongPenaltyFactor})");
+        return this;
     }
 }

@@ -85,7 +85,7 @@ public static class Evaluator
         {
             var batch = prompts.Skip(i).Take(batchSize).ToList();
             var outputs = Complete(model, tokenizer, batch, options);
-            var inputs = batch.Select((p, k) => new RewardInput(p.Messages, outputs[k].Text, p.Solutions, p.Source)).ToList();
+            var inputs = batch.Select((p, k) => new RewardInput(p.Messages, outputs[k].Text, p.Solutions, p.Source, outputs[k].Length, p.Columns)).ToList();
             var rewards = reward.Score(inputs);
             lengths.AddRange(outputs.Select(o => o.Length));
             var matches = batch.Select((p, k) => p.Solutions.Count > 0 && exact.Score([inputs[k]])[0] == 1).ToList();

@@ -59,6 +59,12 @@ public sealed record GrpoConfig : LoraKeys
     public double TopP { get; init; } = 1.0;
     /// <summary>Cap on generated tokens per completion (TRL's default 256).</summary>
     [Range(1, Check.MaxLength)] public int MaxCompletionLength { get; init; } = 16;
+    /// <summary>The <c>overlong</c> reward's soft-penalty zone before max_completion_length (DAPO's L_cache; default a quarter of it).</summary>
+    public int? OverlongBufferLen { get; init; }
+    /// <summary>The <c>overlong</c> reward's penalty at max_completion_length (default 1.0).</summary>
+    public double OverlongPenaltyFactor { get; init; } = 1.0;
+    /// <summary>The settings of the rewards that need more than a name (<c>overlong</c>).</summary>
+    public Rewards.RewardOptions RewardOptions() => new() { MaxCompletionLength = MaxCompletionLength, OverlongBufferLen = OverlongBufferLen, OverlongPenaltyFactor = OverlongPenaltyFactor };
     /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
     public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
     public ComputeDevice Device { get; init; } = ComputeDevice.Cpu;

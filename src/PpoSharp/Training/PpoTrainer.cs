@@ -301,7 +301,7 @@ public sealed partial class PpoTrainer : IDisposable
     private (Tensor Scores, Tensor? Gold) Score(IReadOnlyList<int> batch, Generation generation)
     {
         var texts = Evaluator.Decode(_tokenizer, generation);
-        var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source)).ToList();
+        var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source, texts[k].Length, _prompts[idx].Columns)).ToList();
         var device = generation.Responses.device;
         var (total, parts) = ScoreParts(inputs);
         _texts = new RolloutText(inputs.Select(x => x.Prompt).ToList(), inputs.Select(x => x.Response).ToList(), parts);
