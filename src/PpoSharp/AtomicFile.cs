@@ -13,6 +13,7 @@ public static class AtomicFile
         try
         {
             write(tmp);
+            FaultPoint.Reach("file-written", tmp);
             using (var f = new FileStream(tmp, FileMode.Open, FileAccess.Read)) f.Flush(flushToDisk: true);
             File.Move(tmp, path, overwrite: true);
         }
@@ -42,25 +43,32 @@ public static class AtomicFile
         string tmp = dir + ".tmp", old = dir + ".old";
         if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
         fill(tmp);
+        FaultPoint.Reach("folder-filled", tmp);
         if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
         if (Directory.Exists(dir)) Directory.Move(dir, old);
+        FaultPoint.Reach("folder-moved-aside", dir);
         Directory.Move(tmp, dir);
+        FaultPoint.Reach("folder-swapped", dir);
         if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
     }
 
     /// <summary>
     /// After a crash in <see cref="ReplaceFolder"/>: when <paramref name="dir"/> lacks <paramref name="marker"/> (the
-    /// file written last), the complete one of <c>DIR.tmp</c> (new) or <c>DIR.old</c> (previous) becomes DIR.
+    /// file written last), the complete one of <c>DIR.tmp</c> (new) or <c>DIR.old</c> (previous) becomes DIR; once DIR is
+    /// complete, the other leftovers are removed.
     /// </summary>
     public static void RecoverFolder(string dir, string marker)
     {
-        if (File.Exists(Path.Combine(dir, marker))) return;
-        foreach (var candidate in new[] { dir + ".tmp", dir + ".old" })
-        {
-            if (!File.Exists(Path.Combine(candidate, marker))) continue;
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-            Directory.Move(candidate, dir);
-            return;
-        }
+        if (!File.Exists(Path.Combine(dir, marker)))
+            foreach (var candidate in new[] { dir + ".tmp", dir + ".old" })
+            {
+                if (!File.Exists(Path.Combine(candidate, marker))) continue;
+                if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+                Directory.Move(candidate, dir);
+                break;
+            }
+        if (!File.Exists(Path.Combine(dir, marker))) return;
+        foreach (var leftover in new[] { dir + ".tmp", dir + ".old" })                     // what the crash left beside it
+            if (Directory.Exists(leftover)) Directory.Delete(leftover, recursive: true);
     }
 }

@@ -22,7 +22,7 @@ public class ReliabilityTests
 
     private static List<Dictionary<string, JsonElement>> Rows(string dir) => MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
 
-    private static void AssertSameMetrics(string expectedDir, string actualDir)
+    internal static void AssertSameMetrics(string expectedDir, string actualDir)
     {
         var expected = Rows(expectedDir);
         var actual = Rows(actualDir);
@@ -97,25 +97,50 @@ public class ReliabilityTests
         AssertSameMetrics(Uninterrupted.Value, dir);
     }
 
+    /// <summary>
+    /// A crash at each moment of the second checkpoint's write (iteration 4): with its tensors half-written in the
+    /// unfinished folder, complete but not yet renamed, renamed but <c>latest</c> not flipped, and flipped. The resume
+    /// continues from the last checkpoint <c>latest</c> names (never reading the unfinished one: no "unusable" warning)
+    /// and ends with the metrics, completions and model bytes of the uninterrupted run.
+    /// </summary>
+    [Theory]
+    [InlineData("checkpoint-filled", true, 3)]
+    [InlineData("checkpoint-filled", false, 3)]
+    [InlineData("checkpoint-renamed", false, 3)]
+    [InlineData("checkpoint-flipped", false, 5)]
+    public void CrashDuringCheckpointWrite_ResumeFromLastGoodCheckpoint_IdenticalRun(string moment, bool halfWritten, int resumeAt)
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "crashed");
+        var prompts = Jsonl.ReadPrompts(Prompts).Records;
+        using (var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, TextWriter.Null))
+            FaultInjectionTests.CrashAt(moment, 2, () => trainer.Train(dir), atCrash: folder =>
+            {
+                if (halfWritten) FaultInjectionTests.Halve(Path.Combine(folder, "model.safetensors"));
+            });
+        Assert.Equal($"step-{resumeAt - 1:D6}", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
+        var log = new StringWriter();
+        using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), prompts, Config, log))
+            resumed.Train(dir, resume: true);
+        Assert.DoesNotContain("unusable", log.ToString());
+        Assert.Contains($"resuming at iteration {resumeAt} of 6", log.ToString());
+        AssertSameMetrics(Uninterrupted.Value, dir);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        Assert.Equal(File.ReadAllLines(Path.Combine(Uninterrupted.Value, PpoTrainer.CompletionsFile)), File.ReadAllLines(Path.Combine(dir, PpoTrainer.CompletionsFile)));
+        Assert.Empty(Directory.GetDirectories(Path.Combine(dir, "checkpoints"), ".tmp-*"));
+    }
+
     [Fact]
     public void SigKill_MidRun_ThenResume_GivesIdenticalMetrics()
     {
         var dir = Path.Combine(TestSupport.TempDir(), "killed");
         string[] args = ["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir, .. PpoSets.SelectMany(s => new[] { "--set", s })];
-        using (var process = StartCli(args))
-        {
-            var latest = Path.Combine(dir, "checkpoints", "latest");
-            var clock = Stopwatch.StartNew();
-            while (!(File.Exists(latest) && File.ReadAllText(latest) == "step-000004") && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2))
-                Thread.Sleep(20);
-            Assert.False(process.HasExited, "the run finished before it could be killed");
-            process.Kill();                                                             // SIGKILL
-            process.WaitForExit();
-        }
-        Assert.True(Rows(dir).Count < 6);
+        KillAt(args, "iteration:6");                       // iterations 1-5 done, checkpoint at 4: row 5 is redone
+        Assert.Equal(5, Rows(dir).Count);
+        Assert.Equal("step-000004", File.ReadAllText(Path.Combine(dir, "checkpoints", "latest")));
         var (code, _, errors) = RunInProcess([.. args, "--resume"]);
         Assert.True(code == 0, errors);
         AssertSameMetrics(Uninterrupted.Value, dir);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
     }
 
     /// <summary>The CLI arguments of a short grpo or dpo run into <paramref name="dir"/>, with a checkpoint every few steps.</summary>
@@ -138,31 +163,43 @@ public class ReliabilityTests
     });
 
     [Theory]
-    [InlineData("grpo", "step-000004")]
-    [InlineData("dpo", "step-000020")]
-    [InlineData("ppo-lora", "step-000004")]
-    public void SigKill_MidRun_ThenResume_GivesIdenticalMetricsAndModel_GrpoDpoAndLora(string command, string killAt)
+    [InlineData("grpo", 5)]
+    [InlineData("dpo", 50)]
+    [InlineData("ppo-lora", 5)]
+    public void SigKill_MidRun_ThenResume_GivesIdenticalMetricsAndModel_GrpoDpoAndLora(string command, int killAt)
     {
         var full = Path.Combine(TestSupport.TempDir(), "full");
         var uninterrupted = RunInProcess(RunArgs(command, full));
         Assert.True(uninterrupted.Code == 0, uninterrupted.Err);
         var dir = Path.Combine(TestSupport.TempDir(), "killed");
-        using (var process = StartCli(RunArgs(command, dir)))
-        {
-            var latest = Path.Combine(dir, "checkpoints", "latest");
-            var clock = Stopwatch.StartNew();
-            while (!(File.Exists(latest) && File.ReadAllText(latest) == killAt) && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2))
-                Thread.Sleep(5);
-            Assert.False(process.HasExited, "the run finished before it could be killed");
-            process.Kill();                                                             // SIGKILL
-            process.WaitForExit();
-        }
-        Assert.True(Rows(dir).Count < Rows(full).Count);
+        KillAt(RunArgs(command, dir), $"iteration:{killAt + 1}");
+        Assert.Equal(killAt, Rows(dir).Count);
         var (code, _, errors) = RunInProcess([.. RunArgs(command, dir), "--resume"]);
         Assert.True(code == 0, errors);
         AssertSameMetrics(full, dir);
         foreach (var file in command == "ppo-lora" ? new[] { "adapter_model.safetensors", "critic/adapter_model.safetensors" } : ["model.safetensors"])
             Assert.Equal(File.ReadAllBytes(Path.Combine(full, file)), File.ReadAllBytes(Path.Combine(dir, file)));
+    }
+
+    /// <summary>
+    /// The README's DPO promise: the reference log-probs are computed once and read back by <c>--resume</c>, so a run
+    /// killed with 1 thread and resumed with the machine's count uses the first part's very values (the file is
+    /// neither rewritten nor changed). Bit-identical weights are promised only for the same count (the test above).
+    /// </summary>
+    [Fact]
+    public void Dpo_ResumedWithAnotherThreadCount_ReadsBackTheFirstPartsReferenceLogps()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "dpo");
+        KillAt([.. RunArgs("dpo", dir), "--threads", "1"], "iteration:31");                // checkpoint at step 20
+        var reference = Path.Combine(dir, DpoTrainer.ReferenceFile);
+        var (bytes, written) = (File.ReadAllBytes(reference), File.GetLastWriteTimeUtc(reference));
+        Assert.Equal(1, Rows(dir)[0]["threads"].GetInt32());
+        var (code, _, errors) = RunInProcess([.. RunArgs("dpo", dir), "--resume"]);       // PPOSHARP_THREADS: every core
+        Assert.True(code == 0, errors);
+        Assert.Equal(bytes, File.ReadAllBytes(reference));
+        Assert.Equal(written, File.GetLastWriteTimeUtc(reference));
+        Assert.Equal(Environment.ProcessorCount, Rows(dir)[^1]["threads"].GetInt32());
+        Assert.Equal(60, Rows(dir).Count);
     }
 
     [Fact]
@@ -229,9 +266,29 @@ public class ReliabilityTests
         Assert.Contains("no checkpoint to resume from", errors);
     }
 
-    private static Process StartCli(string[] args)
+    /// <summary>
+    /// Runs the CLI in a child process that blocks at <paramref name="moment"/> (the test seam <see cref="FaultPoint"/>,
+    /// e.g. <c>iteration:6</c>: before iteration 6 starts) and SIGKILLs it there, so the kill point cannot race the run.
+    /// </summary>
+    internal static void KillAt(string[] args, string moment)
+    {
+        using var process = StartCli(args, moment);
+        var blocked = Task.Run(() =>
+        {
+            for (string? line; (line = process.StandardError.ReadLine()) != null;)
+                if (line.StartsWith($"{FaultPoint.Variable}: blocked at {moment}", StringComparison.Ordinal)) return true;
+            return false;
+        });
+        bool reached = blocked.Wait(TimeSpan.FromMinutes(3)) && blocked.Result;
+        if (!process.HasExited) process.Kill();                                         // SIGKILL
+        process.WaitForExit();
+        Assert.True(reached, $"the run ended (exit code {process.ExitCode}) without reaching {moment}");
+    }
+
+    internal static Process StartCli(string[] args, string? blockAt = null)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        if (blockAt is not null) start.Environment[FaultPoint.Variable] = blockAt;
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
         var process = Process.Start(start)!;

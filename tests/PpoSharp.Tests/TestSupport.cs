@@ -39,12 +39,14 @@ internal sealed class StopOnCall(PpoSharp.Training.StopSignal stop, int n) : Ppo
 
 public static class TestSupport
 {
-    public static string TempDir()
-    {
-        var dir = Path.Combine(Path.GetTempPath(), "ppo-sharp-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        return dir;
-    }
+    /// <summary>
+    /// A new empty folder for the running test, deleted once the test has passed and its class has finished, kept when
+    /// it fails (see <see cref="TempFolders"/>). Data built once for a class (a static Lazy) may live here too.
+    /// </summary>
+    public static string TempDir() => TempFolders.New();
+
+    /// <summary>A new empty folder for data that several test classes share; deleted when the run ends.</summary>
+    public static string SharedTempDir() => TempFolders.Shared();
 
     public static string WriteLines(string dir, string name, params string[] lines)
     {
@@ -98,7 +100,7 @@ public static class TestSupport
 
     private static string TrainSort(double noise, int steps)
     {
-        var dir = TempDir();
+        var dir = SharedTempDir();
         TaskData.Write(new SortLettersTask(), Path.Combine(dir, "data"), 2000, 100, noise, seed: 3);
         var records = Jsonl.ReadChat(Path.Combine(dir, "data", TaskData.SftFile)).Records;
         Demo.RunSft(records, null, Path.Combine(dir, "model"), TinySft(steps), TextWriter.Null);

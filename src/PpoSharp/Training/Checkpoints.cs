@@ -51,13 +51,16 @@ public static class Checkpoints
         Directory.CreateDirectory(tmp);
         write(tmp);
         foreach (var f in Directory.GetFiles(tmp)) Flush(f);
+        FaultPoint.Reach("checkpoint-filled", tmp);
         var final = Path.Combine(root, name);
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
         Directory.Move(tmp, final);
+        FaultPoint.Reach("checkpoint-renamed", final);
         var pointer = Path.Combine(root, Latest);
         File.WriteAllText(pointer + ".tmp", name);
         Flush(pointer + ".tmp");
         File.Move(pointer + ".tmp", pointer, overwrite: true);
+        FaultPoint.Reach("checkpoint-flipped", final);
         foreach (var old in Complete(root).Skip(keep)) Directory.Delete(old, recursive: true);
         return final;
     }

@@ -58,6 +58,7 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
         {
             for (int i = start; i <= Total; i++)
             {
+                FaultPoint.Reach("iteration", OutDir);
                 var row = step(i);
                 row[ElapsedKey] = elapsed = before + clock.Elapsed.TotalSeconds;
                 row["threads"] = TorchSharp.torch.get_num_threads();
