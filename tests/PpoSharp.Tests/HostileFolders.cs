@@ -18,7 +18,7 @@ internal static class HostileFolders
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> Unpacked = new();
 
     /// <summary>A fixture of HfData/models unpacked once per test run (read only: spoil a <see cref="Copy"/>).</summary>
-    public static string Fixture(string name) => Unpacked.GetOrAdd(name, n => new(() => TestSupport.HfModel(n))).Value;
+    public static string Fixture(string name) => Unpacked.GetOrAdd(name, n => new(() => TestSupport.HfModel(n, shared: true))).Value;
 
     /// <summary>A fresh copy of an unpacked fixture, in a folder of its own named like the fixture.</summary>
     public static string Copy(string name)

@@ -57,12 +57,13 @@ public static class TestSupport
 
     /// <summary>
     /// A copy of a tiny Hugging Face model folder from HfData/models (random weights, real tokenizer, reference outputs
-    /// in expected.json) in a temporary directory, with its gzipped tokenizer.json unpacked.
+    /// in expected.json) in a temporary directory, with its gzipped tokenizer.json unpacked; <paramref name="shared"/> for a
+    /// copy that several test classes use (kept until the run ends, see <see cref="SharedTempDir"/>).
     /// </summary>
-    public static string HfModel(string name)
+    public static string HfModel(string name, bool shared = false)
     {
         var source = Path.Combine(AppContext.BaseDirectory, "HfData", "models", name);
-        var dir = Path.Combine(TempDir(), name);
+        var dir = Path.Combine(shared ? SharedTempDir() : TempDir(), name);
         Directory.CreateDirectory(dir);
         foreach (var file in Directory.GetFiles(source))
         {
