@@ -222,7 +222,7 @@ public class BadInputTests
         { "--out is a model: reward folder", ["grpo", "--init", "{policy}", "--data", "{prompts}", "--reward", "model:{policy}", "--out", "{policy}", "--force"], "is the --reward model: folder" },
         { "--out is the --critic-init folder", ["ppo", "--init", "{policy}", "--data", "{prompts}", "--reward", "edit-distance", "--critic-init", "{policy}", "--out", "{policy}", "--resume"], "is the --critic-init folder" },
         { "--out holds the --data file, with --force", ["sft", "--data", "{data}/sft.jsonl", "--out", "{data}", "--force"], "holds the --data input" },
-        { "dpo: --out holds the --init folder", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{policy}/..", "--force"], "holds the --init input" },
+        { "dpo: --out holds its inputs", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{policy}/..", "--force"], "/.. holds the --data input " },
         { "export into its own adapter folder", ["export", "--model", "{adapter:clean}", "--out", "{adapter:clean}", "--force"], "is the --model folder" },
         { "steps out of int's range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "steps=99999999999"], "--set steps=99999999999: 'steps' is out of range: expected an integer from 1 to 100000000 (got 99999999999)" },
         { "batch_size out of range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "batch_size=100000000"], "'batch_size' is out of range: expected an integer from 1 to 65536 (got 100000000)" },
