@@ -22,7 +22,7 @@ public static class Cli
     {
         var output = stdout ?? Console.Out;
         var errors = stderr ?? Console.Error;
-        var root = new RootCommand("PpoSharp: RLHF (SFT, reward model, PPO, DPO) for causal language models on TorchSharp");
+        var root = new RootCommand("PpoSharp: RLHF for causal language models on TorchSharp: SFT, reward models, PPO, GRPO (RLOO, REINFORCE++), DPO, LoRA adapters, export to Hugging Face folders");
         var threads = new Option<int?>("--threads")
         {
             Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns",
@@ -117,8 +117,13 @@ internal static partial class Commands
 /// <summary>Options shared by the training commands.</summary>
 internal sealed class TrainingOptions
 {
-    public readonly Option<string?> Config = new("--config") { Description = "JSON file of config keys (snake_case)" };
-    public readonly Option<string[]> Set = new("--set") { Description = "override one config key: --set key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
+    public readonly Option<string?> Config = new("--config") { Description = "JSON or YAML (.yaml, .yml) file of config keys (snake_case; TRL's names below work too)" };
+    public readonly Option<string[]> Set = new("--set")
+    {
+        Description = "override one config key: --set key=value (repeatable). TRL's names are accepted: " +
+            string.Join(", ", ConfigLoader.Aliases.Select(a => $"{a.Key} ({a.Value})")) + "; max_steps and per_device_train_batch_size in sft, rm and dpo only",
+        AllowMultipleArgumentsPerToken = false,
+    };
     public readonly Option<int?> Seed = new("--seed") { Description = "random seed (overrides the config's seed)" };
     public readonly Option<bool> Force = new("--force") { Description = "start over in a non-empty --out directory (its metrics and checkpoints are removed)" };
     public readonly Option<bool> Resume = new("--resume") { Description = "continue the run in --out from its newest usable checkpoint" };
@@ -135,7 +140,7 @@ internal sealed class TrainingOptions
     }
 
     /// <summary>The config: TRL-like defaults when <paramref name="init"/> is a pretrained Hugging Face model, the built-in ones otherwise; then --config and --set.</summary>
-    public SftConfig Sft(ParseResult r, string? init) => Load(r, Tokenizers.IsPretrained(init) ? SftConfig.Pretrained : new SftConfig(), c => c.Validate());
+    public SftConfig Sft(ParseResult r, string? init) => Load(r, Tokenizers.IsPretrained(init) ? SftConfig.Pretrained : new SftConfig(), c => c.Validate(), loraDefault: init is not null);
 
     public PpoConfig Ppo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? PpoConfig.Pretrained : new PpoConfig(), c => c.Validate());
 
@@ -169,16 +174,29 @@ internal sealed class TrainingOptions
         var records = read(r.GetValue(data)!, r.GetValue(SkipInvalid));
         InvalidRecords.Report(records.Skipped, errors);
         RunDirectory.CheckOutput(dir, r.GetValue(Force), resume);
+        if (Note is not null) job.Note = $"{job.Command}: {Note}";
         using var stop = StopSignal.Listen();
         RunDirectory.CleanUpFailedStart(dir, resume, () => { train(records.Records, dir, stop); return 0; });
         return 0;
     }
 
-    private T Load<T>(ParseResult r, T defaults, Func<T, T> validate, IEnumerable<string>? extra = null) where T : class
+    /// <summary>What the run's first lines say about a default chosen for the user (the LoRA learning rate), or null.</summary>
+    public string? Note { get; private set; }
+
+    /// <summary>
+    /// The config from <paramref name="defaults"/>, --config and --set; a LoRA run (lora_r &gt; 0) given no lr trains at
+    /// <see cref="LoraKeys.DefaultLrScale"/> x the default lr, which <see cref="Note"/> then says.
+    /// </summary>
+    private T Load<T>(ParseResult r, T defaults, Func<T, T> validate, IEnumerable<string>? extra = null, bool loraDefault = true) where T : class
     {
         var sets = (extra ?? []).Concat(r.GetValue(Set) ?? []).ToList();
         if (r.GetValue(Seed) is int seed) sets.Add($"seed={seed}");
-        return ConfigLoader.Load(defaults, r.GetValue(Config), sets, validate);
+        var config = ConfigLoader.Load(defaults, r.GetValue(Config), sets, validate);
+        if (!loraDefault || config is not LoraKeys { LoraR: > 0 } lora || ConfigLoader.Gives(r.GetValue(Config), sets, "lr")
+            || JsonSerializer.SerializeToNode(defaults, Json.Options)?["lr"]?.GetValue<double>() is not double full) return config;
+        double lr = full * LoraKeys.DefaultLrScale;
+        Note = $"LoRA (lora_r {lora.LoraR}) and no lr given: lr {lr:0.#########}, {LoraKeys.DefaultLrScale:G}x the full-model default {full:0.#########} (set lr to choose)";
+        return ConfigLoader.Load(defaults, r.GetValue(Config), [.. sets, $"lr={lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"], validate);
     }
 }
 
@@ -303,7 +321,7 @@ internal static partial class Commands
     {
         var ensemble = new Option<int?>("--ensemble") { Description = "train N reward models (seeds seed .. seed + N - 1) as an ensemble scored mean - k std (key ensemble; k: ensemble_k, default 1)" };
         var c = PairCommand("rm",
-            "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)",
+            "reward model from preference pairs, Bradley-Terry loss (a linear score head on a pretrained model, as transformers' *ForSequenceClassification; an MLP head on a built-in one)",
             "run directory of the SFT model whose backbone the reward model starts from", output, errors,
             (o, r, init) => o.Rm(r, init, r.GetValue(ensemble) is int n ? [$"ensemble={n}"] : []),
             (records, config, p) => Training.Demo.RunRm(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));

@@ -19,29 +19,35 @@ internal static partial class Commands
         var promptIds = new Option<string?>("--prompt-ids") { Description = "token ids fed as they are, e.g. 1,2,3" };
         var system = new Option<string?>("--system") { Description = "a system message before the user message" };
         var raw = new Option<bool>("--raw") { Description = "encode --prompt as plain text (with the tokenizer's BOS where it adds one), no chat template" };
-        var json = new Option<bool>("--json") { Description = "print one JSON object: prompt_ids, ids (new), text, logprobs (log p of each new id at temperature 1)" };
+        var json = new Option<bool>("--json") { Description = "print one JSON object: prompt_ids, ids (new), text, logprobs (log p of each new id at temperature 1), sampling (the settings used and where they came from)" };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 32 };
-        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default)", DefaultValueFactory = _ => 0.0 };
-        var topK = new Option<int>("--top-k") { DefaultValueFactory = _ => 0 };
-        var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
+        var greedy = new Option<bool>("--greedy") { Description = "decode greedily, whatever generation_config.json says" };
+        var temperature = new Option<double?>("--temperature") { Description = "sample at this temperature (0 = greedy); default: generation_config.json's settings, as transformers uses them (greedy when it has no do_sample: true)" };
+        var topK = new Option<int?>("--top-k") { Description = "sample from the k most likely tokens (0 = all; default: generation_config.json's, transformers' 50 where it sets none)" };
+        var topP = new Option<double?>("--top-p") { Description = "nucleus sampling threshold (default: generation_config.json's, else 1)" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
         var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
-        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, temperature, topK, topP, seed, dtype, device, kwargs };
+        var c = new Command("generate", "one completion of a prompt") { model, prompt, promptIds, system, raw, json, maxNew, greedy, temperature, topK, topP, seed, dtype, device, kwargs };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
-            Check.AtLeast(r.GetValue(temperature), 0, "--temperature");
-            Check.AtLeast(r.GetValue(topK), 0, "--top-k");
-            if (!(r.GetValue(topP) is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {r.GetValue(topP)})");
+            if (r.GetValue(temperature) is double tg) Check.AtLeast(tg, 0, "--temperature");
+            if (r.GetValue(topK) is int kg) Check.AtLeast(kg, 0, "--top-k");
+            if (r.GetValue(topP) is double pg && !(pg is > 0 and <= 1)) throw new PpoSharpException($"--top-p must be in (0, 1] (got {pg})");
+            var settings = GenerationSettings.Resolve(r.GetValue(model)!, r.GetValue(greedy), r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP));
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
             var ids = PromptIds(tokenizer, r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(system), r.GetValue(raw));
             (tokenizer as CharTokenizer)?.WarnUnknown(errors);
-            double t = r.GetValue(temperature);
-            var options = new SamplingOptions(r.GetValue(maxNew), t == 0 ? 1 : t, r.GetValue(topK), r.GetValue(topP), Greedy: t == 0);
             using var generator = new torch.Generator((ulong)r.GetValue(seed));
-            var completion = Inspection.Complete(policy, tokenizer, ids, options, generator);
-            output.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(completion, Json.Compact) : completion.Text);
+            var completion = Inspection.Complete(policy, tokenizer, ids, settings.Options(r.GetValue(maxNew)), generator);
+            if (!r.GetValue(json)) output.WriteLine(completion.Text);
+            else
+            {
+                var o = JsonSerializer.SerializeToNode(completion, Json.Compact)!.AsObject();
+                o["sampling"] = JsonSerializer.SerializeToNode(settings, Json.Compact);
+                output.WriteLine(o.ToJsonString(Json.Compact));
+            }
             return 0;
         });
         return c;

@@ -149,7 +149,7 @@ public class BadInputTests
         { "dpo: pair without chosen", ["dpo", "--data", "@pair-missing-chosen.jsonl", "--init", "{policy}", "--out", "{out}"], "pair-missing-chosen.jsonl:1: missing field 'chosen'" },
         { "dpo: label smoothing with the hinge loss", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "loss_type=hinge", "--set", "label_smoothing=0.1"], "label_smoothing applies to loss_type sigmoid and robust only, not hinge; set it to 0" },
         { "config file truncated", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-truncated.json"], "config-truncated.json: invalid JSON" },
-        { "config file with unknown key", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-unknown-key.json"], "config-unknown-key.json: unknown key 'learning_rate'; allowed: iterations" },
+        { "config file with unknown key", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-unknown-key.json"], "config-unknown-key.json: unknown key 'learnig_rate' (did you mean 'learning_rate'?); allowed: iterations" },
         { "config enum value", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--config", "@config-bad-enum.json"], "config-bad-enum.json: 'critic' expects one of separate, shared" },
         { "config not an object", ["sft", "--data", "{prompts}", "--out", "{out}", "--config", "@config-not-object.json"], "config-not-object.json: a config file must hold one JSON object" },
         { "unknown --set key", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "clip_range=0.2"], "--set clip_range=0.2: unknown key 'clip_range'" },
@@ -222,13 +222,27 @@ public class BadInputTests
         { "--out is a model: reward folder", ["grpo", "--init", "{policy}", "--data", "{prompts}", "--reward", "model:{policy}", "--out", "{policy}", "--force"], "is the --reward model: folder" },
         { "--out is the --critic-init folder", ["ppo", "--init", "{policy}", "--data", "{prompts}", "--reward", "edit-distance", "--critic-init", "{policy}", "--out", "{policy}", "--resume"], "is the --critic-init folder" },
         { "--out holds the --data file, with --force", ["sft", "--data", "{data}/sft.jsonl", "--out", "{data}", "--force"], "holds the --data input" },
-        { "dpo: --out holds the --init folder", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{policy}/..", "--force"], "holds the --init input" },
+        { "dpo: --out holds its inputs", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{policy}/..", "--force"], "/.. holds the --data input " },
         { "export into its own adapter folder", ["export", "--model", "{adapter:clean}", "--out", "{adapter:clean}", "--force"], "is the --model folder" },
         { "steps out of int's range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "steps=99999999999"], "--set steps=99999999999: 'steps' is out of range: expected an integer from 1 to 100000000 (got 99999999999)" },
         { "batch_size out of range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "batch_size=100000000"], "'batch_size' is out of range: expected an integer from 1 to 65536 (got 100000000)" },
         { "grpo: iterations out of range", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "iterations=2147483648"], "'iterations' is out of range: expected an integer from 1 to 100000000 (got 2147483648)" },
         { "dpo: batch larger than the data", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "batch_size=60000"], "batch_size 60000 is larger than the data: " },
         { "ppo: batch larger than the prompts", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "batch_size=65536", "--set", "num_mini_batches=1"], "batch_size 65536 is larger than the data: " },
+        { "TRL key of a missing feature", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "gradient_accumulation_steps=4"], "--set gradient_accumulation_steps=4: TRL's 'gradient_accumulation_steps' is not supported: each optimizer step takes one batch" },
+        { "TRL alias with a bad value", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "learning_rate=fast"], "--set learning_rate=fast: 'lr' expects a number" },
+        { "TRL alias out of range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "max_steps=0"], "steps must be > 0 (got 0)" },
+        { "TRL batch name in grpo", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "per_device_train_batch_size=8"], "unknown key 'per_device_train_batch_size': TRL counts completions with it; here iterations counts rollout rounds and batch_size prompts per round" },
+        { "misspelt key", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "num_generation=4"], "unknown key 'num_generation' (did you mean 'num_generations'" },
+        { "YAML config: syntax error", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--config", "@config-broken.yaml"], "config-broken.yaml:3: invalid YAML (" },
+        { "YAML config: unknown key", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--config", "@config-unknown-key.yaml"], "config-unknown-key.yaml: unknown key 'lerning_rate' (did you mean 'learning_rate'?)" },
+        { "YAML config: quoted number", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--config", "@config-quoted-number.yaml"], "config-quoted-number.yaml: 'steps' expects an integer" },
+        { "YAML config: a list at the top", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--config", "@config-list.yaml"], "config-list.yaml: a config file must hold one mapping of keys to values" },
+        { "YAML config: key twice", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--config", "@config-duplicate.yaml"], "config-duplicate.yaml:3: invalid YAML (Duplicate key" },
+        { "grpo: completions longer than the context", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "max_completion_length=1000000"], "max_completion_length 1000000 does not fit in the model's context_length 32, which prompt and completion share (set at most 31)" },
+        { "max_length longer than the context", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "max_length=100"], "max_length 100 is longer than the model's context_length 64" },
+        { "warmup_ratio above 1", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "warmup_ratio=1.5"], "warmup_ratio must be in [0, 1] (got 1.5)" },
+        { "training checkpoint as a model", ["generate", "--model", "{checkpoint}", "--prompt", "sort: ba"], "config.json: missing (a model directory needs config.json); it is a training checkpoint of the run " },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 
@@ -239,6 +253,7 @@ public class BadInputTests
         var resolved = args.Select(a => a
             .Replace("{out}", outDir).Replace("{policy}", Policy).Replace("{prompts}", Prompts)
             .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data"))
+            .Replace("{checkpoint}", Directory.GetDirectories(Path.Combine(Policy, Training.Checkpoints.Folder), "step-*")[0])
             .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]]
                 : a.StartsWith("{adapter:") ? SpoiledAdapters.Value[a[9..^1]] : a).ToArray();
         var stdout = new StringWriter();

@@ -31,8 +31,8 @@ public class ConfigTests
     [Fact]
     public void UnknownKey_IsRejectedWithAllowedKeys()
     {
-        var e = Assert.Throws<PpoSharpException>(() => Load(null, "learning_rate=1"));
-        Assert.StartsWith("--set learning_rate=1: unknown key 'learning_rate'; allowed: steps, batch_size, lr", e.Message);
+        var e = Assert.Throws<PpoSharpException>(() => Load(null, "warmup=1"));
+        Assert.StartsWith("--set warmup=1: unknown key 'warmup'; allowed: steps, batch_size, lr", e.Message);
     }
 
     [Theory]

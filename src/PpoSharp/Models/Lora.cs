@@ -88,6 +88,14 @@ public sealed class LoraAdapter : Module
     private readonly Dictionary<(int Layer, string Module), int[]> _byModule;
 
     public LoraSettings Settings { get; }
+
+    /// <summary>The largest |B| over every site: 0 as initialised (peft's B = 0), so a measure of how far training moved the adapters.</summary>
+    public double MaxAbsB()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        return sites.Max(s => (double)s.B.abs().max().item<float>());
+    }
     public IReadOnlyList<LoraSite> Sites { get; }
 
     public LoraAdapter(Decoder baseModel, LoraSettings settings) : base("lora")

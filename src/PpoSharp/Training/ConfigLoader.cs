@@ -40,6 +40,7 @@ public static class ConfigLoader
     private static JsonObject ReadFile(string file)
     {
         if (!File.Exists(file)) throw new PpoSharpException($"{file}: config file not found");
+        if (Path.GetExtension(file).ToLowerInvariant() is ".yaml" or ".yml") return YamlConfig.Read(file);
         try
         {
             return JsonNode.Parse(File.ReadAllText(file)) as JsonObject
@@ -75,8 +76,12 @@ public static class ConfigLoader
                 origin[prefix + rawKey] = from;
                 continue;
             }
-            if (!target.ContainsKey(key))
-                throw new PpoSharpException($"{from}: unknown key '{prefix}{key}'; allowed: {string.Join(", ", target.Select(kv => prefix + kv.Key))}");
+            if (!target.ContainsKey(key) && Alias(target, key) is string own)
+            {
+                Merge(target, new JsonObject { [dot > 0 ? own + rawKey[dot..] : own] = value?.DeepClone() }, from, origin, maps, prefix);
+                continue;
+            }
+            if (!target.ContainsKey(key)) throw new PpoSharpException(Unknown(target, key, from, prefix));
             if (dot > 0 && target[key] is JsonObject section)
                 Merge(section, new JsonObject { [rawKey[(dot + 1)..]] = value?.DeepClone() }, from, origin, maps, $"{prefix}{key}.");
             else if (value is JsonObject nested && target[key] is JsonObject existing)
@@ -87,6 +92,54 @@ public static class ConfigLoader
                 origin[prefix + key] = from;
             }
         }
+    }
+
+    /// <summary>
+    /// TRL's names (transformers' TrainingArguments, SFTConfig, DPOConfig, RewardConfig) for keys PpoSharp spells its own way:
+    /// the same setting with the same meaning, accepted in --config files and --set. The batch and step names apply to the
+    /// step-based trainers (sft, rm, dpo) only: in TRL's GRPO and PPO they count completions and optimizer steps, while
+    /// batch_size and iterations here count prompts and rollout rounds.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> Aliases = new Dictionary<string, string>
+    {
+        ["learning_rate"] = "lr", ["max_steps"] = "steps", ["per_device_train_batch_size"] = "batch_size",
+        ["save_steps"] = "checkpoint_every", ["save_total_limit"] = "keep_checkpoints", ["eval_steps"] = "eval_every",
+    };
+
+    /// <summary>TRL keys of features PpoSharp does not have, with what to do instead: refused rather than silently ignored.</summary>
+    private static readonly Dictionary<string, string> Unsupported = new()
+    {
+        ["gradient_accumulation_steps"] = "each optimizer step takes one batch of batch_size; raise batch_size instead (the memory check says what fits)",
+        ["num_train_epochs"] = "training runs for steps (max_steps) batches drawn from the data; set steps to epochs x records / batch_size",
+        ["logging_steps"] = "every step is logged to metrics.jsonl and TensorBoard",
+        ["lr_scheduler_type"] = "the schedule is linear warm-up then cosine decay to min_lr_ratio x lr (TRL's \"cosine_with_min_lr\")",
+        ["per_device_eval_batch_size"] = "held-out batches are fixed in size",
+    };
+
+    /// <summary>Whether the config file or a --set gives <paramref name="key"/> (top level, under its own name or a TRL alias).</summary>
+    public static bool Gives(string? file, IEnumerable<string> sets, string key)
+    {
+        var names = Aliases.Where(a => a.Value == key).Select(a => a.Key).Append(key).ToHashSet();
+        return sets.Any(s => names.Contains(s.Split('=')[0].Trim())) || file is not null && ReadFile(file).Any(p => names.Contains(p.Key));
+    }
+
+    /// <summary>The key that a TRL alias stands for, where this config has it.</summary>
+    private static string? Alias(JsonObject target, string key) =>
+        Aliases.TryGetValue(key, out var own) && target.ContainsKey(own) && !(target.ContainsKey("iterations") && key is "max_steps" or "per_device_train_batch_size") ? own : null;
+
+    /// <summary>The message for an unknown key: what TRL's key means here, or the closest names ("did you mean"), then the allowed keys.</summary>
+    private static string Unknown(JsonObject target, string key, string from, string prefix)
+    {
+        var allowed = string.Join(", ", target.Select(kv => prefix + kv.Key));
+        if (Unsupported.TryGetValue(key, out var instead)) return $"{from}: TRL's '{key}' is not supported: {instead}";
+        if (key is "max_steps" or "per_device_train_batch_size" && target.ContainsKey("iterations"))
+            return $"{from}: unknown key '{prefix}{key}': TRL counts {(key == "max_steps" ? "optimizer steps" : "completions")} with it; here iterations counts rollout rounds and batch_size prompts per round";
+        var names = target.Select(kv => kv.Key).Concat(Aliases.Keys.Where(a => Alias(target, a) is not null)).ToList();
+        var close = names.Select(n => (Name: n, Distance: Rewards.EditDistance.Levenshtein([.. key], [.. n])))
+            .Where(p => p.Distance <= Math.Max(2, key.Length / 3) || p.Name.Contains(key, StringComparison.Ordinal) && key.Length >= 3)
+            .OrderBy(p => p.Distance).Take(3).Select(p => $"'{prefix}{p.Name}'").ToList();
+        var hint = close.Count > 0 ? $" (did you mean {string.Join(" or ", close)}?)" : "";
+        return $"{from}: unknown key '{prefix}{key}'{hint}; allowed: {allowed}";
     }
 
     /// <summary>A --set value: JSON when it parses (numbers, true/false, quoted strings), else the raw text as a string.</summary>

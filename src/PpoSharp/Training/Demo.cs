@@ -32,7 +32,7 @@ public sealed record DemoConfig
     /// <summary>LoRA rank of ppo-lora and grpo-lora (their other keys, lora_alpha and lora_target_modules, are the ppo and grpo sections').</summary>
     public int LoraR { get; init; } = 8;
     /// <summary>ppo-lora and grpo-lora train at this multiple of the ppo and grpo learning rates (LoRA's rule of thumb: about 10x full fine-tuning's).</summary>
-    public double LoraLrScale { get; init; } = 10;
+    public double LoraLrScale { get; init; } = LoraKeys.DefaultLrScale;
     public SftConfig Sft { get; init; } = new();
     public RmConfig Rm { get; init; } = new() { Steps = 300 };
     public PpoConfig Ppo { get; init; } = new();
@@ -196,11 +196,14 @@ public static class Demo
             model = new Decoder(config.ModelConfig(tokenizer.VocabSize));
         }
         var invalid = new InvalidRecords(skipInvalid);
-        var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid);
+        var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid, config.MaxLength);
+        if (config.MaxLength is int cut && examples.Count(e => e.Ids.Length == cut) is int n and > 0)
+            log.WriteLine($"sft: max_length {cut}: records of {cut} tokens or more are cut to {cut} ({n} of {examples.Count} records are {cut} tokens now)");
         ReportInputs(invalid, tokenizer, log);
         CheckBatch("sft", config, examples.Count, model, examples.Select(e => e.Ids.Length - 1), 1, logits: true, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
+        job?.Announce(log);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
     }
 
@@ -236,6 +239,7 @@ public static class Demo
         var (_, spec) = RunDirectory.ReadModel(initDir);                                 // inputs checked before anything is written
         RewardTrainer.Tokenize(records, RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs)), spec.ContextLength, new InvalidRecords(skipInvalid));
         RunDirectory.PrepareOutput(outDir, force, resume, job);
+        job?.Announce(log);
         var members = Enumerable.Range(0, config.Ensemble).Select(k => $"member-{k}").ToList();
         var evals = members.Select((m, k) =>
         {
@@ -261,6 +265,7 @@ public static class Demo
         CheckBatch("rm", config, pairs.Count, model, pairs.Select(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), 2, logits: false, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
+        job?.Announce(log);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
     }
 
@@ -280,6 +285,7 @@ public static class Demo
         var device = config.Device.Resolve();
         policy.to(device);
         RunDirectory.PrepareOutput(outDir, force, resume, job);
+        job?.Announce(log);
         var trainer = new DpoTrainer(config, log);
         Decoder? reference = null;
         try { pairs = trainer.AttachReference(pairs, () => policy.Base ?? (reference = RunDirectory.LoadPolicyModel(initDir).to(device)), tokenizer.Special.Pad, outDir, resume); }
@@ -325,6 +331,7 @@ public static class Demo
         ReportInputs(invalid, trainer.Tokenizer, log);
         trainer.CheckBatch();
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
+        job?.Announce(log);
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, maxNewTokens);
         var before = trainer.InitialHeldOut = Eval();

@@ -192,7 +192,7 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         int pad = tokenizer.Special.Pad;
         log.WriteLine($"dpo: {train.Count} training pairs, {heldOut.Count} held out; beta {config.Beta}, loss {OptionNames.Of(config.LossType)}");
         using var optimizer = Optimization.AdamW(policy, config.Lr, config.WeightDecay, 0.9, 0.99);
-        var run = new SupervisedRun(config, policy, optimizer, _guard);
+        var run = new SupervisedRun(config, policy, optimizer, _guard, new LoraMotion(log, "dpo", config.Lr));
         DpoEval? eval = null;
         policy.train();
         double seconds = new ResumableLoop("dpo", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,

@@ -15,6 +15,12 @@ public abstract record LoraKeys
     /// <summary>"" for peft's default of the architecture, "all-linear", or comma-separated module names (q_proj,v_proj).</summary>
     public string LoraTargetModules { get; init; } = "";
 
+    /// <summary>
+    /// A LoRA run given no lr trains at this multiple of the config's full-model default (LoRA's rule of thumb: about 10x;
+    /// TRL's LoRA recipes use about 1e-4 for SFT against 2e-5 for full fine-tuning). At the full-model rate adapters barely move.
+    /// </summary>
+    public const double DefaultLrScale = 10;
+
     /// <summary>The LoRA keys as one value.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public Models.LoraSettings Lora => new(LoraR, LoraAlpha, LoraDropout, LoraTargetModules);

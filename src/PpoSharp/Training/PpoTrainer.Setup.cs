@@ -50,6 +50,9 @@ public sealed partial class PpoTrainer
         Dictionary<string, System.Text.Json.JsonElement> chatKwargs, bool needReference, TextWriter log, Device device)
     {
         lora.Validate();
+        if (Models.Hf.PeftAdapter.IsAdapter(initDir))
+            log.WriteLine($"{initDir} is a LoRA adapter: it is merged into its base {Models.Hf.PeftAdapter.BaseDir(initDir)}, and " + (lora.Enabled
+                ? $"a new adapter of rank {lora.R} trains on the merged model" : "every weight of the merged model trains (set lora_r to train a new adapter on it instead)"));
         if (!lora.Enabled)
         {
             var (model, tok) = RunDirectory.LoadPolicy(initDir, RunDirectory.ChatKwargs(chatKwargs));

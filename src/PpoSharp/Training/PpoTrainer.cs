@@ -55,6 +55,7 @@ public sealed partial class PpoTrainer : IDisposable
     private int[] _order = [];
     private int _dataEpoch = -1, _cursor;
     private readonly NonFiniteGuard _guard;
+    private readonly LoraMotion _motion;
     private (double Generate, double Forward, double Reward) _phases;     // seconds of the last rollout's phases
 
     /// <summary>Called with each iteration's metrics row before it is written (benchmarks add figures of their own).</summary>
@@ -103,6 +104,7 @@ public sealed partial class PpoTrainer : IDisposable
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ?? RewardSpec.HasModel(reward) ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
         _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, _title);
+        _motion = new LoraMotion(log, _title, config.Lr);
     }
 
     public Decoder Actor => _actor;
@@ -114,6 +116,9 @@ public sealed partial class PpoTrainer : IDisposable
     /// </summary>
     public void CheckBatch()
     {
+        int context = _actor.Config.ContextLength;
+        if (_config.ResponseLength >= context)
+            throw new PpoSharpException($"{(_grpo is null ? "response_length" : "max_completion_length")} {_config.ResponseLength} does not fit in the model's context_length {context}, which prompt and completion share (set at most {context - 1})");
         int length = _encodedPrompts.Select(p => p.Count).DefaultIfEmpty(0).Max() + _config.ResponseLength;
         long sequences = (long)_config.BatchSize * _numGenerations / _config.NumMiniBatches * (_critic is null ? 1 : 2);
         MemoryCheck.Check(_title, "batch_size", _config.BatchSize, _prompts.Count, "prompts", _actor.Config, sequences, length, logits: true,
@@ -165,6 +170,7 @@ public sealed partial class PpoTrainer : IDisposable
 
     private void SaveCheckpoint(string dir, int iteration)
     {
+        _motion.AfterCheckpoint(_actor.Adapter, iteration);
         _actor.save_safetensors(Path.Combine(dir, RunDirectory.ModelFile));
         _critic?.save_safetensors(Path.Combine(dir, CriticFile));
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));

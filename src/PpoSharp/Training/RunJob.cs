@@ -26,6 +26,18 @@ public sealed class RunJob
         _fields["config"] = settings;
     }
 
+    /// <summary>A line the run prints once its inputs have passed every check (a default chosen for the user), or null.</summary>
+    public string? Note { get; set; }
+
+    /// <summary>Prints <see cref="Note"/>, if any: among the run's first lines, and only for a run that starts.</summary>
+    public void Announce(TextWriter log)
+    {
+        if (Note is not null) log.WriteLine(Note);
+    }
+
+    /// <summary>The command the job runs (sft, rm, dpo, ppo, grpo).</summary>
+    public string Command => _fields["command"]!.GetValue<string>();
+
     /// <summary>The steps (or iterations) the run is to make: its config's <c>steps</c> or <c>iterations</c>.</summary>
     public int? Total { get; }
 

@@ -24,6 +24,11 @@ public sealed record SftConfig : TrainingConfig
     // Order 1: the keys of this record come after the shared ones (in config.json and in "allowed:" lists).
     [JsonPropertyOrder(1)] public double Beta1 { get; init; } = 0.9;
     [JsonPropertyOrder(1)] public double Beta2 { get; init; } = 0.99;
+    /// <summary>
+    /// TRL's max_length with truncation: when set, a record longer than this many tokens is cut to them (its start kept)
+    /// instead of stopping the run; at most the model's context_length. Unset, a record longer than the context is an error.
+    /// </summary>
+    [JsonPropertyOrder(1), Range(1, Check.MaxLength)] public int? MaxLength { get; init; }
 
     /// <summary>Tokenizer of a new model: char (alphabet from the data plus printable ASCII) or gpt2.</summary>
     [JsonPropertyOrder(1)] public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
@@ -58,7 +63,7 @@ public static class Check
     public static void Ranges(object config)
     {
         foreach (var p in config.GetType().GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance))
-            if (p.PropertyType == typeof(int) && RangeOf(p) is var (min, max) && p.GetValue(config) is int v && (v < min || v > max))
+            if ((p.PropertyType == typeof(int) || p.PropertyType == typeof(int?)) && RangeOf(p) is var (min, max) && p.GetValue(config) is int v && (v < min || v > max))
                 throw new PpoSharpException(OutOfRange(System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name), min, max, v.ToString(System.Globalization.CultureInfo.InvariantCulture)));
     }
 

@@ -40,15 +40,22 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     };
 
     /// <summary>Tokenizes records with the chat template; a record longer than the context is an error naming its line (or skipped and listed in <paramref name="invalid"/>).</summary>
-    public static List<SftExample> Tokenize(IEnumerable<ChatRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null)
+    /// <param name="records">The chat records.</param>
+    /// <param name="tokenizer">The model's tokenizer and chat template.</param>
+    /// <param name="contextLength">The model's context: a longer record is an error (or skipped into <paramref name="invalid"/>).</param>
+    /// <param name="invalid">Where skipped records are listed with --skip-invalid.</param>
+    /// <param name="maxLength">TRL's max_length: records longer are cut to this many tokens (their start) instead of refused.</param>
+    public static List<SftExample> Tokenize(IEnumerable<ChatRecord> records, ITokenizer tokenizer, int contextLength, InvalidRecords? invalid = null, int? maxLength = null)
     {
         invalid ??= new InvalidRecords(skip: false);
+        if (maxLength > contextLength) throw new PpoSharpException($"max_length {maxLength} is longer than the model's context_length {contextLength}");
         var list = new List<SftExample>();
         foreach (var r in records)
         {
             var (ids, trained) = r.Source.Apply(() => tokenizer.Chat.EncodeConversation(r.Messages));
-            if (ids.Count > contextLength && invalid.Reject($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength}")) continue;
-            list.Add(new SftExample([.. ids], [.. trained], r.Source));
+            int keep = Math.Min(ids.Count, maxLength ?? ids.Count);
+            if (keep > contextLength && invalid.Reject($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength} (set max_length to cut long records)")) continue;
+            list.Add(new SftExample([.. ids.Take(keep)], [.. trained.Take(keep)], r.Source));
         }
         return list;
     }
@@ -98,7 +105,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
         using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
-        var run = new SupervisedRun(config, model, optimizer, _guard);
+        var run = new SupervisedRun(config, model, optimizer, _guard, new LoraMotion(log, "sft", config.Lr));
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         double loss = double.NaN;

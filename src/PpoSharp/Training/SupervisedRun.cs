@@ -1,3 +1,4 @@
+using PpoSharp.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -9,7 +10,7 @@ namespace PpoSharp.Training;
 /// so that a resumed run draws the same ones), the warm-up + cosine learning rate, gradient clipping, the non-finite
 /// guard, and checkpoints of model, optimizer and guard.
 /// </summary>
-public sealed class SupervisedRun(TrainingConfig config, nn.Module model, OptimizerHelper optimizer, NonFiniteGuard guard)
+public sealed class SupervisedRun(TrainingConfig config, nn.Module model, OptimizerHelper optimizer, NonFiniteGuard guard, LoraMotion? motion = null)
 {
     /// <summary>The <c>batch_size</c> examples of step <paramref name="step"/> (1-based), drawn with replacement.</summary>
     public List<T> Batch<T>(IReadOnlyList<T> train, int step)
@@ -27,7 +28,7 @@ public sealed class SupervisedRun(TrainingConfig config, nn.Module model, Optimi
     /// </summary>
     public (double Loss, double GradNorm, double Lr) Step(int step, Func<Tensor> loss)
     {
-        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.WarmupSteps, config.Lr, config.MinLrRatio);
+        double lr = Optimization.CosineWithWarmup(step, config.Steps, config.Warmup, config.Lr, config.MinLrRatio);
         Optimization.SetLearningRate(optimizer, lr);
         optimizer.zero_grad();
         var value = loss();
@@ -40,7 +41,11 @@ public sealed class SupervisedRun(TrainingConfig config, nn.Module model, Optimi
     }
 
     /// <summary>Fills a checkpoint folder with the state after step <paramref name="step"/>.</summary>
-    public void Save(string dir, int step) => Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, guard.InARow, guard.Total));
+    public void Save(string dir, int step)
+    {
+        Checkpoints.SaveTraining(dir, model, optimizer, new StepState(step, guard.InARow, guard.Total));
+        motion?.AfterCheckpoint(model is RewardModel rm ? rm.Backbone.Adapter : (model as Decoder)?.Adapter, step);
+    }
 
     /// <summary>Restores a checkpoint folder and returns its step.</summary>
     public int Restore(string dir)

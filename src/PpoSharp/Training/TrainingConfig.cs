@@ -18,6 +18,11 @@ public abstract record TrainingConfig : LoraKeys
     /// <summary>Linear warm-up steps, then cosine decay to <see cref="MinLrRatio"/> x lr.</summary>
     [Range(0, Check.MaxSteps)] public int WarmupSteps { get; init; }
     public double MinLrRatio { get; init; } = 0.1;
+    /// <summary>TRL's warmup_ratio: when set, the warm-up is ceil(warmup_ratio x steps) steps instead of warmup_steps.</summary>
+    public double? WarmupRatio { get; init; }
+    /// <summary>The warm-up steps the schedule uses: from <see cref="WarmupRatio"/> when set (rounded up, as transformers does), else <see cref="WarmupSteps"/>.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int Warmup => WarmupRatio is double r ? (int)Math.Ceiling(r * Steps) : WarmupSteps;
     /// <summary>Decoupled weight decay on matrices and embeddings (not on biases and LayerNorm).</summary>
     public double WeightDecay { get; init; } = 0.1;
     /// <summary>Gradient-norm clipping threshold.</summary>
@@ -45,6 +50,7 @@ public abstract record TrainingConfig : LoraKeys
         Check.Positive(Lr, "lr");
         Check.AtLeast(WarmupSteps, 0, "warmup_steps");
         Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
+        if (WarmupRatio is double ratio) Check.InRange(ratio, 0, 1, "warmup_ratio");
         Check.AtLeast(WeightDecay, 0, "weight_decay");
         Check.Positive(MaxGradNorm, "max_grad_norm");
         Check.InRange(EvalFraction, 0, 0.5, "eval_fraction");

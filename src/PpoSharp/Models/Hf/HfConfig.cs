@@ -15,13 +15,29 @@ public sealed class HfConfig(JsonObject json, string path)
         if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
         SafeFile.CheckFolder(dir);
         var path = System.IO.Path.Combine(dir, file);
-        if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs {file})");
+        if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs {file}){NearestModel(dir, file)}");
         try
         {
             return JsonNode.Parse(SafeFile.ReadText(path, SafeFile.ConfigMax)) is JsonObject o ? new HfConfig(o, path)
                 : throw new PpoSharpException($"{path}: must be a JSON object");
         }
         catch (JsonException e) { throw new PpoSharpException($"{path}: invalid JSON ({e.Message.Split(". ")[0]})"); }
+    }
+
+    /// <summary>
+    /// Where to look instead when <paramref name="dir"/> is no model folder: for a training checkpoint
+    /// (<c>RUN/checkpoints/step-N</c>: weights under the module's own names, optimizer state, no config or tokenizer) its
+    /// run folder; else the nearest folder above that holds <paramref name="file"/>; else nothing.
+    /// </summary>
+    private static string NearestModel(string dir, string file)
+    {
+        var full = new DirectoryInfo(System.IO.Path.GetFullPath(dir));
+        for (var up = full.Parent; up is not null; up = up.Parent)
+            if (File.Exists(System.IO.Path.Combine(up.FullName, file)))
+                return full.Parent?.Name == "checkpoints" && full.Parent.Parent?.FullName == up.FullName
+                    ? $"; it is a training checkpoint of the run {up.FullName}, which holds the final model: load that folder"
+                    : $"; the nearest model folder above it is {up.FullName}";
+        return "";
     }
 
     public bool Has(string key) => json[key] is not null;
