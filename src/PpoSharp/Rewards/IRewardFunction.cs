@@ -2,8 +2,11 @@ using PpoSharp.Data;
 
 namespace PpoSharp.Rewards;
 
-/// <summary>One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty).</summary>
-public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source)
+/// <summary>
+/// One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty), and, for remote
+/// reward servers, <paramref name="Query"/>: the rendered prompt and the response with special tokens (OpenRLHF's query).
+/// </summary>
+public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source, string? Query = null)
 {
     /// <summary>The last prompt message: what the response answers.</summary>
     public string Prompt => Messages[^1].Content;
