@@ -46,8 +46,7 @@ public sealed class RemoteReward : IRewardFunction, IDisposable
             int from = batch.Count * s / shards, to = batch.Count * (s + 1) / shards;
             return Post(Urls[s], batch.Skip(from).Take(to - from).ToList());
         }).ToArray();
-        try { Task.WaitAll(tasks); }
-        catch (AggregateException e) when (e.InnerExceptions.All(x => x is PpoSharpException)) { throw e.InnerExceptions[0]; }
+        Rollouts.Fleet.WaitAll(tasks);
         var extra = new Dictionary<string, List<double>>();
         foreach (var (_, logs) in tasks.Select(t => t.Result))
             foreach (var (k, v) in logs) (extra.TryGetValue(k, out var l) ? l : extra[k] = []).AddRange(v);

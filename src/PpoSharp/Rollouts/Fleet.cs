@@ -55,8 +55,15 @@ public sealed class Fleet : IDisposable
             int from = units * s / shares * unit, to = units * (s + 1) / shares * unit;
             return RunShare(live[s], from, to - from, call);
         }).ToArray();
-        Task.WaitAll(tasks.ToArray<Task>());
+        WaitAll(tasks);
         return tasks.SelectMany(t => t.Result).ToList();
+    }
+
+    /// <summary>Waits for every task; the first failure is rethrown as itself (one line), not inside an AggregateException.</summary>
+    public static void WaitAll(params Task[] tasks)
+    {
+        try { Task.WaitAll(tasks); }
+        catch (AggregateException e) { System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.Flatten().InnerExceptions[0]).Throw(); }
     }
 
     private async Task<List<T>> RunShare<T>(Worker first, int from, int count, Func<Worker, int, int, Task<List<T>>> call)

@@ -44,7 +44,7 @@ public sealed class WeightSync(RolloutSettings settings, string dir, ServerEngin
             try { await Load(w, folder, version); }
             catch (Exception e) when (Fleet.IsWorkerFailure(e)) { engine.Fleet.TakeOut(w, e); }
         }).ToArray();
-        Task.WaitAll(tasks);
+        Fleet.WaitAll(tasks);
         if (engine.Fleet.InService.Count == 0) throw engine.Fleet.AllDown();
         engine.WeightVersion = version;
         if (settings.WeightSync == WeightSyncKind.Lora) engine.Model = AdapterName;

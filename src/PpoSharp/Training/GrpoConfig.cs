@@ -137,6 +137,7 @@ public sealed record GrpoConfig : RolloutKeys
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
+        Rollout.Validate(Lora.Enabled);
         LossOptions.Validate();
         return this;
     }

@@ -125,6 +125,7 @@ public sealed record PpoConfig : RolloutKeys
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
+        Rollout.Validate(Lora.Enabled);
         return this;
     }
 }

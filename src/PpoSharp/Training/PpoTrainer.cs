@@ -230,7 +230,8 @@ public sealed partial class PpoTrainer : IDisposable
         if (_prefetch is not null)
         {
             var wait = Stopwatch.StartNew();
-            _prefetch.Wait();                                     // the next batch is ready before the servers get new weights
+            try { _prefetch.Wait(); }                             // the next batch is ready before the servers get new weights
+            catch (AggregateException) { }                        // its failure is raised when the next iteration takes it
             _fleetStats.Wait = wait.Elapsed.TotalSeconds;
         }
         _version = iteration;
@@ -247,6 +248,7 @@ public sealed partial class PpoTrainer : IDisposable
         PendingRollout pending;
         try { pending = _prefetch?.GetAwaiter().GetResult() ?? GenerateRollout(NextRolloutBatch()); }
         finally { (_prefetch, _beforePrefetch) = (null, null); }
+        if (!_rollout.Remote) return pending;                    // local: always the current weights
         while (_version - pending.Version > _rollout.MaxStaleness)
         {
             _fleetStats.Dropped += pending.Completions.Count;
