@@ -8,7 +8,8 @@ namespace PpoSharp.Rollouts;
 public abstract class ServerEngine(Fleet fleet, int groupSize) : IRolloutEngine
 {
     public Fleet Fleet { get; } = fleet;
-    public long WeightVersion { get; set; }
+    /// <summary>The version the servers hold; -1 until the first sync, which the trainer makes before the first rollout (the servers then hold exactly its weights).</summary>
+    public long WeightVersion { get; set; } = -1;
     /// <summary>The adapter name requests select (vLLM <c>model</c>, SGLang <c>lora_path</c>); null: the base weights.</summary>
     public string? Model { get; set; }
 
