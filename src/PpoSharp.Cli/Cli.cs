@@ -52,6 +52,7 @@ public static class Cli
         {
             CpuThreads.Configure(parsed.GetValue(threads));
             if (parsed.GetValue(baseDir) is string b) Models.Hf.PeftAdapter.UseBase(Commands.AdapterArgument(parsed) ?? throw new PpoSharpException("--base goes with an --init or --model that is a LoRA adapter folder"), b);
+            foreach (var (flag, path) in Commands.Outputs(parsed)) OutputGuard.Check(flag, path, Commands.Inputs(parsed));
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = errors });
         }
         catch (TrainingStoppedException e)
@@ -74,6 +75,40 @@ public static class Cli
 
 internal static partial class Commands
 {
+    /// <summary>Options whose value is a file or folder that the command reads.</summary>
+    private static readonly string[] InputOptions = ["--init", "--model", "--base", "--critic-init", "--data", "--eval", "--config"];
+
+    /// <summary>
+    /// What a command reads, as (option, path): the files and folders of <see cref="InputOptions"/>, the <c>model:DIR</c>
+    /// folders of --reward and --gold, and the base folder of an --init or --model that is a LoRA adapter.
+    /// </summary>
+    internal static IEnumerable<(string Flag, string? Path)> Inputs(ParseResult parsed)
+    {
+        var options = parsed.CommandResult.Command.Options.Concat(parsed.RootCommandResult.Command.Options).OfType<Option<string>>().ToList();
+        foreach (var o in options)
+        {
+            if (parsed.GetResult(o) is null && o.Name != "--base") continue;
+            var value = parsed.GetValue(o);
+            if (value is null) continue;
+            if (InputOptions.Contains(o.Name)) yield return (o.Name, value);
+            if (o.Name is "--reward" or "--gold")
+                foreach (var dir in RewardSpec.ModelDirs(value)) yield return ($"{o.Name} model:", dir);
+        }
+        if (AdapterArgument(parsed) is string adapter && Models.Hf.PeftAdapter.IsAdapter(adapter) && AdapterBase(adapter) is string b)
+            yield return ("base of the adapter", b);
+    }
+
+    /// <summary>The base folder of an adapter, or null when it cannot be found (its load reports that).</summary>
+    private static string? AdapterBase(string adapter)
+    {
+        try { return Models.Hf.PeftAdapter.BaseDir(adapter); }
+        catch (PpoSharpException) { return null; }
+    }
+
+    /// <summary>What a command writes, as (option, path): its --out folder or file (the demo's default included) and eval's --samples.</summary>
+    internal static IEnumerable<(string Flag, string Path)> Outputs(ParseResult parsed) => parsed.CommandResult.Command.Options.OfType<Option<string>>()
+        .Where(o => o.Name is "--out" or "--samples").Select(o => (o.Name, parsed.GetValue(o)!)).Where(p => p.Item2 is not null);
+
     /// <summary>The folder given as --init or --model, if the command has either.</summary>
     internal static string? AdapterArgument(ParseResult parsed) => parsed.CommandResult.Command.Options
         .Where(o => o.Name is "--init" or "--model").Select(o => parsed.GetResult(o)?.GetValueOrDefault<string?>()).FirstOrDefault(v => v is not null);
@@ -117,15 +152,25 @@ internal sealed class TrainingOptions
     /// (reporting skipped lines), check <paramref name="outDir"/> against --force and --resume, and run
     /// <paramref name="train"/>(records, dir, stop) while Ctrl+C and SIGTERM are caught.
     /// </summary>
-    public int Train<T>(ParseResult r, Option<string> data, Option<string> outDir, Func<string, bool, JsonlResult<T>> read, TextWriter errors,
-        Action<IReadOnlyList<T>, string, StopSignal> train)
+    public int Train<T>(ParseResult r, Option<string> data, Option<string> outDir, Func<string, bool, JsonlResult<T>> read, TextWriter output, TextWriter errors,
+        RunJob job, Action<IReadOnlyList<T>, string, StopSignal> train)
     {
+        var dir = r.GetValue(outDir)!;
+        bool resume = r.GetValue(Resume);
+        if (resume && Directory.Exists(dir))
+        {
+            job.CheckSameJob(dir);
+            if (job.FinishedAt(dir) is int done)
+            {
+                output.WriteLine(job.FinishedMessage(dir, done));
+                return 0;
+            }
+        }
         var records = read(r.GetValue(data)!, r.GetValue(SkipInvalid));
         InvalidRecords.Report(records.Skipped, errors);
-        var dir = r.GetValue(outDir)!;
-        RunDirectory.CheckOutput(dir, r.GetValue(Force), r.GetValue(Resume));
+        RunDirectory.CheckOutput(dir, r.GetValue(Force), resume);
         using var stop = StopSignal.Listen();
-        train(records.Records, dir, stop);
+        RunDirectory.CleanUpFailedStart(dir, resume, () => { train(records.Records, dir, stop); return 0; });
         return 0;
     }
 
@@ -140,7 +185,7 @@ internal sealed class TrainingOptions
 internal static partial class Commands
 {
     public static IEnumerable<Command> All(TextWriter output, TextWriter errors) =>
-        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ExportCommand(output), ReportCommand(output), BenchCommand(output)];
+        [Demo(output), Data(output), Sft(output, errors), Rm(output, errors), Dpo(output, errors), Ppo(output, errors), Grpo(output, errors), Generate(output, errors), Inspect(output), Eval(output, errors), ExportCommand(output), ReportCommand(output), BenchCommand(output), ServeCommand(output, errors)];
 
     internal static Option<string> Required(string name, string description) => new(name) { Description = description, Required = true };
 
@@ -201,9 +246,10 @@ internal static partial class Commands
         c.SetAction(r =>
         {
             var config = opts.Sft(r, r.GetValue(init));
-            return opts.Train(r, data, outDir, Jsonl.ReadChat, errors, (records, dir, stop) => output.WriteLine(
+            var job = new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data));
+            return opts.Train(r, data, outDir, Jsonl.ReadChat, output, errors, job, (records, dir, stop) => output.WriteLine(
                 Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                    new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid)).Summary(dir)));
+                    job, r.GetValue(opts.SkipInvalid)).Summary(dir)));
         });
         return c;
     }
@@ -239,7 +285,7 @@ internal static partial class Commands
             JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);
             var job = new RunJob(name, (object?)ppoConfig ?? grpoConfig!).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
                 .With("gold", r.GetValue(gold)).With("critic_init", ppo ? r.GetValue(criticInit) : null);
-            return opts.Train(r, data, outDir, Read, errors, (prompts, dir, stop) =>
+            return opts.Train(r, data, outDir, Read, output, errors, job, (prompts, dir, stop) =>
             {
                 if (ppoConfig is not null)
                     Training.Demo.RunPpo(r.GetValue(init)!, rewardFunction, prompts, evalPrompts, dir, ppoConfig, output, goldFunction, r.GetValue(criticInit),
@@ -257,7 +303,7 @@ internal static partial class Commands
         var ensemble = new Option<int?>("--ensemble") { Description = "train N reward models (seeds seed .. seed + N - 1) as an ensemble scored mean - k std (key ensemble; k: ensemble_k, default 1)" };
         var c = PairCommand("rm",
             "reward model from preference pairs (an MLP head on the backbone, Bradley-Terry loss)",
-            "run directory of the SFT model whose backbone the reward model starts from", errors,
+            "run directory of the SFT model whose backbone the reward model starts from", output, errors,
             (o, r, init) => o.Rm(r, init, r.GetValue(ensemble) is int n ? [$"ensemble={n}"] : []),
             (records, config, p) => Training.Demo.RunRm(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
         c.Options.Add(ensemble);
@@ -266,14 +312,14 @@ internal static partial class Commands
 
     private static Command Dpo(TextWriter output, TextWriter errors) => PairCommand("dpo",
         "Direct Preference Optimization from preference pairs (no reward model; the reference is the --init policy)",
-        "run directory or Hugging Face folder of the policy to start from (the frozen reference is a copy of it)", errors, (o, r, init) => o.Dpo(r, init),
+        "run directory or Hugging Face folder of the policy to start from (the frozen reference is a copy of it)", output, errors, (o, r, init) => o.Dpo(r, init),
         (records, config, p) => Training.Demo.RunDpo(records, p.Init, p.Dir, config, output, p.Resume, p.Stop, p.Force, p.Job, p.SkipInvalid));
 
     /// <summary>What a training command on preference pairs is given besides its records and config.</summary>
     private sealed record PairRun(string Init, string Dir, bool Resume, StopSignal Stop, bool Force, RunJob Job, bool SkipInvalid);
 
     /// <summary>A training command on preference pairs (rm, dpo): --data, --init, --out and the common options.</summary>
-    private static Command PairCommand<TConfig>(string name, string description, string initDescription, TextWriter errors,
+    private static Command PairCommand<TConfig>(string name, string description, string initDescription, TextWriter output, TextWriter errors,
         Func<TrainingOptions, ParseResult, string, TConfig> loadConfig, Action<IReadOnlyList<PreferenceRecord>, TConfig, PairRun> train) where TConfig : notnull
     {
         var data = Required("--data", "preference pairs (JSON Lines)");
@@ -285,9 +331,9 @@ internal static partial class Commands
         c.SetAction(r =>
         {
             var config = loadConfig(opts, r, r.GetValue(init)!);
-            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, errors, (records, dir, stop) => train(records, config,
-                new PairRun(r.GetValue(init)!, dir, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
-                    new RunJob(name, config).With("init", r.GetValue(init)).With("data", r.GetValue(data)), r.GetValue(opts.SkipInvalid))));
+            var job = new RunJob(name, config).With("init", r.GetValue(init)).With("data", r.GetValue(data));
+            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, output, errors, job, (records, dir, stop) => train(records, config,
+                new PairRun(r.GetValue(init)!, dir, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force), job, r.GetValue(opts.SkipInvalid))));
         });
         return c;
     }

@@ -217,6 +217,18 @@ public class BadInputTests
         { "inspect: no records asked for", ["inspect", "--model", "{policy}", "--data", "{prompts}", "--n", "0"], "--n must be > 0 (got 0)" },
         { "inspect: template error names the record", ["inspect", "--model", "{hf:template}", "--data", "@hf-chat.jsonl"], "hf-chat.jsonl:1: chat template: System role not supported" },
         { "no threads", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--threads", "0"], "--threads must be at least 1 (got 0)" },
+        { "--out is the --init folder, with --force", ["sft", "--init", "{policy}", "--data", "{data}/sft.jsonl", "--out", "{policy}", "--force"], "is the --init folder" },
+        { "--out inside the --init folder", ["sft", "--init", "{policy}", "--data", "{data}/sft.jsonl", "--out", "{policy}/run"], "/run is inside the --init folder" },
+        { "--out is a model: reward folder", ["grpo", "--init", "{policy}", "--data", "{prompts}", "--reward", "model:{policy}", "--out", "{policy}", "--force"], "is the --reward model: folder" },
+        { "--out is the --critic-init folder", ["ppo", "--init", "{policy}", "--data", "{prompts}", "--reward", "edit-distance", "--critic-init", "{policy}", "--out", "{policy}", "--resume"], "is the --critic-init folder" },
+        { "--out holds the --data file, with --force", ["sft", "--data", "{data}/sft.jsonl", "--out", "{data}", "--force"], "holds the --data input" },
+        { "dpo: --out holds the --init folder", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{policy}/..", "--force"], "holds the --init input" },
+        { "export into its own adapter folder", ["export", "--model", "{adapter:clean}", "--out", "{adapter:clean}", "--force"], "is the --model folder" },
+        { "steps out of int's range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "steps=99999999999"], "--set steps=99999999999: 'steps' is out of range: expected an integer from 1 to 100000000 (got 99999999999)" },
+        { "batch_size out of range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "batch_size=100000000"], "'batch_size' is out of range: expected an integer from 1 to 65536 (got 100000000)" },
+        { "grpo: iterations out of range", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "iterations=2147483648"], "'iterations' is out of range: expected an integer from 1 to 100000000 (got 2147483648)" },
+        { "dpo: batch larger than the data", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "batch_size=60000"], "batch_size 60000 is larger than the data: " },
+        { "ppo: batch larger than the prompts", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "batch_size=65536", "--set", "num_mini_batches=1"], "batch_size 65536 is larger than the data: " },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 

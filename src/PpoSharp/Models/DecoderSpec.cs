@@ -73,11 +73,19 @@ public sealed record DecoderSpec(int VocabSize, int ContextLength = 64, int NLay
     public int HeadDim => HeadSize == 0 ? DModel / NHead : HeadSize;
     public int MlpWidth => Intermediate == 0 ? 4 * DModel : Intermediate;
 
+    /// <summary>Upper bounds far above any released model (Gemma 3: 262,144 tokens; Llama 3.1 405B: d 16,384, 126 layers),
+    /// so that a hostile config is refused before anything is sized from it.</summary>
+    public const int MaxVocab = 1 << 24, MaxContext = 1 << 24, MaxLayers = 1024, MaxHeads = 1024, MaxWidth = 1 << 17, MaxIntermediate = 1 << 20;
+
     public DecoderSpec Validate()
     {
-        if (VocabSize < 2) throw new PpoSharpException($"vocab_size must be at least 2 (got {VocabSize})");
-        if (ContextLength < 2) throw new PpoSharpException($"context_length must be at least 2 (got {ContextLength})");
-        if (NLayer < 1) throw new PpoSharpException($"n_layer must be at least 1 (got {NLayer})");
+        if (VocabSize < 2 || VocabSize > MaxVocab) throw new PpoSharpException($"vocab_size must be in [2, {MaxVocab}] (got {VocabSize})");
+        if (ContextLength < 2 || ContextLength > MaxContext) throw new PpoSharpException($"context_length must be in [2, {MaxContext}] (got {ContextLength})");
+        if (NLayer < 1 || NLayer > MaxLayers) throw new PpoSharpException($"n_layer must be in [1, {MaxLayers}] (got {NLayer})");
+        if (NHead > MaxHeads || KvHeads > MaxHeads) throw new PpoSharpException($"the number of attention heads must be at most {MaxHeads} (got {Math.Max(NHead, KvHeads)})");
+        if (DModel > MaxWidth || HeadSize > MaxWidth) throw new PpoSharpException($"the hidden size and head_dim must be at most {MaxWidth} (got {Math.Max(DModel, HeadSize)})");
+        if (Intermediate > MaxIntermediate || Intermediate == 0 && DModel > MaxIntermediate / 4)
+            throw new PpoSharpException($"intermediate_size must be at most {MaxIntermediate} (got {Intermediate})");
         if (NHead < 1 || DModel < 1 || HeadSize == 0 && DModel % NHead != 0)
             throw new PpoSharpException($"d_model ({DModel}) must be a positive multiple of n_head ({NHead})");
         if (KvHeadCount < 1 || NHead % KvHeadCount != 0)
@@ -88,5 +96,46 @@ public sealed record DecoderSpec(int VocabSize, int ContextLength = 64, int NLay
         if (!(NormEps > 0)) throw new PpoSharpException($"the norm epsilon must be > 0 (got {NormEps})");
         if (!(RopeTheta > 0)) throw new PpoSharpException($"rope_theta must be > 0 (got {RopeTheta})");
         return this;
+    }
+
+    /// <summary>Rows of q, k and v in the fused qkv projection: heads x head_dim, and kv_heads x head_dim twice.</summary>
+    public long[] QkvRows => [(long)NHead * HeadDim, (long)KvHeadCount * HeadDim, (long)KvHeadCount * HeadDim];
+
+    /// <summary>
+    /// The shape of every parameter a <see cref="Decoder"/> of this spec holds, by its state-dict name, without
+    /// allocating it (so that weights on disk can be checked and the memory they need counted first).
+    /// </summary>
+    public Dictionary<string, long[]> ParameterShapes()
+    {
+        long d = DModel, hd = HeadDim, mlp = MlpWidth;
+        var shapes = new Dictionary<string, long[]> { ["embed.weight"] = [VocabSize, d] };
+        if (Positions == PositionKind.Learned) shapes["pos_embed.weight"] = [ContextLength, d];
+        for (int i = 0; i < NLayer; i++)
+        {
+            var l = $"layers.{i}.";
+            AddNorm(shapes, l + "attn_norm", d);
+            AddLinear(shapes, l + "qkv", d, QkvRows.Sum(), QkvBias);
+            if (QkNorm) { shapes[l + "q_norm.weight"] = [hd]; shapes[l + "k_norm.weight"] = [hd]; }       // always RMSNorm
+            AddLinear(shapes, l + "out", NHead * hd, d, OutBias);
+            AddNorm(shapes, l + "mlp_norm", d);
+            if (Mlp == MlpKind.SwiGlu) AddLinear(shapes, l + "gate", d, mlp, MlpBias);
+            AddLinear(shapes, l + "up", d, mlp, MlpBias);
+            AddLinear(shapes, l + "down", mlp, d, MlpBias);
+        }
+        AddNorm(shapes, "norm", d);
+        if (!TiedHead) shapes["lm_head.weight"] = [VocabSize, d];
+        return shapes;
+    }
+
+    private void AddNorm(Dictionary<string, long[]> shapes, string name, long size)
+    {
+        shapes[name + ".weight"] = [size];
+        if (Norm == NormKind.LayerNorm) shapes[name + ".bias"] = [size];
+    }
+
+    private static void AddLinear(Dictionary<string, long[]> shapes, string name, long input, long output, bool bias)
+    {
+        shapes[name + ".weight"] = [output, input];
+        if (bias) shapes[name + ".bias"] = [output];
     }
 }

@@ -95,6 +95,8 @@ public sealed class LoraAdapter : Module
         Settings = settings.Validate();
         if (!settings.Enabled) throw new ArgumentException("lora_r is 0");
         Sites = Select(baseModel, settings);
+        foreach (var site in Sites.Where(x => settings.R > Math.Max(x.InFeatures, x.Rows)))
+            throw new PpoSharpException($"r {settings.R} is larger than the layer it adapts ({site.Name}: {site.Rows}x{site.InFeatures}); LoRA's A and B would outgrow the weight");
         sites = new ModuleList<LoraLinear>(Sites.Select(s => new LoraLinear(s.InFeatures, s.Rows, settings)).ToArray());
         _byModule = Sites.Select((s, i) => (s, i)).GroupBy(p => (p.s.Layer, p.s.Module)).ToDictionary(g => g.Key, g => g.Select(p => p.i).ToArray());
         RegisterComponents();

@@ -34,6 +34,11 @@ public sealed class ScalarHead : Module<Tensor, Tensor>
 
     public bool IsMlp => fc is not null;
 
+    /// <summary>The parameters' shapes of a head of width <paramref name="dModel"/>, by name, without allocating it.</summary>
+    public static Dictionary<string, long[]> Shapes(int dModel, bool mlp) => mlp
+        ? new() { ["fc.weight"] = [dModel, dModel], ["fc.bias"] = [dModel], ["out_proj.weight"] = [1, dModel], ["out_proj.bias"] = [1] }
+        : new() { ["out_proj.weight"] = [1, dModel] };
+
     public override Tensor forward(Tensor hidden) =>
         (fc is null ? out_proj.forward(hidden) : out_proj.forward(functional.gelu(fc.forward(hidden)))).squeeze(-1);
 }

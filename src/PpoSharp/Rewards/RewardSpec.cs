@@ -80,6 +80,11 @@ public static class RewardSpec
         return new CompositeReward(parts);
     }
 
+    /// <summary>The reward-model folders that SPEC names (its <c>model:DIR</c> parts), without loading them.</summary>
+    public static IEnumerable<string> ModelDirs(string spec) => spec.Split(',', StringSplitOptions.TrimEntries)
+        .Select(item => SplitWeight(item, "--reward").Name).Where(n => n.StartsWith("model:", StringComparison.Ordinal) && n.Length > "model:".Length)
+        .Select(n => n["model:".Length..]);
+
     private static bool IsUrl(string item) => item.StartsWith("http://", StringComparison.Ordinal) || item.StartsWith("https://", StringComparison.Ordinal);
 
     /// <summary>

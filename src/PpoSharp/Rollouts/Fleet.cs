@@ -24,10 +24,15 @@ public sealed class Fleet : IDisposable
     private readonly HttpClient _http;
     private readonly TextWriter _log;
 
+    /// <summary>The environment variable whose value, when set, is sent as <c>Authorization: Bearer KEY</c> (SGLang's and vLLM's <c>--api-key</c>, <c>ppo-sharp serve --api-key</c>).</summary>
+    public const string ApiKeyVariable = "PPOSHARP_ROLLOUT_API_KEY";
+
     public Fleet(IReadOnlyList<string> urls, double timeoutSeconds, TextWriter log)
     {
         Workers = urls.Select(u => new Worker(u)).ToList();
         _http = new HttpClient { Timeout = TimeSpan.FromSeconds(timeoutSeconds) };
+        if (Environment.GetEnvironmentVariable(ApiKeyVariable) is { Length: > 0 } key)
+            _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
         _log = log;
     }
 

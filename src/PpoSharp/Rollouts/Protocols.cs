@@ -32,7 +32,7 @@ public sealed record SglangSampling(int MaxNewTokens, double Temperature, double
 
 /// <summary>SGLang <c>POST /generate</c>: a batch of token-id prompts, one sampling_params dict each, log-probs of the output tokens.</summary>
 public sealed record SglangGenerate(IReadOnlyList<IReadOnlyList<int>> InputIds, IReadOnlyList<SglangSampling> SamplingParams, bool ReturnLogprob = true,
-    int LogprobStartLen = -1, IReadOnlyList<string?>? LoraPath = null);
+    int LogprobStartLen = -1, string? LoraPath = null);
 
 /// <summary>vLLM <c>POST /v1/completions</c> with token-id prompts; n completions per prompt, prompt-major in the response.</summary>
 public sealed record VllmCompletions(string? Model, IReadOnlyList<IReadOnlyList<int>> Prompt, int MaxTokens, int N, double Temperature, double TopP,

@@ -40,7 +40,7 @@ public sealed class SglangEngine(Fleet fleet, int groupSize) : ServerEngine(flee
         var o = r.Sampling;
         // one sampling_params per prompt, each with its own seed: the G copies of a prompt must not sample alike
         var sampling = prompts.Select((_, k) => new SglangSampling(o.MaxNewTokens, o.Temperature, o.TopP, o.TopK > 0 ? o.TopK : -1, r.Eos, seed + k)).ToList();
-        var body = new SglangGenerate(prompts, sampling, LoraPath: Model is null ? null : prompts.Select(_ => (string?)Model).ToList());
+        var body = new SglangGenerate(prompts, sampling, LoraPath: Model);
         return SglangResponse.Read(await Fleet.PostJson(url + "/generate", body), url + "/generate");
     }
 }

@@ -42,11 +42,14 @@ internal sealed class HfConfigFiles
     public bool CleanUpTokenizationSpaces => _tokenizer["clean_up_tokenization_spaces"] is JsonValue v
         && v.TryGetValue<bool>(out var b) && b;
 
+    /// <summary>The file the chat template comes from (for messages about it).</summary>
+    public string ChatTemplateSource => Path.Combine(_dir, SafeFile.Present(Path.Combine(_dir, ChatTemplateFile)) ? ChatTemplateFile : TokenizerConfig);
+
     /// <summary>The chat template: <c>chat_template.jinja</c> if present, else <c>tokenizer_config.json</c>'s (the "default" one of a list), else null.</summary>
     public string? ChatTemplate()
     {
         var file = Path.Combine(_dir, ChatTemplateFile);
-        if (File.Exists(file)) return File.ReadAllText(file);
+        if (SafeFile.Present(file)) return SafeFile.ReadText(file, SafeFile.TemplateMax);
         return _tokenizer["chat_template"] switch
         {
             null => null,
@@ -62,7 +65,7 @@ internal sealed class HfConfigFiles
     /// </summary>
     public IReadOnlyList<int> EosIds(HfVocabulary vocab)
     {
-        var ids = IdList(_generation, GenerationConfig, "eos_token_id") ?? IdList(_model, ModelConfig, "eos_token_id");
+        var ids = IdList(_generation, GenerationConfig, "eos_token_id", vocab) ?? IdList(_model, ModelConfig, "eos_token_id", vocab);
         if (ids is { Count: > 0 }) return ids;
         if (TokenId(vocab, "eos_token") is int eos) return [eos];
         throw new PpoSharpException($"{_dir}: no EOS token (none of {GenerationConfig} eos_token_id, {ModelConfig} eos_token_id, {TokenizerConfig} eos_token)");
@@ -73,10 +76,10 @@ internal sealed class HfConfigFiles
     /// tokenizer has no pad token (its <c>eos_token</c>), else the first EOS id.
     /// </summary>
     public int PadId(HfVocabulary vocab, IReadOnlyList<int> eos) =>
-        TokenId(vocab, "pad_token") ?? IdList(_model, ModelConfig, "pad_token_id")?.FirstOrDefault() ?? TokenId(vocab, "eos_token") ?? eos[0];
+        TokenId(vocab, "pad_token") ?? IdList(_model, ModelConfig, "pad_token_id", vocab)?.FirstOrDefault() ?? TokenId(vocab, "eos_token") ?? eos[0];
 
     /// <summary>The BOS id: <c>bos_token</c>, else <c>config.json</c>'s <c>bos_token_id</c>, else null.</summary>
-    public int? BosId(HfVocabulary vocab) => TokenId(vocab, "bos_token") ?? IdList(_model, ModelConfig, "bos_token_id")?.FirstOrDefault();
+    public int? BosId(HfVocabulary vocab) => TokenId(vocab, "bos_token") ?? IdList(_model, ModelConfig, "bos_token_id", vocab)?.FirstOrDefault();
 
     private int? TokenId(HfVocabulary vocab, string key)
     {
@@ -91,13 +94,17 @@ internal sealed class HfConfigFiles
         _ => null,
     };
 
-    /// <summary>An id or list of ids under <paramref name="key"/> (top level, else in a multimodal model's text_config); null when absent.</summary>
-    private List<int>? IdList(JsonObject file, string name, string key)
+    /// <summary>
+    /// An id or list of ids under <paramref name="key"/> (top level, else in a multimodal model's text_config), each within
+    /// the vocabulary; null when absent.
+    /// </summary>
+    private List<int>? IdList(JsonObject file, string name, string key, HfVocabulary vocab)
     {
         var node = file[key] ?? file["text_config"]?[key];
+        List<int>? ids;
         try
         {
-            return node switch
+            ids = node switch
             {
                 null => null,
                 JsonArray list => list.Select(x => x!.GetValue<int>()).ToList(),
@@ -108,10 +115,16 @@ internal sealed class HfConfigFiles
         {
             throw Bad(name, $"{key} must be a token id or a list of token ids");
         }
+        foreach (var id in ids ?? [])
+            if (id < 0 || id >= vocab.Size) throw Bad(name, $"{key} {id} is outside the vocabulary (0 .. {vocab.Size - 1})");
+        return ids;
     }
 
     private string NamedTemplate(JsonArray list, string name)
     {
+        var names = list.OfType<JsonObject>().Select(o => o["name"]?.ToString() ?? "").ToList();
+        if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw Bad(TokenizerConfig, $"chat_template lists two templates named '{twice.Key}'");
         var named = list.OfType<JsonObject>().ToDictionary(o => o["name"]?.ToString() ?? "", o => o["template"]?.ToString());
         return named.GetValueOrDefault(name) ?? throw Bad(TokenizerConfig,
             $"chat_template lists templates ({string.Join(", ", named.Keys)}) but none named '{name}' with a template");
@@ -120,10 +133,10 @@ internal sealed class HfConfigFiles
     private JsonObject ReadOptional(string name)
     {
         var path = Path.Combine(_dir, name);
-        if (!File.Exists(path)) return [];
+        if (!SafeFile.Present(path)) return [];
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw Bad(name, "not a JSON object");
+            return JsonNode.Parse(SafeFile.ReadText(path, name == TokenizerConfig ? SafeFile.TokenizerConfigMax : SafeFile.ConfigMax)) as JsonObject ?? throw Bad(name, "not a JSON object");
         }
         catch (JsonException e)
         {

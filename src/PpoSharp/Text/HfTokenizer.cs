@@ -71,7 +71,7 @@ public sealed class HfTokenizer : ITokenizer, IDisposable
     public static HfTokenizer Load(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var path = Path.Combine(dir, TokenizerFile);
-        if (!File.Exists(path))
+        if (!SafeFile.Present(path))
             throw new PpoSharpException($"{path}: missing (a Hugging Face model folder needs its tokenizer.json; sentencepiece-only tokenizer.model folders are not supported)");
         var vocab = HfVocabulary.Read(path);
         var configs = HfConfigFiles.Read(dir);
@@ -139,7 +139,7 @@ public sealed class HfTokenizer : ITokenizer, IDisposable
     private JinjaChat MakeChat(HfConfigFiles configs, int firstEos, IReadOnlyDictionary<string, object?>? kwargs)
     {
         var tokens = configs.SpecialTokenStrings();
-        if (configs.ChatTemplate() is string template) return new JinjaChat(template, this, tokens, kwargs);
+        if (configs.ChatTemplate() is string template) return new JinjaChat(template, this, tokens, kwargs, configs.ChatTemplateSource);
         var withEos = new Dictionary<string, string>(tokens.ToDictionary());
         withEos.TryAdd("eos_token", Decode([firstEos], skipSpecial: false));
         return new JinjaChat(RoleFormatTemplate, this, withEos, kwargs);

@@ -20,9 +20,11 @@ internal sealed class HfVocabulary
         _path = path;
         var special = new Dictionary<int, string>();
         int max = MaxModelId();
+        if (max >= Models.DecoderSpec.MaxVocab) throw Bad($"the model's vocabulary has id {max}, beyond {Models.DecoderSpec.MaxVocab - 1}");
         foreach (var token in AddedTokens())
         {
             int id = token["id"]?.GetValue<int>() ?? throw Bad("an added token without an id");
+            if (id < 0 || id >= Models.DecoderSpec.MaxVocab) throw Bad($"added token id {id} is outside [0, {Models.DecoderSpec.MaxVocab})");
             string content = token["content"]?.GetValue<string>() ?? throw Bad($"added token {id} without content");
             _added.TryAdd(content, id);
             if (token["special"]?.GetValue<bool>() == true) special[id] = content;
@@ -42,7 +44,7 @@ internal sealed class HfVocabulary
     {
         try
         {
-            using var stream = File.OpenRead(path);
+            using var stream = SafeFile.Open(path, SafeFile.TokenizerMax);
             var root = JsonNode.Parse(stream) as JsonObject
                 ?? throw new PpoSharpException($"{path}: not a JSON object");
             return new HfVocabulary(root, path);
@@ -85,7 +87,7 @@ internal sealed class HfVocabulary
 
     private int MaxModelId() => _root["model"]?["vocab"] switch
     {
-        JsonObject map => map.Select(p => p.Value?.GetValue<int>() ?? -1).DefaultIfEmpty(-1).Max(),
+        JsonObject map => map.Select(p => p.Value?.GetValue<int>() is int id && id >= 0 ? id : throw Bad($"vocabulary entry '{p.Key}' has no id >= 0")).DefaultIfEmpty(-1).Max(),
         JsonArray list => list.Count - 1,
         _ => -1,
     };

@@ -16,14 +16,17 @@ public sealed class JinjaChat : IChatFormat
     private readonly ITokenizer _tokenizer;
     private readonly IReadOnlyDictionary<string, string> _specialTokens;
     private readonly IReadOnlyDictionary<string, object?> _kwargs;
+    private readonly string? _source;
 
     /// <param name="template">The Jinja source.</param>
     /// <param name="tokenizer">Encodes rendered text (its <see cref="ITokenizer.Encode"/> adds no special tokens).</param>
     /// <param name="specialTokens">Template variables such as <c>bos_token</c> and <c>eos_token</c>.</param>
     /// <param name="kwargs">Extra template variables for every render (e.g. <c>enable_thinking</c>); values are serialized to JSON.</param>
+    /// <param name="source">The file the template comes from, named in errors.</param>
     public JinjaChat(string template, ITokenizer tokenizer, IReadOnlyDictionary<string, string> specialTokens,
-        IReadOnlyDictionary<string, object?>? kwargs = null)
+        IReadOnlyDictionary<string, object?>? kwargs = null, string? source = null)
     {
+        _source = source;
         _template = template;
         _tokenizer = tokenizer;
         _specialTokens = specialTokens;
@@ -46,7 +49,7 @@ public sealed class JinjaChat : IChatFormat
         };
         foreach (var (key, value) in _specialTokens) context[key] = value;
         foreach (var (key, value) in _kwargs.Concat(kwargs ?? new Dictionary<string, object?>())) context[key] = ToNode(value);
-        return JinjaEngine.Shared.Render(_template, context.ToJsonString());
+        return JinjaEngine.Shared.Render(_template, context.ToJsonString(), _source);
     }
 
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt) =>

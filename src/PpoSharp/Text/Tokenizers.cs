@@ -28,7 +28,7 @@ public static class Tokenizers
     {
         var path = directory is null ? null : Path.Combine(directory, FileName);
         try { return path is not null && File.Exists(path) && IsHfFile(path); }
-        catch (JsonException) { return false; }                  // reported when the model loads
+        catch (Exception e) when (e is JsonException or PpoSharpException) { return false; }   // reported when the model loads
     }
 
     /// <summary>
@@ -37,7 +37,7 @@ public static class Tokenizers
     /// </summary>
     private static bool IsHfFile(string path)
     {
-        var reader = new Utf8JsonReader(File.ReadAllBytes(path));
+        var reader = new Utf8JsonReader(SafeFile.ReadBytes(path, SafeFile.TokenizerMax));
         if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
@@ -57,11 +57,11 @@ public static class Tokenizers
     public static ITokenizer Load(string directory, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
+        if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         try
         {
             if (IsHfFile(path)) return HfTokenizer.Load(directory, chatKwargs);
-            var spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(path), Json.Options);
+            var spec = JsonSerializer.Deserialize<TokenizerSpec>(SafeFile.ReadText(path, SafeFile.TokenizerMax), Json.Options);
             return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
         }
         catch (JsonException e) { throw new PpoSharpException($"{path}: not a valid tokenizer file ({e.Message.Split(". ")[0]})"); }

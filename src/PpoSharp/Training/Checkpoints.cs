@@ -108,6 +108,14 @@ public static class Checkpoints
         File.Move(path + ".tmp", path, overwrite: true);
     }
 
+    /// <summary>The step of the newest complete checkpoint of a run folder (its <c>step-NNNNNN</c> name), or null when there is none.</summary>
+    public static int? NewestStep(string runDir)
+    {
+        var root = Root(runDir);
+        if (!Directory.Exists(root)) return null;
+        return Complete(root).Select(d => int.TryParse(Path.GetFileName(d)["step-".Length..], out int n) ? n : (int?)null).Max();
+    }
+
     private static List<string> Complete(string root) =>
         Directory.GetDirectories(root, "step-*").OrderByDescending(d => d, StringComparer.Ordinal).ToList();
 
@@ -120,9 +128,9 @@ public static class Checkpoints
 
 /// <summary>
 /// Ctrl+C (SIGINT) and SIGTERM as a request to stop after the current step or iteration, with a checkpoint;
-/// a second Ctrl+C is not intercepted and ends the process at once.
+/// a second Ctrl+C or SIGTERM ends the process at once with exit code 130, even while a step or a model load runs.
 /// </summary>
-public sealed class StopSignal : IDisposable
+public sealed partial class StopSignal : IDisposable
 {
     private readonly PosixSignalRegistration? _term;
     private volatile bool _requested;
@@ -131,7 +139,7 @@ public sealed class StopSignal : IDisposable
     {
         if (!listen) return;
         Console.CancelKeyPress += OnCancel;
-        _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _requested = true; });
+        _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; OnSignal(); });
     }
 
     /// <summary>Listens to Ctrl+C and SIGTERM until disposed.</summary>
@@ -144,12 +152,33 @@ public sealed class StopSignal : IDisposable
 
     public void Request() => _requested = true;
 
+    /// <summary>Exit code of a second signal: 128 + SIGINT, what shells report for an interrupted command.</summary>
+    public const int ExitNow = 130;
+
     private void OnCancel(object? sender, ConsoleCancelEventArgs e)
     {
-        if (_requested) return;          // second Ctrl+C: let it end the process
         e.Cancel = true;
-        _requested = true;
+        OnSignal();
     }
+
+    private void OnSignal()
+    {
+        if (!_requested)
+        {
+            _requested = true;
+            Console.Error.WriteLine("stopping after this step with a checkpoint (Ctrl+C or SIGTERM again stops at once)");
+            return;
+        }
+        Console.Error.WriteLine("stopped at once by a second signal (no checkpoint of the current step)");
+        Console.Error.Flush();
+        // Environment.Exit runs libtorch's static destructors while a step may still run on its threads (a segfault, exit
+        // 139); _exit ends the process at once, as the default action of a signal would.
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) ExitImmediately(ExitNow);
+        Environment.Exit(ExitNow);
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "_exit")]
+    private static partial void ExitImmediately(int code);
 
     public void Dispose()
     {

@@ -30,7 +30,9 @@ public static class ConfigLoader
         catch (JsonException e)
         {
             var key = e.Path?.TrimStart('$', '.') ?? "?";
-            throw new PpoSharpException($"{origin.GetValueOrDefault(key, "config")}: '{key}' expects {Expected(typeof(T), key)}");
+            var from = origin.GetValueOrDefault(key, "config");
+            if (OutOfRange(typeof(T), key, node) is string range) throw new PpoSharpException($"{from}: {range}");
+            throw new PpoSharpException($"{from}: '{key}' expects {Expected(typeof(T), key)}");
         }
         return validate(config);
     }
@@ -94,12 +96,37 @@ public static class ConfigLoader
         catch (JsonException) { return JsonValue.Create(text); }
     }
 
-    private static string Expected(Type type, string key)
+    /// <summary>The property that a dotted key names, or null.</summary>
+    private static PropertyInfo? Property(Type type, string key)
     {
         Type? t = type;
+        PropertyInfo? property = null;
         foreach (var part in key.Split('.'))
-            t = t?.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-                .FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == part)?.PropertyType;
+        {
+            property = t?.GetProperties(BindingFlags.Public | BindingFlags.Instance).FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == part);
+            t = property?.PropertyType;
+        }
+        return property;
+    }
+
+    /// <summary>
+    /// The message for a whole number too large for an integer key (JSON reads it, int cannot hold it): the key's range
+    /// (its [Range], else int's), or null when the value is no whole number.
+    /// </summary>
+    private static string? OutOfRange(Type type, string key, JsonObject node)
+    {
+        var property = Property(type, key);
+        JsonNode? value = node;
+        foreach (var part in key.Split('.')) value = value?[part];
+        if (property is null || (Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType) != typeof(int)) return null;
+        if (value is not JsonValue v || !v.TryGetValue(out double d) || d != Math.Floor(d) || d is >= int.MinValue and <= int.MaxValue) return null;
+        var (min, max) = Check.RangeOf(property) ?? (int.MinValue, int.MaxValue);
+        return Check.OutOfRange(key, min, max, v.ToJsonString());
+    }
+
+    private static string Expected(Type type, string key)
+    {
+        var t = Property(type, key)?.PropertyType;
         if (t == null) return "a valid value";
         t = Nullable.GetUnderlyingType(t) ?? t;
         if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));

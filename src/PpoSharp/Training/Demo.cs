@@ -17,8 +17,8 @@ namespace PpoSharp.Training;
 public sealed record DemoConfig
 {
     public string Task { get; init; } = "sort";
-    public int TrainRecords { get; init; } = 4000;
-    public int EvalPrompts { get; init; } = 200;
+    [System.ComponentModel.DataAnnotations.Range(1, 10_000_000)] public int TrainRecords { get; init; } = 4000;
+    [System.ComponentModel.DataAnnotations.Range(1, 1_000_000)] public int EvalPrompts { get; init; } = 200;
     /// <summary>Share of SFT demonstrations with the task's systematic flaw: room that RL with the rule reward can close.</summary>
     public double Noise { get; init; } = 0.6;
     public int Seed { get; init; } = 1;
@@ -69,6 +69,7 @@ public sealed record DemoConfig
         Ppo.Validate();
         Grpo.Validate();
         Dpo.Validate();
+        Check.Ranges(this);
         return this with
         {
             Sft = Sft with { Seed = Seed }, Rm = Rm with { Seed = Seed }, Ppo = Ppo with { Seed = Seed },
@@ -197,9 +198,23 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var examples = SftTrainer.Tokenize(records, tokenizer, model.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
+        CheckBatch("sft", config, examples.Count, model, examples.Select(e => e.Ids.Length - 1), 1, logits: true, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new SftTrainer(config, log).Train(model, tokenizer, examples, outDir, resume, stop);
+    }
+
+    /// <summary>
+    /// The supervised trainers' check of batch_size against their <paramref name="records"/> training examples (those left
+    /// after eval_fraction) and the machine's memory: <paramref name="perRecord"/> sequences a record of the longest of
+    /// <paramref name="lengths"/> tokens (see <see cref="MemoryCheck"/>).
+    /// </summary>
+    private static void CheckBatch(string title, TrainingConfig config, int records, TorchSharp.torch.nn.Module model, IEnumerable<int> lengths, int perRecord, bool logits, TextWriter log)
+    {
+        var spec = model is RewardModel rm ? rm.Backbone.Config : ((Decoder)model).Config;
+        int train = Training.HeldOut.TrainCount(records, config.EvalFraction);
+        MemoryCheck.Check(title, "batch_size", config.BatchSize, train, $"training records (eval_fraction {config.EvalFraction:G} holds {records - train} of {records} out)",
+            spec, (long)config.BatchSize * perRecord, lengths.DefaultIfEmpty(1).Max(), logits, MemoryCheck.Trainable(model.parameters()), log);
     }
 
     /// <summary>What the trainers' inputs lost once tokenized: skipped records, and characters the model's tokenizer does not know.</summary>
@@ -243,6 +258,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
+        CheckBatch("rm", config, pairs.Count, model, pairs.Select(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), 2, logits: false, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         return new RewardTrainer(config, log).Train(model, tokenizer, pairs, outDir, resume, stop);
@@ -260,6 +276,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = DpoTrainer.Tokenize(records, tokenizer, policy.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
+        CheckBatch("dpo", config, pairs.Count, policy, pairs.Select(p => Math.Max(p.Chosen.Ids.Length, p.Rejected.Ids.Length)), 2, logits: true, log);
         var device = config.Device.Resolve();
         policy.to(device);
         RunDirectory.PrepareOutput(outDir, force, resume, job);
@@ -306,6 +323,7 @@ public static class Demo
         trainer.HeldOut = heldOut;
         int maxNewTokens = heldOut?.MaxNewTokens ?? 0;
         ReportInputs(invalid, trainer.Tokenizer, log);
+        trainer.CheckBatch();
         RunDirectory.PrepareOutput(outDir, force, resume, job);          // after every input has loaded: a bad one writes nothing
         var evalReward = gold ?? reward;
         EvalResult? Eval() => evalPrompts is null ? null : Evaluator.Evaluate(trainer.Actor, trainer.Tokenizer, evalPrompts, evalReward, maxNewTokens);

@@ -1,4 +1,5 @@
 using PpoSharp.Algorithms;
+using System.ComponentModel.DataAnnotations;
 using System.Text.Json.Serialization;
 using PpoSharp.Models;
 
@@ -18,15 +19,15 @@ public sealed record GrpoConfig : RolloutKeys
     /// <summary>grpo, rloo, reinforce++ or reinforce++-baseline: the advantage estimator.</summary>
     public string Algo { get; init; } = "grpo";
     /// <summary>Rollout-update iterations (each samples a fresh prompt batch).</summary>
-    public int Iterations { get; init; } = 60;
+    [Range(1, Check.MaxSteps)] public int Iterations { get; init; } = 60;
     /// <summary>Prompts per iteration; each is sampled <see cref="NumGenerations"/> times.</summary>
-    public int BatchSize { get; init; } = 16;
+    [Range(1, Check.MaxBatch)] public int BatchSize { get; init; } = 16;
     /// <summary>G: completions per prompt (a group). TRL's default is 8.</summary>
-    public int NumGenerations { get; init; } = 8;
+    [Range(1, 4096)] public int NumGenerations { get; init; } = 8;
     /// <summary>Optimizer steps per pass over the batch x G completions (each a shuffled minibatch).</summary>
-    public int NumMiniBatches { get; init; } = 4;
+    [Range(1, Check.MaxBatch)] public int NumMiniBatches { get; init; } = 4;
     /// <summary>mu: passes over each generated batch (TRL <c>num_iterations</c>).</summary>
-    public int NumIterations { get; init; } = 1;
+    [Range(1, 1000)] public int NumIterations { get; init; } = 1;
     /// <summary>AdamW learning rate (TRL <c>learning_rate</c>, default 1e-6; see the README for why 3e-5 here).</summary>
     public double Lr { get; init; } = 3e-5;
     public double WeightDecay { get; init; } = 0.0;
@@ -57,17 +58,17 @@ public sealed record GrpoConfig : RolloutKeys
     public int TopK { get; init; } = 0;
     public double TopP { get; init; } = 1.0;
     /// <summary>Cap on generated tokens per completion (TRL's default 256).</summary>
-    public int MaxCompletionLength { get; init; } = 16;
+    [Range(1, Check.MaxLength)] public int MaxCompletionLength { get; init; } = 16;
     /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
     public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
     public ComputeDevice Device { get; init; } = ComputeDevice.Cpu;
     public int Seed { get; init; } = 1;
-    public int CheckpointEvery { get; init; } = 10;
-    public int KeepCheckpoints { get; init; } = 2;
-    public int MaxSkippedSteps { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int CheckpointEvery { get; init; } = 10;
+    [Range(1, Check.MaxCheckpoints)] public int KeepCheckpoints { get; init; } = 2;
+    [Range(1, Check.MaxSteps)] public int MaxSkippedSteps { get; init; } = 10;
 
     /// <summary>With <c>--eval</c>: a held-out evaluation every this many iterations, which keeps <c>best/</c>.</summary>
-    public int EvalEvery { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int EvalEvery { get; init; } = 10;
     /// <summary>A <c>model:</c> reward whose recorded held-out pair accuracy is below this is refused (near chance); 0 accepts any.</summary>
     public double MinRewardModelAccuracy { get; init; } = 0.6;
     /// <summary>The parsed <see cref="Algo"/> (after <see cref="Validate"/>).</summary>
@@ -139,6 +140,7 @@ public sealed record GrpoConfig : RolloutKeys
         Lora.Validate();
         Rollout.Validate(Lora.Enabled);
         LossOptions.Validate();
+        Check.Ranges(this);
         return this;
     }
 }

@@ -7,7 +7,7 @@ namespace PpoSharp.Training;
 public abstract record LoraKeys
 {
     /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
-    public int LoraR { get; init; }
+    [System.ComponentModel.DataAnnotations.Range(0, 65536)] public int LoraR { get; init; }
     /// <summary>LoRA scale numerator: the adapter adds (lora_alpha / lora_r) B A x (TRL's default 32).</summary>
     public double LoraAlpha { get; init; } = 32;
     /// <summary>Dropout on the adapter's input while training (peft's default 0).</summary>

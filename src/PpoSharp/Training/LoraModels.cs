@@ -48,7 +48,12 @@ public static class LoraModels
         if (info.ScalarHead) throw new PpoSharpException($"{adapterDir}: holds a reward model adapter (task_type SEQ_CLS), but a policy is needed here");
         var baseDir = BaseOf(adapterDir);
         var model = RunDirectory.LoadPolicyModel(baseDir);
-        using (var adapter = PeftAdapter.Load(adapterDir, model)) adapter.MergeInto(model);
+        try
+        {
+            using var adapter = PeftAdapter.Load(adapterDir, model);
+            adapter.MergeInto(model);
+        }
+        catch { model.Dispose(); throw; }
         model.Format = model.Format with { Directory = adapterDir };
         return model;
     }
@@ -59,7 +64,7 @@ public static class LoraModels
         var info = PeftAdapter.ReadInfo(adapterDir);
         if (!info.ScalarHead) throw new PpoSharpException($"{adapterDir}: holds a policy adapter (task_type CAUSAL_LM), but a reward model is needed here (task_type SEQ_CLS)");
         var baseModel = SharedBase(BaseOf(adapterDir));
-        var adapter = new LoraAdapter(baseModel, info.Settings);
+        var adapter = PeftAdapter.NewAdapter(adapterDir, baseModel, info);
         var model = new RewardModel(baseModel.WithAdapter(adapter), PeftAdapter.HasMlpHead(adapterDir));
         model.SetOffset(PeftAdapter.LoadInto(adapterDir, adapter, model.Head));
         model.eval();
@@ -99,8 +104,9 @@ public static class Export
     {
         if (!PeftAdapter.IsAdapter(runDir))
             throw new PpoSharpException($"{runDir}: holds full weights (no {PeftAdapter.ConfigFile}), which are already a Hugging Face folder; export takes a LoRA run");
-        RunDirectory.CheckOutput(outDir, force, resume: false);
         var baseDir = PeftAdapter.BaseDir(runDir);                                    // every input is read before anything is written
+        OutputGuard.Check("--out", outDir, [("--model", runDir), ("base of the adapter", baseDir)]);
+        RunDirectory.CheckOutput(outDir, force, resume: false);
         PeftAdapter.CheckBase(runDir, baseDir);
         var tokenizer = RunDirectory.LoadTokenizer(runDir);
         var training = File.Exists(Path.Combine(runDir, RunDirectory.TrainingFile))

@@ -11,6 +11,8 @@ namespace PpoSharp.Training;
 public sealed class MetricsWriter : IDisposable
 {
     public const string FileName = "metrics.jsonl";
+    /// <summary>The names of the TensorBoard event files that a run folder gets (one per process that wrote metrics).</summary>
+    public const string EventsPattern = "events.out.tfevents*";
     private readonly StreamWriter _writer;
     private readonly TorchSharp.Modules.SummaryWriter _events;
 

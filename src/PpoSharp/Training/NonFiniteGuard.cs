@@ -37,7 +37,10 @@ public static class HeldOut
     {
         var rng = new Random(seed);
         var shuffled = items.OrderBy(_ => rng.Next()).ToList();
-        int count = shuffled.Count < 2 ? 0 : Math.Min(shuffled.Count - 1, (int)Math.Round(shuffled.Count * fraction));
+        int count = shuffled.Count - TrainCount(shuffled.Count, fraction);
         return (shuffled.Skip(count).ToList(), shuffled.Take(count).ToList());
     }
+
+    /// <summary>How many of <paramref name="n"/> items <see cref="Split{T}"/> keeps for training: all but round(n x fraction), at least one.</summary>
+    public static int TrainCount(int n, double fraction) => n < 2 ? n : n - Math.Min(n - 1, (int)Math.Round(n * fraction));
 }

@@ -1,4 +1,5 @@
 using PpoSharp.Algorithms;
+using System.ComponentModel.DataAnnotations;
 using PpoSharp.Models;
 
 namespace PpoSharp.Training;
@@ -15,13 +16,13 @@ public sealed record PpoConfig : RolloutKeys
     public static PpoConfig Pretrained => new() { Lr = 3e-6, BatchSize = 16, ResponseLength = 64, Iterations = 20, CheckpointEvery = 5 };
 
     /// <summary>Rollout-update iterations (each samples a fresh prompt batch).</summary>
-    public int Iterations { get; init; } = 60;
+    [Range(1, Check.MaxSteps)] public int Iterations { get; init; } = 60;
     /// <summary>Prompts per iteration (the rollout batch).</summary>
-    public int BatchSize { get; init; } = 64;
+    [Range(1, Check.MaxBatch)] public int BatchSize { get; init; } = 64;
     /// <summary>Minibatches per PPO epoch; must divide batch_size.</summary>
-    public int NumMiniBatches { get; init; } = 4;
+    [Range(1, Check.MaxBatch)] public int NumMiniBatches { get; init; } = 4;
     /// <summary>Passes over the rollout buffer per iteration.</summary>
-    public int NumPpoEpochs { get; init; } = 4;
+    [Range(1, 1000)] public int NumPpoEpochs { get; init; } = 4;
     /// <summary>AdamW learning rate of actor and critic.</summary>
     public double Lr { get; init; } = 1e-4;
     public double WeightDecay { get; init; } = 0.0;
@@ -36,7 +37,7 @@ public sealed record PpoConfig : RolloutKeys
     /// </summary>
     public bool? AdaptiveKl { get; init; }
     /// <summary>With <c>--eval</c>: a held-out evaluation every this many iterations, which keeps <c>best/</c>.</summary>
-    public int EvalEvery { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int EvalEvery { get; init; } = 10;
     /// <summary>A <c>model:</c> reward whose recorded held-out pair accuracy is below this is refused (near chance); 0 accepts any.</summary>
     public double MinRewardModelAccuracy { get; init; } = 0.6;
     /// <summary>Normalise each <c>model:</c> reward's scores by their running mean and std (rules keep their scale).</summary>
@@ -75,7 +76,7 @@ public sealed record PpoConfig : RolloutKeys
     public int TopK { get; init; } = 0;
     public double TopP { get; init; } = 1.0;
     /// <summary>Cap on generated tokens per response.</summary>
-    public int ResponseLength { get; init; } = 16;
+    [Range(1, Check.MaxLength)] public int ResponseLength { get; init; } = 16;
     public CriticArrangement Critic { get; init; } = CriticArrangement.Separate;
     /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
     public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
@@ -84,11 +85,11 @@ public sealed record PpoConfig : RolloutKeys
     public int Seed { get; init; } = 1;
 
     /// <summary>Write a checkpoint (models, optimizer, RNG and controller state, data position) every this many iterations.</summary>
-    public int CheckpointEvery { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int CheckpointEvery { get; init; } = 10;
     /// <summary>Checkpoints kept on disk (the newest).</summary>
-    public int KeepCheckpoints { get; init; } = 2;
+    [Range(1, Check.MaxCheckpoints)] public int KeepCheckpoints { get; init; } = 2;
     /// <summary>Optimizer steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
-    public int MaxSkippedSteps { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int MaxSkippedSteps { get; init; } = 10;
 
     public int MiniBatchSize => BatchSize / NumMiniBatches;
 
@@ -126,6 +127,7 @@ public sealed record PpoConfig : RolloutKeys
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
         Rollout.Validate(Lora.Enabled);
+        Check.Ranges(this);
         return this;
     }
 }

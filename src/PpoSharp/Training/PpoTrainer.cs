@@ -117,6 +117,19 @@ public sealed partial class PpoTrainer : IDisposable
     }
 
     public Decoder Actor => _actor;
+
+    /// <summary>
+    /// Refuses, before a run writes anything, a batch_size larger than the prompts or an update step that cannot fit in
+    /// memory (<see cref="MemoryCheck"/>): a minibatch of batch_size x G / num_mini_batches sequences of the longest prompt
+    /// plus the response length, through the actor (and the critic).
+    /// </summary>
+    public void CheckBatch()
+    {
+        int length = _encodedPrompts.Select(p => p.Count).DefaultIfEmpty(0).Max() + _config.ResponseLength;
+        long sequences = (long)_config.BatchSize * _numGenerations / _config.NumMiniBatches * (_critic is null ? 1 : 2);
+        MemoryCheck.Check(_title, "batch_size", _config.BatchSize, _prompts.Count, "prompts", _actor.Config, sequences, length, logits: true,
+            MemoryCheck.Trainable(OptimizedParameters), _log);
+    }
     /// <summary>The critic; null for the critic-free algorithms.</summary>
     public CriticModel? Critic => _critic;
     /// <summary>The reference model; null when no KL term needs it.</summary>

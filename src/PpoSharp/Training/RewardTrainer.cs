@@ -24,7 +24,7 @@ public sealed record RmConfig : TrainingConfig
     /// <summary>Save the weights of the evaluation with the best held-out accuracy, not the last step's (HF Trainer's name).</summary>
     [JsonPropertyOrder(1)] public bool LoadBestModelAtEnd { get; init; } = true;
     /// <summary>Reward models to train (seeds seed, seed + 1, ...: other head inits and data orders); more than 1 makes an ensemble.</summary>
-    [JsonPropertyOrder(1)] public int Ensemble { get; init; } = 1;
+    [JsonPropertyOrder(1), System.ComponentModel.DataAnnotations.Range(1, 64)] public int Ensemble { get; init; } = 1;
     /// <summary>An ensemble scores mean - k std over its members (written to its ensemble.json).</summary>
     [JsonPropertyOrder(1)] public double EnsembleK { get; init; } = 1;
 

@@ -37,12 +37,8 @@ public static class RunDirectory
             return;
         }
         Directory.CreateDirectory(dir);
+        if (force) RemoveGenerated(dir);
         job?.Write(dir);
-        if (!force) return;
-        foreach (var file in GeneratedFiles.Where(f => f != RunJob.FileName).Select(f => Path.Combine(dir, f)).Concat(Directory.GetFiles(dir, "model-*-of-*.safetensors")))
-            File.Delete(file);
-        foreach (var folder in GeneratedFolders.Select(f => Path.Combine(dir, f)).Concat(Directory.GetDirectories(dir, "member-*")).Where(Directory.Exists))
-            Directory.Delete(folder, recursive: true);
     }
 
     /// <summary>
@@ -57,6 +53,43 @@ public static class RunDirectory
 
     private static readonly string[] GeneratedFolders =
         [Checkpoints.Folder, CriticFolder, BestPolicy.Folder, BestPolicy.Folder + ".tmp", BestPolicy.Folder + ".old"];
+
+    /// <summary>
+    /// Runs <paramref name="train"/>, a fresh start of a run in <paramref name="dir"/> (not a resume), so that a failure
+    /// before its first checkpoint leaves nothing that a later command reads or that makes it refuse <paramref name="dir"/>
+    /// as not empty: a folder that was missing or empty before is emptied again (removed if it was missing), one that held
+    /// other files loses what the run wrote (job.json, metrics, events, model files). A run stopped with a checkpoint
+    /// (<see cref="TrainingStoppedException"/>), and any run with a checkpoint, is kept for --resume.
+    /// </summary>
+    public static T CleanUpFailedStart<T>(string dir, bool resume, Func<T> train)
+    {
+        bool existed = Directory.Exists(dir);
+        bool wasEmpty = !existed || !Directory.EnumerateFileSystemEntries(dir).Any();
+        try { return train(); }
+        catch (Exception e) when (e is not TrainingStoppedException && !resume && Directory.Exists(dir) && Checkpoints.NewestStep(dir) is null)
+        {
+            if (!wasEmpty) RemoveGenerated(dir);
+            else if (existed) foreach (var entry in new DirectoryInfo(dir).EnumerateFileSystemInfos()) Delete(entry);
+            else Directory.Delete(dir, recursive: true);
+            throw;
+        }
+    }
+
+    private static void Delete(FileSystemInfo entry)
+    {
+        if (entry is DirectoryInfo d && d.LinkTarget is null) d.Delete(recursive: true);
+        else entry.Delete();
+    }
+
+    /// <summary>Removes what a run writes (<see cref="GeneratedFiles"/>, folders, TensorBoard events) and nothing else.</summary>
+    private static void RemoveGenerated(string dir)
+    {
+        foreach (var file in GeneratedFiles.Select(f => Path.Combine(dir, f)).Concat(Directory.GetFiles(dir, "model-*-of-*.safetensors"))
+                     .Concat(Directory.GetFiles(dir, MetricsWriter.EventsPattern)).Where(File.Exists))
+            File.Delete(file);
+        foreach (var folder in GeneratedFolders.Select(f => Path.Combine(dir, f)).Concat(Directory.GetDirectories(dir, "member-*")).Where(Directory.Exists))
+            Directory.Delete(folder, recursive: true);
+    }
 
     /// <summary>The checks of <see cref="PrepareOutput"/> alone, writing nothing (commands run them before any work).</summary>
     public static void CheckOutput(string dir, bool force, bool resume)
@@ -161,11 +194,23 @@ public static class RunDirectory
     public static (HfModelInfo Info, DecoderSpec Spec) ReadModel(string dir) =>
         PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
 
-    /// <summary>Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run or a Hugging Face folder.</summary>
+    /// <summary>
+    /// Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run, a Hugging Face folder or a LoRA adapter
+    /// folder: the validated loader. Every file is checked before it is read (a regular file, readable, within its size
+    /// cap), config.json's sizes are bounded, the weights' headers are checked against it and the memory available before
+    /// the model is allocated, tensors are read one at a time and refused if not finite, and token ids are checked against
+    /// the vocabulary. It returns a fully loaded model, or throws a one-line <see cref="PpoSharpException"/> naming the file
+    /// and keeps nothing (so that a server can go on serving the weights it has).
+    /// </summary>
     public static (Decoder Model, ITokenizer Tokenizer) LoadPolicy(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
         var tokenizer = LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs);
-        return (LoadPolicyModel(dir), tokenizer);
+        try { return (LoadPolicyModel(dir), tokenizer); }
+        catch
+        {
+            (tokenizer as IDisposable)?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -177,8 +222,10 @@ public static class RunDirectory
         if (PeftAdapter.IsAdapter(dir)) return LoraModels.LoadMerged(dir);
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new Decoder(spec, info);
-        HfCheckpoint.Load(dir, info, model);
+        try { weights.Into(model); }
+        catch { model.Dispose(); throw; }
         return model;
     }
 
@@ -189,8 +236,10 @@ public static class RunDirectory
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
         var tokenizer = LoadTokenizer(dir, spec, chatKwargs);
+        var weights = HfCheckpoint.CheckWeights(dir, info, spec);                      // every header checked before allocating
         var model = new RewardModel(new Decoder(spec, info with { ScalarHead = false, MlpHead = false }), mlpHead: info.MlpHead);
-        HfCheckpoint.Load(dir, info, model.Backbone, model.Head);
+        try { weights.Into(model.Backbone, model.Head); }
+        catch { model.Dispose(); throw; }
         model.SetOffset(new HfConfig(info.Config, Path.Combine(dir, ConfigFile)).Double(OffsetKey, 0));
         model.eval();
         return (model, tokenizer);

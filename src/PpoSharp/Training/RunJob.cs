@@ -20,8 +20,40 @@ public sealed class RunJob
     {
         _fields["command"] = command;
         var settings = System.Text.Json.JsonSerializer.SerializeToNode(config, config.GetType(), Json.Options)!.AsObject();
+        Total = (settings["steps"] ?? settings["iterations"])?.GetValue<int>();
+        Ensemble = settings["ensemble"]?.GetValue<int>() ?? 1;
         foreach (var key in Resumable) settings.Remove(key);
         _fields["config"] = settings;
+    }
+
+    /// <summary>The steps (or iterations) the run is to make: its config's <c>steps</c> or <c>iterations</c>.</summary>
+    public int? Total { get; }
+
+    /// <summary>Reward models trained side by side in <c>member-K/</c> folders (the rm command's <c>ensemble</c>), else 1.</summary>
+    private int Ensemble { get; }
+
+    /// <summary>
+    /// Whether the run in <paramref name="dir"/> is finished: its newest checkpoint is at <see cref="Total"/> (or beyond) and
+    /// the final model was saved after it (<c>training_config.json</c>, written last, is not older than that checkpoint); for
+    /// an ensemble, every member is, and <c>ensemble.json</c> is written. Returns the last step, or null.
+    /// </summary>
+    public int? FinishedAt(string dir)
+    {
+        if (Total is not int total) return null;
+        if (Ensemble > 1)
+        {
+            var members = Enumerable.Range(0, Ensemble).Select(k => FinishedMember(Path.Combine(dir, $"member-{k}"), total)).ToList();
+            return members.All(m => m is not null) && File.Exists(Path.Combine(dir, Rewards.EnsembleFile.FileName)) ? members.Min() : null;
+        }
+        return FinishedMember(dir, total);
+    }
+
+    private static int? FinishedMember(string dir, int total)
+    {
+        if (Checkpoints.NewestStep(dir) is not int step || step < total) return null;
+        var saved = new FileInfo(Path.Combine(dir, RunDirectory.TrainingFile));
+        var checkpoint = new DirectoryInfo(Path.Combine(Checkpoints.Root(dir), $"step-{step:D6}"));
+        return saved.Exists && checkpoint.Exists && saved.LastWriteTimeUtc >= checkpoint.LastWriteTimeUtc ? step : null;
     }
 
     /// <summary>Adds an input: a model directory or reward spec as given, a data file as its full path and hash.</summary>
@@ -36,8 +68,15 @@ public sealed class RunJob
 
     public void Write(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), _fields.ToJsonString(Json.Options));
 
-    /// <summary>Refuses a resume whose job differs from the recorded one, naming the first difference; a run without job.json passes.</summary>
+    /// <summary>Refuses a resume whose job differs from the recorded one or whose run is finished (<see cref="FinishedAt"/>).</summary>
     public void CheckResume(string dir)
+    {
+        CheckSameJob(dir);
+        if (FinishedAt(dir) is int done) throw new PpoSharpException(FinishedMessage(dir, done));
+    }
+
+    /// <summary>Refuses a resume whose job differs from the recorded one, naming the first difference; a run without job.json passes.</summary>
+    public void CheckSameJob(string dir)
     {
         var path = Path.Combine(dir, FileName);
         if (!File.Exists(path)) return;
@@ -45,6 +84,14 @@ public sealed class RunJob
         if (Difference(recorded, _fields, "") is string what)
             throw new PpoSharpException($"{dir}: --resume continues the same job only, and {what} (use --force to start over, or another --out)");
     }
+
+    /// <summary>What a --resume of a finished run says (it changes nothing).</summary>
+    public string FinishedMessage(string dir, int done) =>
+        $"{_fields["command"]}: {dir} is finished ({done} of {Total} {Unit}); nothing to resume, nothing changed " +
+        $"(to train on, --resume with a larger --set {Unit}=N; to start over, --force)";
+
+    /// <summary>The config key of the run's length: iterations for the online trainers, steps for the others.</summary>
+    private string Unit => _fields["command"]!.GetValue<string>() is "ppo" or "grpo" ? "iterations" : "steps";
 
     /// <summary>The first key whose value differs, as "KEY was A, now B".</summary>
     private static string? Difference(JsonObject was, JsonObject now, string prefix)

@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using System.Text.Json.Serialization;
 using PpoSharp.Models;
 
@@ -26,10 +27,10 @@ public sealed record SftConfig : TrainingConfig
 
     /// <summary>Tokenizer of a new model: char (alphabet from the data plus printable ASCII) or gpt2.</summary>
     [JsonPropertyOrder(1)] public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
-    [JsonPropertyOrder(1)] public int ContextLength { get; init; } = 64;
-    [JsonPropertyOrder(1)] public int NLayer { get; init; } = 4;
-    [JsonPropertyOrder(1)] public int NHead { get; init; } = 4;
-    [JsonPropertyOrder(1)] public int DModel { get; init; } = 128;
+    [JsonPropertyOrder(1), Range(2, Check.MaxLength)] public int ContextLength { get; init; } = 64;
+    [JsonPropertyOrder(1), Range(1, 1024)] public int NLayer { get; init; } = 4;
+    [JsonPropertyOrder(1), Range(1, 1024)] public int NHead { get; init; } = 4;
+    [JsonPropertyOrder(1), Range(1, 65536)] public int DModel { get; init; } = 128;
 
     public DecoderSpec ModelConfig(int vocabSize) => new DecoderSpec(vocabSize, ContextLength, NLayer, NHead, DModel).Validate();
 
@@ -46,6 +47,28 @@ public sealed record SftConfig : TrainingConfig
 /// <summary>Range checks that name the config key.</summary>
 public static class Check
 {
+    /// <summary>Upper bounds of the integer keys (<see cref="RangeAttribute"/> on each): far above any run a machine can
+    /// make, far below where int arithmetic on them (batch x length, step counters) would overflow.</summary>
+    public const int MaxSteps = 100_000_000, MaxBatch = 65_536, MaxLength = 1_048_576, MaxCheckpoints = 10_000;
+
+    /// <summary>
+    /// Checks every int property of <paramref name="config"/> that carries a <see cref="RangeAttribute"/>, naming the key
+    /// and its range: "'steps' is out of range: expected an integer from 1 to 100000000 (got 0)".
+    /// </summary>
+    public static void Ranges(object config)
+    {
+        foreach (var p in config.GetType().GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance))
+            if (p.PropertyType == typeof(int) && RangeOf(p) is var (min, max) && p.GetValue(config) is int v && (v < min || v > max))
+                throw new PpoSharpException(OutOfRange(System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name), min, max, v.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+    }
+
+    /// <summary>The [Range] of an int property, or null.</summary>
+    public static (long Min, long Max)? RangeOf(System.Reflection.PropertyInfo p) =>
+        p.GetCustomAttributes(typeof(RangeAttribute), true).FirstOrDefault() is RangeAttribute r ? (Convert.ToInt64(r.Minimum), Convert.ToInt64(r.Maximum)) : null;
+
+    /// <summary>The one message of an integer key outside its range.</summary>
+    public static string OutOfRange(string key, long min, long max, string got) => $"'{key}' is out of range: expected an integer from {min} to {max} (got {got})";
+
     public static void Positive(double v, string key)
     {
         if (!(v > 0) || !double.IsFinite(v)) throw new PpoSharpException($"{key} must be > 0 (got {v})");

@@ -1,3 +1,5 @@
+using System.ComponentModel.DataAnnotations;
+
 namespace PpoSharp.Training;
 
 /// <summary>
@@ -8,13 +10,13 @@ namespace PpoSharp.Training;
 public abstract record TrainingConfig : LoraKeys
 {
     /// <summary>Optimizer steps.</summary>
-    public int Steps { get; init; }
+    [Range(1, Check.MaxSteps)] public int Steps { get; init; }
     /// <summary>Sequences (SFT) or preference pairs (reward model) per step.</summary>
-    public int BatchSize { get; init; } = 32;
+    [Range(1, Check.MaxBatch)] public int BatchSize { get; init; } = 32;
     /// <summary>Peak learning rate (AdamW).</summary>
     public double Lr { get; init; }
     /// <summary>Linear warm-up steps, then cosine decay to <see cref="MinLrRatio"/> x lr.</summary>
-    public int WarmupSteps { get; init; }
+    [Range(0, Check.MaxSteps)] public int WarmupSteps { get; init; }
     public double MinLrRatio { get; init; } = 0.1;
     /// <summary>Decoupled weight decay on matrices and embeddings (not on biases and LayerNorm).</summary>
     public double WeightDecay { get; init; } = 0.1;
@@ -23,17 +25,17 @@ public abstract record TrainingConfig : LoraKeys
     /// <summary>Share of records held out for evaluation.</summary>
     public double EvalFraction { get; init; }
     /// <summary>Held-out evaluation every this many steps (and at the end).</summary>
-    public int EvalEvery { get; init; }
+    [Range(1, Check.MaxSteps)] public int EvalEvery { get; init; }
     public int Seed { get; init; } = 1;
     /// <summary>Extra variables for a pretrained model's chat template, e.g. {"enable_thinking": false} for Qwen3.</summary>
     public Dictionary<string, System.Text.Json.JsonElement> ChatTemplateKwargs { get; init; } = [];
     /// <summary>Where the model and batches live: cpu, or cuda with TorchSharp's CUDA package.</summary>
     public Models.ComputeDevice Device { get; init; } = Models.ComputeDevice.Cpu;
     /// <summary>Write a checkpoint (model, optimizer, step) every this many steps.</summary>
-    public int CheckpointEvery { get; init; }
-    public int KeepCheckpoints { get; init; } = 2;
+    [Range(1, Check.MaxSteps)] public int CheckpointEvery { get; init; }
+    [Range(1, Check.MaxCheckpoints)] public int KeepCheckpoints { get; init; } = 2;
     /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
-    public int MaxSkippedSteps { get; init; } = 10;
+    [Range(1, Check.MaxSteps)] public int MaxSkippedSteps { get; init; } = 10;
 
     /// <summary>Range checks of the shared keys; each trainer's Validate() calls it and checks its own.</summary>
     protected void ValidateShared()
@@ -51,5 +53,6 @@ public abstract record TrainingConfig : LoraKeys
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
+        Check.Ranges(this);
     }
 }

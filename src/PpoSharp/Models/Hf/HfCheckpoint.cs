@@ -51,64 +51,59 @@ public static class HfCheckpoint
             : throw new PpoSharpException($"{c.Path}: torch_dtype '{name}' is not supported (supported: {string.Join(", ", DtypeNames.Keys)})");
     }
 
-    /// <summary>The HF tensors of the decoder (and the head's, as <c>score.*</c>), in the model's naming.</summary>
-    private static List<WeightMap> Maps(HfModelInfo info, DecoderSpec spec, ScalarHead? head)
+    /// <summary>The HF tensors of the decoder (and of a head with parameters <paramref name="head"/>, as <c>score.*</c>), in the model's naming.</summary>
+    private static List<WeightMap> Maps(HfModelInfo info, DecoderSpec spec, IReadOnlyDictionary<string, long[]>? head, bool mlpHead)
     {
         var maps = info.Arch.Backbone(spec).Select(m => m with { Hf = m.Hf.Select(n => info.Arch.Prefix + n).ToArray() }).ToList();
         if (head is null && !spec.TiedHead) maps.Add(new("lm_head.weight", "lm_head.weight"));
         if (head is not null)
-            maps.AddRange(head.named_parameters().Select(p => new WeightMap("score:" + p.name, head.IsMlp ? "score." + p.name : "score.weight")));
+            maps.AddRange(head.Keys.Select(name => new WeightMap("score:" + name, mlpHead ? "score." + name : "score.weight")));
         return maps;
     }
 
-    /// <summary>Copies a folder's weights into <paramref name="model"/> (and <paramref name="head"/>), after checking every name and shape.</summary>
-    public static void Load(string dir, HfModelInfo info, Decoder model, ScalarHead? head = null)
+    private static Dictionary<string, long[]>? HeadShapes(ScalarHead? head) =>
+        head?.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
+
+    /// <summary>
+    /// Checks a folder's weights against <paramref name="spec"/> from the safetensors headers alone, before anything is
+    /// allocated: every tensor the spec needs is present, none is unexpected, each is floating point and of the shape the
+    /// spec implies (each part of a fused projection on its own), and the model fits in the memory available. A folder
+    /// that fails is refused in one line without reading its tensor data. The result loads the weights (<see cref="CheckedWeights.Into"/>).
+    /// </summary>
+    public static CheckedWeights CheckWeights(string dir, HfModelInfo info, DecoderSpec spec)
     {
-        var raw = Safetensors.LoadFolder(dir);
-        var stored = new Dictionary<string, Tensor>();
-        try
-        {
-            foreach (var (name, t) in raw)
-                if (!stored.TryAdd(info.Arch.Normalize(name), t))
-                    throw new PpoSharpException($"{dir}: tensor '{name}' is stored twice (with and without the '{info.Arch.Prefix}' prefix)");
-            var maps = Maps(info, model.Config, head);
-            var ours = Parameters(model, head);
-            var needed = maps.SelectMany(m => m.Hf).ToHashSet();
-            foreach (var name in needed.Where(n => !stored.ContainsKey(n)))
-                throw new PpoSharpException($"{dir}: tensor '{name}' is missing from the weights");
-            var unexpected = stored.Keys.Where(n => !needed.Contains(n) && !info.Arch.Ignored(n) && !(n == "lm_head.weight" && model.Config.TiedHead)).ToList();
-            if (unexpected.Count > 0)
-                throw new PpoSharpException($"{dir}: unexpected tensor '{unexpected[0]}'{(unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "")} (the weights do not match config.json)");
-            using var _ = no_grad();
-            foreach (var m in maps) Copy(dir, m, stored, ours[m.Ours]);
-        }
-        finally
-        {
-            foreach (var t in raw.Values) t.Dispose();
-        }
+        var files = SafetensorsFolder.Open(dir);
+        var stored = new Dictionary<string, string>();                                        // normalized name -> stored name
+        foreach (var name in files.Names)
+            if (!stored.TryAdd(info.Arch.Normalize(name), name))
+                throw new PpoSharpException($"{dir}: tensor '{name}' is stored twice (with and without the '{info.Arch.Prefix}' prefix)");
+        var head = info.ScalarHead ? ScalarHead.Shapes(spec.DModel, info.MlpHead) : null;
+        var maps = Maps(info, spec, head, info.MlpHead);
+        var needed = maps.SelectMany(m => m.Hf).ToHashSet();
+        foreach (var name in needed.Where(n => !stored.ContainsKey(n)))
+            throw new PpoSharpException($"{dir}: tensor '{name}' is missing from the weights");
+        var unexpected = stored.Keys.Where(n => !needed.Contains(n) && !info.Arch.Ignored(n) && !(n == "lm_head.weight" && spec.TiedHead)).ToList();
+        if (unexpected.Count > 0)
+            throw new PpoSharpException($"{dir}: unexpected tensor '{unexpected[0]}'{(unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "")} (the weights do not match config.json)");
+        var ours = spec.ParameterShapes();
+        foreach (var (name, shape) in head ?? []) ours["score:" + name] = shape;
+        var weights = new CheckedWeights(dir, files, stored, maps, spec);
+        foreach (var m in maps) weights.CheckShape(m, ours[m.Ours]);
+        MemoryCheck.Fits(dir, ours.Values.Sum(s => (double)Numel(s)) * sizeof(float), needed.Max(n => (double)files.Entry(stored[n]).End - files.Entry(stored[n]).Begin));
+        return weights;
     }
 
-    private static Dictionary<string, Tensor> Parameters(Decoder model, ScalarHead? head)
+    internal static long Numel(long[] shape) => shape.Aggregate(1L, (n, d) => n * d);
+
+    /// <summary>Copies a folder's weights into <paramref name="model"/> (and <paramref name="head"/>), after <see cref="CheckWeights"/>.</summary>
+    public static void Load(string dir, HfModelInfo info, Decoder model, ScalarHead? head = null) =>
+        CheckWeights(dir, info with { ScalarHead = head is not null, MlpHead = head?.IsMlp ?? false }, model.Config).Into(model, head);
+
+    internal static Dictionary<string, Tensor> Parameters(Decoder model, ScalarHead? head)
     {
         var all = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         if (head is not null) foreach (var (name, p) in head.named_parameters()) all["score:" + name] = p;
         return all;
-    }
-
-    private static void Copy(string dir, WeightMap m, Dictionary<string, Tensor> stored, Tensor target)
-    {
-        var parts = m.Hf.Select(n => stored[n]).ToArray();
-        foreach (var (name, t) in m.Hf.Zip(parts))
-            if (!t.is_floating_point()) throw new PpoSharpException($"{dir}: tensor '{name}' is {t.dtype}, a weight must be floating point (F32, BF16 or F16)");
-        using var source = m.Layout switch
-        {
-            WeightLayout.Transposed => parts[0].t(),
-            WeightLayout.Concat => cat(parts, 0),
-            _ => parts[0].alias(),
-        };
-        if (!source.shape.SequenceEqual(target.shape))
-            throw new PpoSharpException($"{dir}: tensor '{string.Join("', '", m.Hf)}' has shape [{string.Join(", ", parts.Select(p => string.Join("x", p.shape)))}], config.json implies [{string.Join("x", target.shape)}]{(m.Layout == WeightLayout.Transposed ? " transposed" : "")}");
-        target.copy_(source);
     }
 
     /// <summary>
@@ -124,7 +119,7 @@ public static class HfCheckpoint
         var tensors = new List<KeyValuePair<string, Tensor>>();
         using var scope = NewDisposeScope();
         using (no_grad())
-            foreach (var m in Maps(info, model.Config, head))
+            foreach (var m in Maps(info, model.Config, HeadShapes(head), head?.IsMlp ?? false))
                 tensors.AddRange(Split(m, ours[m.Ours].detach().cpu().to(info.StoredDtype), model.Config));
         Safetensors.SaveFolder(dir, tensors);
         AtomicFile.WriteText(Path.Combine(dir, "config.json"), config.ToJsonString(Json.Options));
@@ -134,8 +129,8 @@ public static class HfCheckpoint
     {
         if (m.Layout == WeightLayout.Transposed) return [new(m.Hf[0], t.t().contiguous())];
         if (m.Layout == WeightLayout.Same) return [new(m.Hf[0], t.contiguous())];
-        long q = s.NHead * s.HeadDim, kv = s.KvHeadCount * s.HeadDim;                       // q, k, v rows of the fused projection
-        return m.Hf.Zip([t.narrow(0, 0, q), t.narrow(0, q, kv), t.narrow(0, q + kv, kv)], (n, p) => new KeyValuePair<string, Tensor>(n, p.contiguous()));
+        var parts = t.split(s.QkvRows, 0);                                                    // q, k, v rows of the fused projection
+        return m.Hf.Zip(parts, (n, p) => new KeyValuePair<string, Tensor>(n, p.contiguous()));
     }
 
     private static JsonObject WriteConfig(HfModelInfo info, DecoderSpec spec, ScalarHead? head, IReadOnlyDictionary<string, JsonNode?> extra)

@@ -13,11 +13,12 @@ public sealed class HfConfig(JsonObject json, string path)
     {
         if (File.Exists(dir)) throw new PpoSharpException($"{dir}: is a file; a model is a directory (config.json, weights, tokenizer)");
         if (!Directory.Exists(dir)) throw new PpoSharpException($"{dir}: model directory not found");
+        SafeFile.CheckFolder(dir);
         var path = System.IO.Path.Combine(dir, file);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (a model directory needs {file})");
+        if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs {file})");
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) is JsonObject o ? new HfConfig(o, path)
+            return JsonNode.Parse(SafeFile.ReadText(path, SafeFile.ConfigMax)) is JsonObject o ? new HfConfig(o, path)
                 : throw new PpoSharpException($"{path}: must be a JSON object");
         }
         catch (JsonException e) { throw new PpoSharpException($"{path}: invalid JSON ({e.Message.Split(". ")[0]})"); }

@@ -27,7 +27,7 @@ public class Llama : HfArchitecture
         var (theta, scaling) = ReadRope(c);
         return new DecoderSpec(c.Int("vocab_size"), ContextLength(c), c.Int("num_hidden_layers"), heads, hidden)
         {
-            KvHeads = c.Int("num_key_value_heads", heads), HeadSize = c.Int("head_dim", hidden / heads), Intermediate = c.Int("intermediate_size"),
+            KvHeads = c.Int("num_key_value_heads", heads), HeadSize = c.Int("head_dim", 0), Intermediate = c.Int("intermediate_size"),
             Norm = NormKind.RmsNorm, NormEps = c.Double("rms_norm_eps", 1e-6), Positions = PositionKind.Rope, RopeTheta = theta, RopeScaling = scaling,
             Mlp = MlpKind.SwiGlu, QkvBias = qkvBias, OutBias = outBias, MlpBias = c.Bool("mlp_bias", false), QkNorm = QkNorm,
             TiedHead = c.Bool("tie_word_embeddings", false),

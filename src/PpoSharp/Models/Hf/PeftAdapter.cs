@@ -27,7 +27,10 @@ public static class PeftAdapter
     /// <summary>Bases given on the command line (<c>--base</c>) for adapter folders, by the adapter's full path.</summary>
     private static readonly ConcurrentDictionary<string, string> BaseOverrides = new();
 
-    public static bool IsAdapter(string dir) => File.Exists(Path.Combine(dir, ConfigFile));
+    public static bool IsAdapter(string dir) => SafeFile.Present(Path.Combine(dir, ConfigFile));
+
+    /// <summary>The longest chain of adapters on adapters that is followed (a longer one is refused as a probable loop).</summary>
+    public const int MaxChain = 8;
 
     /// <summary>Uses <paramref name="baseDir"/> as the base of the adapter in <paramref name="adapterDir"/> (<c>--base</c>), after checking that it is the base the adapter was trained on.</summary>
     public static void UseBase(string adapterDir, string baseDir)
@@ -68,13 +71,34 @@ public static class PeftAdapter
         catch (PpoSharpException e) when (!e.Message.StartsWith(c.Path, StringComparison.Ordinal)) { throw new PpoSharpException($"{c.Path}: {e.Message}"); }
     }
 
-    /// <summary>The base folder of an adapter: <c>--base</c>, else base_model_name_or_path as a folder (as given, or beside the adapter).</summary>
+    /// <summary>
+    /// The base folder of an adapter: <c>--base</c>, else base_model_name_or_path as a folder holding a model or an adapter
+    /// (as given, or beside the adapter). When the base is itself an adapter, the whole chain is followed here once and refused if it comes back to
+    /// a folder already in it (an adapter naming itself, two naming each other) or is longer than <see cref="MaxChain"/>.
+    /// </summary>
     public static string BaseDir(string adapterDir)
+    {
+        var baseDir = ImmediateBase(adapterDir);
+        var chain = new List<string> { Identity(adapterDir) };
+        for (var dir = baseDir; IsAdapter(dir); dir = ImmediateBase(dir))
+        {
+            bool loops = chain.Contains(Identity(dir));
+            chain.Add(Identity(dir));
+            if (loops || chain.Count > MaxChain)
+                throw new PpoSharpException($"{Path.Combine(adapterDir, ConfigFile)}: base_model_name_or_path {(loops ? "loops" : $"chains more than {MaxChain} adapters")}: {string.Join(" -> ", chain)}");
+        }
+        return baseDir;
+    }
+
+    private static string Identity(string dir) => Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar);
+
+    private static string ImmediateBase(string adapterDir)
     {
         if (BaseOverrides.TryGetValue(Path.GetFullPath(adapterDir), out var given)) return given;
         var info = ReadInfo(adapterDir);
         foreach (var candidate in new[] { info.BaseName, Path.Combine(adapterDir, info.BaseName) })
-            if (info.BaseName.Length > 0 && Directory.Exists(candidate)) return candidate;
+            if (info.BaseName.Length > 0 && Directory.Exists(candidate) && (SafeFile.Present(Path.Combine(candidate, "config.json")) || IsAdapter(candidate)))
+                return candidate;
         throw new PpoSharpException($"{Path.Combine(adapterDir, ConfigFile)}: base_model_name_or_path '{info.BaseName}' is not a model folder here; pass --base DIR with the --init or --model adapter, or set base_model_name_or_path to the base's folder");
     }
 
@@ -82,7 +106,7 @@ public static class PeftAdapter
     public static void CheckBase(string adapterDir, string baseDir)
     {
         var path = Path.Combine(adapterDir, WeightsFile);
-        if (!File.Exists(path) || !Safetensors.ReadMetadata(path).TryGetValue(BaseHashKey, out var expected)) return;
+        if (!SafeFile.Present(path) || !Safetensors.ReadMetadata(path).TryGetValue(BaseHashKey, out var expected)) return;
         var actual = Fingerprint(baseDir);
         if (actual != expected)
             throw new PpoSharpException($"{adapterDir}: this adapter was trained on another base (weights sha256 {expected[..12]}…); {baseDir} has {actual[..12]}…");
@@ -106,7 +130,7 @@ public static class PeftAdapter
             var buffer = new byte[1 << 20];
             foreach (var file in files)
             {
-                using var f = File.OpenRead(file);
+                using var f = SafeFile.Open(file);
                 for (int n; (n = f.Read(buffer)) > 0;) sha.AppendData(buffer, 0, n);
             }
             return Convert.ToHexStringLower(sha.GetHashAndReset());
@@ -153,9 +177,17 @@ public static class PeftAdapter
     /// <summary>An adapter folder's LoRA, new on <paramref name="baseModel"/> and loaded (see <see cref="LoadInto"/>).</summary>
     public static LoraAdapter Load(string dir, Decoder baseModel)
     {
-        var adapter = new LoraAdapter(baseModel, ReadInfo(dir).Settings);
-        LoadInto(dir, adapter, null);
+        var adapter = NewAdapter(dir, baseModel, ReadInfo(dir));
+        try { LoadInto(dir, adapter, null); }
+        catch { adapter.Dispose(); throw; }
         return adapter;
+    }
+
+    /// <summary>A new adapter of the folder's settings on <paramref name="baseModel"/>; a rank the base cannot take is named with the file.</summary>
+    public static LoraAdapter NewAdapter(string dir, Decoder baseModel, AdapterInfo info)
+    {
+        try { return new LoraAdapter(baseModel, info.Settings); }
+        catch (PpoSharpException e) { throw new PpoSharpException($"{Path.Combine(dir, ConfigFile)}: {e.Message}"); }
     }
 
     /// <summary>Whether a reward-model adapter's head is the MLP (<c>score.fc.*</c>) rather than the linear <c>score</c>.</summary>
@@ -169,25 +201,27 @@ public static class PeftAdapter
     public static double LoadInto(string dir, LoraAdapter adapter, ScalarHead? head)
     {
         var path = Path.Combine(dir, WeightsFile);
-        if (!File.Exists(path)) throw new PpoSharpException($"{path}: missing (an adapter folder needs its weights)");
-        var stored = Safetensors.Load(path);
-        try
+        if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (an adapter folder needs its weights)");
+        var stored = SafetensorsFolder.OpenFile(path);                                // header only: names and shapes first
+        var targets = Tensors(adapter, head).ToList();
+        foreach (var (name, _) in targets.Where(t => !stored.Names.Contains(t.Key)))
+            throw new PpoSharpException($"{path}: tensor '{name}' is missing (the adapter does not match {ConfigFile} and the base)");
+        var unexpected = stored.Names.Except(targets.Select(t => t.Key)).ToList();
+        if (unexpected.Count > 0) throw new PpoSharpException($"{path}: unexpected tensor '{unexpected[0]}'{(unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "")}");
+        foreach (var (name, target) in targets)
         {
-            var targets = Tensors(adapter, head).ToList();
-            foreach (var (name, _) in targets.Where(t => !stored.ContainsKey(t.Key)))
-                throw new PpoSharpException($"{path}: tensor '{name}' is missing (the adapter does not match {ConfigFile} and the base)");
-            var unexpected = stored.Keys.Except(targets.Select(t => t.Key)).ToList();
-            if (unexpected.Count > 0) throw new PpoSharpException($"{path}: unexpected tensor '{unexpected[0]}'{(unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "")}");
-            using var _ = no_grad();
+            var e = stored.Entry(name);
+            if (!e.Shape.SequenceEqual(target.shape))
+                throw new PpoSharpException($"{path}: tensor '{name}' has shape [{string.Join("x", e.Shape)}], the base implies [{string.Join("x", target.shape)}]");
+            if (!Safetensors.IsFloat(e.Dtype)) throw new PpoSharpException($"{path}: tensor '{name}' is {e.Dtype}, a weight must be floating point");
+        }
+        using (no_grad())
             foreach (var (name, target) in targets)
             {
-                var source = stored[name];
-                if (!source.shape.SequenceEqual(target.shape))
-                    throw new PpoSharpException($"{path}: tensor '{name}' has shape [{string.Join("x", source.shape)}], the base implies [{string.Join("x", target.shape)}]");
+                using var source = stored.Read(name);
+                if (!source.isfinite().all().item<bool>()) throw new PpoSharpException($"{path}: tensor '{name}' holds NaN or infinite values");
                 target.copy_(source);
             }
-        }
-        finally { foreach (var t in stored.Values) t.Dispose(); }
         if (!Safetensors.ReadMetadata(path).TryGetValue(OffsetKey, out var o)) return 0;
         return double.TryParse(o, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var offset) && double.IsFinite(offset)
             ? offset : throw new PpoSharpException($"{path}: metadata {OffsetKey} '{o}' is not a number");

@@ -23,7 +23,6 @@ public static partial class Safetensors
     /// <summary>"2GB" as transformers' <c>save_pretrained(max_shard_size="2GB")</c> counts it (decimal).</summary>
     public const long DefaultMaxShardBytes = 2_000_000_000;
     private const long MaxHeaderBytes = 100L << 20, ChunkBytes = 1L << 30;
-    private static readonly string[] PickleExtensions = [".bin", ".pt", ".pth", ".ckpt"];
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>Every dtype name of the format: its size in bits and the TorchSharp type that holds it (null: none).</summary>
@@ -47,7 +46,7 @@ public static partial class Safetensors
     public static Dictionary<string, string> ReadMetadata(string path)
     {
         ReadHeader(path);                                                           // validates the file first
-        using var f = File.OpenRead(path);
+        using var f = SafeFile.Open(path);
         Span<byte> head = stackalloc byte[8];
         f.ReadExactly(head);
         var header = new byte[BinaryPrimitives.ReadUInt64LittleEndian(head)];
@@ -58,7 +57,11 @@ public static partial class Safetensors
     }
 
     /// <summary>Every tensor of one file, in its stored dtype and with its exact bits (no float conversion).</summary>
-    public static Dictionary<string, Tensor> Load(string path) => Collect(into => LoadInto(path, into));
+    public static Dictionary<string, Tensor> Load(string path)
+    {
+        var file = SafetensorsFolder.OpenFile(path);
+        return Collect(into => { foreach (var name in file.Names) into.Add(name, file.Read(name)); });
+    }
 
     /// <summary>
     /// The weights of a Hugging Face model folder: <c>model.safetensors</c>, else <c>model.safetensors.index.json</c>
@@ -66,15 +69,8 @@ public static partial class Safetensors
     /// </summary>
     public static Dictionary<string, Tensor> LoadFolder(string dir)
     {
-        if (!Directory.Exists(dir)) throw Fail(dir, "model folder not found");
-        if (File.Exists(Path.Combine(dir, SingleFile))) return Load(Path.Combine(dir, SingleFile));
-        if (File.Exists(Path.Combine(dir, IndexFile))) return LoadSharded(dir, Path.Combine(dir, IndexFile));
-        var pickle = Directory.EnumerateFiles(dir).Order(StringComparer.Ordinal)
-            .FirstOrDefault(f => PickleExtensions.Contains(Path.GetExtension(f), StringComparer.OrdinalIgnoreCase));
-        if (pickle is not null)
-            throw Fail(pickle, "pickle weights are not loaded (they can run code); convert them with `python -c \"from transformers " +
-                $"import AutoModelForCausalLM as M; M.from_pretrained('{dir}').save_pretrained('{dir}', safe_serialization=True)\"`");
-        throw Fail(dir, $"no model weights ({SingleFile} or {IndexFile}) in this folder");
+        var folder = SafetensorsFolder.Open(dir);
+        return Collect(into => { foreach (var name in folder.Names) into.Add(name, folder.Read(name)); });
     }
 
     /// <summary>
@@ -84,8 +80,8 @@ public static partial class Safetensors
     public static string FirstDtype(string dir)
     {
         var single = Path.Combine(dir, SingleFile);
-        var file = File.Exists(single) ? single
-            : File.Exists(Path.Combine(dir, IndexFile)) ? Path.Combine(dir, ReadWeightMap(Path.Combine(dir, IndexFile)).Values.Order(StringComparer.Ordinal).First())
+        var file = SafeFile.Present(single) ? single
+            : SafeFile.Present(Path.Combine(dir, IndexFile)) ? Path.Combine(dir, ReadWeightMap(Path.Combine(dir, IndexFile)).Values.Order(StringComparer.Ordinal).First())
             : null;
         var dtype = file is null ? null : ReadHeader(file).FirstOrDefault()?.Dtype;
         return dtype switch { "F32" => "float32", "BF16" => "bfloat16", "F16" => "float16", null => "float32", _ => dtype };
@@ -132,10 +128,10 @@ public static partial class Safetensors
         if (shards.Count > 1) WriteIndex(Path.Combine(dir, IndexFile), shards, files);
     }
 
-    private static List<SafetensorsEntry> ReadHeader(string path, out long dataStart)
+    internal static List<SafetensorsEntry> ReadHeader(string path, out long dataStart)
     {
-        if (!File.Exists(path)) throw Fail(path, "file not found");
-        using var f = File.OpenRead(path);
+        if (!SafeFile.Present(path)) throw Fail(path, "file not found");
+        using var f = SafeFile.Open(path);
         if (f.Length < 8) throw Fail(path, $"not a safetensors file ({f.Length} bytes, shorter than the 8-byte header length)");
         Span<byte> head = stackalloc byte[8];
         f.ReadExactly(head);
@@ -194,43 +190,32 @@ public static partial class Safetensors
         return ordered;
     }
 
-    private static void LoadInto(string path, Dictionary<string, Tensor> into)
+    /// <summary>Reads one tensor of a file whose header gave <paramref name="e"/>, in its stored dtype.</summary>
+    internal static Tensor ReadTensor(string path, long dataStart, SafetensorsEntry e)
     {
-        var entries = ReadHeader(path, out long dataStart);
-        foreach (var e in entries.Where(e => Dtypes[e.Dtype].Type is null))
-            throw Fail(path, $"tensor '{e.Name}' is {e.Dtype}, which TorchSharp cannot hold (convert it to BF16 or F32)");
-        using var f = File.OpenRead(path);
-        foreach (var e in entries)
+        if (Dtypes[e.Dtype].Type is not { } type) throw Fail(path, $"tensor '{e.Name}' is {e.Dtype}, which TorchSharp cannot hold (convert it to BF16 or F32)");
+        using var f = SafeFile.Open(path);
+        var tensor = empty(e.Shape, type);
+        try
         {
-            var tensor = empty(e.Shape, Dtypes[e.Dtype].Type!.Value);
-            into.Add(e.Name, tensor);
             f.Position = dataStart + e.Begin;
             InChunks(tensor, bytes => f.ReadExactly(bytes));
+            return tensor;
         }
+        catch (EndOfStreamException) { tensor.Dispose(); throw Fail(path, $"truncated while reading tensor '{e.Name}'"); }
+        catch { tensor.Dispose(); throw; }
     }
 
-    /// <summary>Checks the index against the shards' headers before any data is read, then loads the shards in name order.</summary>
-    private static Dictionary<string, Tensor> LoadSharded(string dir, string indexPath)
-    {
-        var weightMap = ReadWeightMap(indexPath);
-        var shards = weightMap.Values.Distinct().Order(StringComparer.Ordinal).ToList();
-        var owner = new Dictionary<string, string>();
-        foreach (var shard in shards)
-        {
-            if (!File.Exists(Path.Combine(dir, shard))) throw Fail(indexPath, $"shard '{shard}' named in the weight_map is missing");
-            foreach (var e in ReadHeader(Path.Combine(dir, shard)))
-                if (!owner.TryAdd(e.Name, shard)) throw Fail(Path.Combine(dir, shard), $"tensor '{e.Name}' is also in {owner[e.Name]}");
-        }
-        foreach (var (name, shard) in weightMap.Where(t => owner.GetValueOrDefault(t.Key) != t.Value))
-            throw Fail(Path.Combine(dir, shard), $"tensor '{name}' is absent, though {IndexFile} places it in this shard");
-        return Collect(into => shards.ForEach(shard => LoadInto(Path.Combine(dir, shard), into)));
-    }
+    /// <summary>Whether a header dtype is a floating-point one TorchSharp holds (a weight's).</summary>
+    internal static bool IsFloat(string dtype) => dtype is "F32" or "BF16" or "F16" or "F64";
 
-    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    internal static ScalarType? TorchType(string dtype) => Dtypes[dtype].Type;
+
+    internal static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using var doc = JsonDocument.Parse(SafeFile.ReadBytes(indexPath, SafeFile.IndexMax));
             return doc.RootElement.GetProperty("weight_map").EnumerateObject().ToDictionary(p => p.Name,
                 p => p.Value.GetString() is { Length: > 0 } file && Path.GetFileName(file) == file ? file : throw new FormatException());
         }
@@ -315,7 +300,7 @@ public static partial class Safetensors
         return result;
     }
 
-    private static PpoSharpException Fail(string path, string problem) => new($"{path}: {problem}");
+    internal static PpoSharpException Fail(string path, string problem) => new($"{path}: {problem}");
 
     /// <summary>The files <see cref="SaveFolder"/> writes (and removes when a later save does not rewrite them).</summary>
     [GeneratedRegex(@"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")]
