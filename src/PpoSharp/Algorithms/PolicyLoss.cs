@@ -109,11 +109,13 @@ public static class PolicyLoss
     /// with dual clip c and A_t &lt; 0: l_t = min(l_t, -c A_t); with beta > 0: l_t += beta k3_t,
     /// k3_t = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1; then <see cref="Aggregate"/>.
     /// logp, oldLogp, mask (B, T); advantages (B, T), or (B) for one advantage per sequence; refLogp (B, T), needed
-    /// when beta > 0; batchTokenCount: valid tokens of the whole accumulated batch, used by <see cref="LossAggregation.Dapo"/>.
+    /// when beta > 0; batchTokenCount: valid tokens of the whole accumulated batch, used by <see cref="LossAggregation.Dapo"/>;
+    /// isWeights (B, T): detached rollout importance weights (<see cref="RolloutCorrection.Weights"/>) that multiply l_t before
+    /// the KL term is added, as TRL's <c>per_token_loss *= importance_sampling_ratio</c>.
     /// Statistics are token means; at sequence level, means over sequences of their token means (as TRL logs them).
     /// </summary>
     public static (Tensor Loss, PolicyLossStats Stats) Compute(Tensor logp, Tensor oldLogp, Tensor advantages, Tensor mask,
-        PolicyLossOptions options, Tensor? refLogp = null, double? batchTokenCount = null)
+        PolicyLossOptions options, Tensor? refLogp = null, double? batchTokenCount = null, Tensor? isWeights = null)
     {
         options.Validate();
         if (options.Beta > 0 && refLogp is null) throw new PpoSharpException($"beta = {options.Beta} needs the reference model's log-probabilities (refLogp)");
@@ -122,6 +124,7 @@ public static class PolicyLoss
         var tokenLogRatio = logp - oldLogp;                                            // (B, T)
         var ratio = Ratio(tokenLogRatio, mask, options.Level);                         // (B, T)
         var perToken = ClippedSurrogate(ratio, adv, options);                          // (B, T)
+        if (isWeights is not null) perToken = perToken * isWeights;
         var kl = options.Beta > 0 ? Kl.PerToken(logp, refLogp!, KlEstimator.K3) : null; // (B, T)
         if (kl is not null) perToken += options.Beta * kl;
         var loss = Aggregate(perToken, mask, options.Aggregation, options.MaxCompletionLength, batchTokenCount);

@@ -4,11 +4,12 @@ namespace PpoSharp.Rewards;
 
 /// <summary>
 /// One scored sample: the prompt's messages, the decoded response, the record's solutions (may be empty), the
-/// response's length in tokens where known, and the record's other columns by name (as TRL hands extra dataset columns
-/// to its reward functions; strings as they are, other JSON values as JSON text).
+/// response's length in tokens where known, the record's other columns by name (as TRL hands extra dataset columns
+/// to its reward functions; strings as they are, other JSON values as JSON text), and, for remote reward servers,
+/// <paramref name="Query"/>: the rendered prompt and the response with special tokens (OpenRLHF's query).
 /// </summary>
 public sealed record RewardInput(IReadOnlyList<ChatMessage> Messages, string Response, IReadOnlyList<string> Solutions, Source Source,
-    int? ResponseTokens = null, IReadOnlyDictionary<string, string>? Columns = null)
+    int? ResponseTokens = null, IReadOnlyDictionary<string, string>? Columns = null, string? Query = null)
 {
     /// <summary>The last prompt message: what the response answers.</summary>
     public string Prompt => Messages[^1].Content;

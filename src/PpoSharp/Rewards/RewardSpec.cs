@@ -68,6 +68,11 @@ public static class RewardSpec
         foreach (var item in TopLevelItems(spec))
         {
             var (name, weight) = SplitWeight(item, option);
+            if (IsUrl(name))
+            {
+                parts.Add((new RemoteReward(name.Split('+', StringSplitOptions.TrimEntries)), weight));
+                continue;
+            }
             if (name.StartsWith("format:", StringComparison.Ordinal))
             {
                 parts.Add((new FormatReward(name["format:".Length..]), weight));
@@ -80,7 +85,7 @@ public static class RewardSpec
                 continue;
             }
             if (!Builtins.TryGetValue(name, out var make))
-                throw new PpoSharpException($"{option}: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, format:REGEX, model:DIR");
+                throw new PpoSharpException($"{option}: unknown reward '{name}'; allowed: {string.Join(", ", Builtins.Keys)}, format:REGEX, model:DIR, http://HOST:PORT/PATH");
             parts.Add((make(o), weight));
         }
         return new CompositeReward(parts);
@@ -108,10 +113,21 @@ public static class RewardSpec
         yield return spec[start..].Trim();
     }
 
-    /// <summary>"name:weight" -> (name, weight); a model path keeps its colons unless a number follows the last one.</summary>
+    private static bool IsUrl(string item) => item.StartsWith("http://", StringComparison.Ordinal) || item.StartsWith("https://", StringComparison.Ordinal);
+
+    /// <summary>
+    /// "name:weight" -> (name, weight); a model path keeps its colons unless a number follows the last one; a URL's weight
+    /// is a colon after its path (http://host:8000/get_reward:0.5), so its port is never read as one.
+    /// </summary>
     private static (string Name, double Weight) SplitWeight(string item, string option)
     {
         int i = item.LastIndexOf(':');
+        if (IsUrl(item))
+        {
+            var last = item[(item.LastIndexOf('+') + 1)..];                       // the last of several shard URLs
+            int slash = last.IndexOf('/', last.IndexOf("://", StringComparison.Ordinal) + 3);
+            if (slash < 0 || last.LastIndexOf(':') < slash) return (item, 1);
+        }
         if (i <= 0) return (item, 1);
         var suffix = item[(i + 1)..];
         if (double.TryParse(suffix, NumberStyles.Float, CultureInfo.InvariantCulture, out var w) && double.IsFinite(w)) return (item[..i], w);

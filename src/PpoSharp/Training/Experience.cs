@@ -30,6 +30,8 @@ public sealed record Experience : IDisposable
     public Tensor? GroupIds { get; init; }
     /// <summary>(B, N) tokens the loss counts when not all response tokens do (mask_truncated_completions); null = ResponseMask.</summary>
     public Tensor? LossMask { get; init; }
+    /// <summary>(B, N) detached rollout importance weights multiplying the policy loss (<c>vllm_importance_sampling_correction</c>); null = none.</summary>
+    public Tensor? IsWeights { get; init; }
     /// <summary>(B, N) per-token rewards: -beta KL_t, plus the score at the last token.</summary>
     public Tensor? Rewards { get; init; }
     /// <summary>(B, N) GAE advantages (whitened if configured).</summary>
@@ -56,11 +58,12 @@ public sealed record Experience : IDisposable
         Truncated = Truncated?.index_select(0, index),
         GroupIds = GroupIds?.index_select(0, index),
         LossMask = LossMask?.index_select(0, index),
+        IsWeights = IsWeights?.index_select(0, index),
     };
 
     public void Dispose()
     {
-        foreach (var t in new[] { Sequences, AttentionMask, ResponseMask, OldLogProbs, RefLogProbs, OldValues, Scores, GoldScores, Rewards, Advantages, Returns, Truncated, GroupIds, LossMask })
+        foreach (var t in new[] { Sequences, AttentionMask, ResponseMask, OldLogProbs, RefLogProbs, OldValues, Scores, GoldScores, Rewards, Advantages, Returns, Truncated, GroupIds, LossMask, IsWeights })
             t?.Dispose();
     }
 }

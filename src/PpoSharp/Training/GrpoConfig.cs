@@ -11,7 +11,7 @@ namespace PpoSharp.Training;
 /// 2-core CPU needs another default (num_generations, max_completion_length, learning rate, batch size), the name is
 /// TRL's and the README says why the value differs.
 /// </summary>
-public sealed record GrpoConfig : LoraKeys
+public sealed record GrpoConfig : RolloutKeys
 {
     /// <summary>Defaults for a pretrained (Hugging Face) model: TRL's learning rate 1e-6, 64-token completions, sized for a CPU.</summary>
     public static GrpoConfig Pretrained => new() { Lr = 1e-6, BatchSize = 4, NumGenerations = 4, MaxCompletionLength = 64, Iterations = 20, CheckpointEvery = 5 };
@@ -144,6 +144,7 @@ public sealed record GrpoConfig : LoraKeys
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
+        Rollout.Validate(Lora.Enabled);
         LossOptions.Validate();
         Check.Ranges(this);
         return this;

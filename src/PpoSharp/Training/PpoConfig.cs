@@ -7,7 +7,7 @@ namespace PpoSharp.Training;
 /// <summary>
 /// PPO settings, with TRL's names where TRL has one. Defaults fit the built-in tasks on 2 cores (a run of a few minutes).
 /// </summary>
-public sealed record PpoConfig : LoraKeys
+public sealed record PpoConfig : RolloutKeys
 {
     /// <summary>
     /// Defaults for a pretrained (Hugging Face) model: TRL's PPO learning rate 3e-6, batches of 16 prompts, 64-token
@@ -126,6 +126,7 @@ public sealed record PpoConfig : LoraKeys
         Check.Positive(KeepCheckpoints, "keep_checkpoints");
         Check.Positive(MaxSkippedSteps, "max_skipped_steps");
         Lora.Validate();
+        Rollout.Validate(Lora.Enabled);
         Check.Ranges(this);
         return this;
     }

@@ -3,6 +3,7 @@ using PpoSharp.Algorithms;
 using PpoSharp.Data;
 using PpoSharp.Models;
 using PpoSharp.Rewards;
+using PpoSharp.Rollouts;
 using PpoSharp.Text;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -57,6 +58,14 @@ public sealed partial class PpoTrainer : IDisposable
     private readonly NonFiniteGuard _guard;
     private readonly LoraMotion _motion;
     private (double Generate, double Forward, double Reward) _phases;     // seconds of the last rollout's phases
+    private readonly RolloutSettings _rollout;
+    private readonly IRolloutEngine _engine;             // local, or a fleet of servers
+    private WeightSync? _sync;                           // servers only: set up by Train
+    private long _version;                               // the trainer's weight version: updates done (= iterations)
+    private Task<PendingRollout>? _prefetch;             // max_staleness >= 1: the next batch, generated during the update
+    private (int Epoch, int Cursor)? _beforePrefetch;    // the data position without the prefetched batch (what a checkpoint keeps)
+    private (double Mean, double Max)? _logProbDiff;     // |log pi_train - log pi_rollout| of the last rollout
+    private (double Staleness, int Dropped, double Sync, double Wait) _fleetStats;   // of the current iteration
 
     /// <summary>Called with each iteration's metrics row before it is written (benchmarks add figures of their own).</summary>
     public Action<Dictionary<string, object>>? AfterIteration { get; set; }
@@ -105,6 +114,8 @@ public sealed partial class PpoTrainer : IDisposable
         _generator = new Generator((ulong)config.Seed);
         _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, _title);
         _motion = new LoraMotion(log, _title, config.Lr);
+        _rollout = (grpo?.Rollout ?? config.Rollout).Validate(config.Lora.Enabled);
+        _engine = RolloutEngines.Create(_rollout, actor, tokenizer.Special, _generator, _numGenerations, log);
     }
 
     public Decoder Actor => _actor;
@@ -142,6 +153,9 @@ public sealed partial class PpoTrainer : IDisposable
     public PpoResult Train(string outDir, bool resume = false, StopSignal? stop = null)
     {
         _outDir = outDir;
+        if (_engine is ServerEngine server)
+            _sync = new WeightSync(_rollout, _rollout.WeightSyncDir.Length > 0 ? _rollout.WeightSyncDir : Path.Combine(outDir, "weight_sync"),
+                server, _tokenizer, (object?)_grpo ?? _config, _log);
         var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config, resume);
         best?.Offer(_actor, 0, _config.Iterations, 0, null, InitialHeldOut);              // the initial model: the first candidate
         double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
@@ -175,7 +189,8 @@ public sealed partial class PpoTrainer : IDisposable
         _critic?.save_safetensors(Path.Combine(dir, CriticFile));
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
         using var state = _generator.get_state();
-        Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, _dataEpoch, _cursor,
+        var (epoch, cursor) = _beforePrefetch ?? (_dataEpoch, _cursor);               // a prefetched batch is generated again after a resume
+        Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, epoch, cursor,
             Convert.ToBase64String(state.data<byte>().ToArray()), _guard.InARow, _guard.Total, _normalizers.Select(n => n.Moments).ToList()));
     }
 
@@ -198,6 +213,7 @@ public sealed partial class PpoTrainer : IDisposable
         _kl.Restore(state.KlCoef);
         foreach (var (normalizer, moments) in _normalizers.Zip(state.RewardMoments ?? [])) normalizer.Moments = moments;
         (_dataEpoch, _cursor) = (state.DataEpoch, state.DataCursor);
+        _version = state.Iteration;
         _guard.Restore(state.SkippedInARow, state.SkippedTotal);
         _order = _dataEpoch < 0 ? [] : EpochOrder(_dataEpoch);
         if (_outDir is not null) TruncateCompletions(_outDir, state.Iteration);
@@ -213,21 +229,58 @@ public sealed partial class PpoTrainer : IDisposable
         RunDirectory.SaveScalarModel(Path.Combine(outDir, RunDirectory.CriticFolder), _critic.Backbone ?? _actor, _critic.Head, 0, _tokenizer, _config);
     }
 
-    /// <summary>One iteration of the notes' loop; returns its metrics row.</summary>
+    /// <summary>
+    /// One iteration of the notes' loop; returns its metrics row. With servers: their weights are brought to the trainer's
+    /// version first (at the start and after a resume), and after the update; with max_staleness >= 1 the next batch is
+    /// generated while this one trains, and a batch more than max_staleness versions old is dropped and counted.
+    /// </summary>
     public Dictionary<string, object> Iteration(int iteration)
     {
         using var scope = NewDisposeScope();
         var clock = Stopwatch.StartNew();
-        var batch = NextRolloutBatch();
-        var rollout = CollectRollouts(batch);                 // tensors owned by this iteration's scope
+        _fleetStats = (0, 0, 0, 0);
+        if (_sync is not null && _engine.WeightVersion != _version) _fleetStats.Sync += _sync.Push(_actor, _version);
+        var pending = NextRollout();
+        var rollout = BuildExperience(pending);                   // tensors owned by this iteration's scope
         double rolloutSeconds = clock.Elapsed.TotalSeconds;
         var experience = ComputeAdvantages(rollout);
         var update = Update(experience);
         double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
+        if (_prefetch is not null)
+        {
+            var wait = Stopwatch.StartNew();
+            try { _prefetch.Wait(); }                             // the next batch is ready before the servers get new weights
+            catch (AggregateException) { }                        // its failure is raised when the next iteration takes it
+            _fleetStats.Wait = wait.Elapsed.TotalSeconds;
+        }
+        _version = iteration;
+        if (_sync is not null) _fleetStats.Sync += _sync.Push(_actor, _version);
         WriteCompletions(iteration, experience);
         return _grpo is null
             ? LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds)
             : CriticFreeMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+    }
+
+    /// <summary>The batch to train on: the prefetched one, or one generated now; a batch too stale is dropped and replaced. Starts the next prefetch.</summary>
+    private PendingRollout NextRollout()
+    {
+        PendingRollout pending;
+        try { pending = _prefetch?.GetAwaiter().GetResult() ?? GenerateRollout(NextRolloutBatch()); }
+        finally { (_prefetch, _beforePrefetch) = (null, null); }
+        if (!_rollout.Remote) return pending;                    // local: always the current weights
+        while (_version - pending.Version > _rollout.MaxStaleness)
+        {
+            _fleetStats.Dropped += pending.Completions.Count;
+            pending = GenerateRollout(NextRolloutBatch());
+        }
+        _fleetStats.Staleness = pending.Completions.Average(c => (double)(_version - c.WeightVersion));
+        if (_rollout.MaxStaleness > 0)
+        {
+            _beforePrefetch = (_dataEpoch, _cursor);
+            var next = NextRolloutBatch();
+            _prefetch = Task.Run(() => GenerateRollout(next));     // HTTP only: no tensors on this thread
+        }
+        return pending;
     }
 
     /// <summary>The next batch_size prompts, each repeated G times in a row: one prompt index per completion to sample.</summary>
@@ -264,39 +317,74 @@ public sealed partial class PpoTrainer : IDisposable
     /// only) and scores into an <see cref="Experience"/>. <paramref name="batch"/> holds one prompt index per completion,
     /// a group's G copies contiguous.
     /// </summary>
-    public Experience CollectRollouts(IReadOnlyList<int> batch)
+    public Experience CollectRollouts(IReadOnlyList<int> batch) => BuildExperience(GenerateRollout(batch));
+
+    /// <summary>Generation of <paramref name="batch"/> by the rollout engine: token ids in, completions out, timed.</summary>
+    private PendingRollout GenerateRollout(IReadOnlyList<int> batch)
+    {
+        var clock = Stopwatch.StartNew();
+        var prompts = batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList();
+        int room = _actor.Config.ContextLength - prompts.Max(x => x.Count);             // the trainer's sequences are P + N long
+        var sampling = new SamplingOptions(Math.Min(_config.ResponseLength, Math.Max(room, 1)), _config.Temperature, _config.TopK, _config.TopP);
+        if (!_rollout.Remote) _actor.eval();                                            // LoRA dropout off while sampling locally
+        var request = new RolloutRequest(prompts, _rollout.Remote ? sampling : sampling with { MaxNewTokens = _config.ResponseLength },
+            _tokenizer.Special.Eos, Seeds.Derive(_config.Seed, _dataEpoch * 1_000_003 + _cursor));
+        var completions = _engine.Generate(request);
+        return new PendingRollout(batch, completions, clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>A generated batch waiting to become an <see cref="Experience"/>: prompt indices, completions, seconds of generation.</summary>
+    private sealed record PendingRollout(IReadOnlyList<int> Batch, IReadOnlyList<RolloutCompletion> Completions, double Seconds)
+    {
+        public long Version => Completions.Min(c => c.WeightVersion);
+    }
+
+    /// <summary>
+    /// Phase 1 after generation (no grad): old log-probs recomputed by the trainer on the returned tokens, reference
+    /// log-probs (when a KL term needs them), values (PPO only) and scores into an <see cref="Experience"/>; with an
+    /// engine's log-probs, the rollout_logprob_diff metrics and the importance weights of <see cref="RolloutCorrection"/>.
+    /// </summary>
+    private Experience BuildExperience(PendingRollout pending)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         _actor.eval();
         _critic?.eval();                                                                // LoRA dropout off while collecting
-        var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad, Devices.DeviceOf(_actor));   // (B, P)
-        var sampling = new SamplingOptions(_config.ResponseLength, _config.Temperature, _config.TopK, _config.TopP);
-        var clock = Stopwatch.StartNew();
-        var generation = Sampling.Generate(_actor, prompts, promptMask, sampling, _tokenizer.Special, _generator);   // owned by the scope
-        var responses = generation.Responses;                                           // (B, N)
-        var responseMask = generation.Mask;                                             // (B, N)
+        var batch = pending.Batch;
+        var device = Devices.DeviceOf(_actor);
+        var (prompts, promptMask) = Sampling.LeftPad(batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList(), _tokenizer.Special.Pad, device);   // (B, P)
+        var (responses, responseMask, engineLogProbs) = Completions.ToTensors(pending.Completions, _tokenizer.Special.Pad, device);   // (B, N) x 3
+        var generation = new Generation(responses, responseMask);
         long p = prompts.shape[1], n = responses.shape[1];
         var sequences = cat([prompts, responses], 1);                                   // (B, P+N)
         var mask = cat([promptMask, responseMask], 1);                                  // (B, P+N)
-        double generateSeconds = clock.Elapsed.TotalSeconds;
+        double generateSeconds = pending.Seconds;
+        var clock = Stopwatch.StartNew();
 
         var (logits, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);
         var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
         var refLogProbs = _reference is null ? null : ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
         var values = _critic?.Values(hidden, sequences, positions, mask, p - 1, n);     // (B, N)
-        double forwardSeconds = clock.Elapsed.TotalSeconds - generateSeconds;
-        var (scores, gold) = Score(batch, generation);                                  // (B), (B)?
-        _phases = (generateSeconds, forwardSeconds, clock.Elapsed.TotalSeconds - generateSeconds - forwardSeconds);
+        Tensor? isWeights = null;                                                       // (B, N)
+        _logProbDiff = null;
+        if (engineLogProbs is not null)
+        {
+            _logProbDiff = RolloutCorrection.LogProbDiff(oldLogProbs, engineLogProbs, responseMask);
+            if (_rollout.IsCorrection)
+                isWeights = RolloutCorrection.Weights(oldLogProbs, engineLogProbs, responseMask, _rollout.IsMode, _rollout.IsClipMin, _rollout.IsClipMax);
+        }
+        double forwardSeconds = clock.Elapsed.TotalSeconds;
+        var (scores, gold) = Score(batch, generation);             // (B), (B)?
+        _phases = (generateSeconds, forwardSeconds, clock.Elapsed.TotalSeconds - forwardSeconds);
         var truncated = Sampling.EndedWithEos(responses, responseMask, _tokenizer.Special.Eos).logical_not();   // (B)
         var groups = arange(responses.shape[0], ScalarType.Int64, device: responses.device).div(_numGenerations, rounding_mode: RoundingMode.floor);   // (B)
         var experience = new Experience
         {
             Sequences = sequences, AttentionMask = mask, ResponseMask = responseMask,
             OldLogProbs = oldLogProbs, RefLogProbs = refLogProbs, OldValues = values, Scores = scores, GoldScores = gold,
-            Truncated = truncated, GroupIds = groups,
+            Truncated = truncated, GroupIds = groups, IsWeights = isWeights,
         };
-        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores, gold, truncated, groups }) t?.MoveToOuterDisposeScope();
+        foreach (var t in new[] { sequences, mask, responseMask, oldLogProbs, refLogProbs, values, scores, gold, truncated, groups, isWeights }) t?.MoveToOuterDisposeScope();
         return experience;
     }
 
@@ -308,6 +396,7 @@ public sealed partial class PpoTrainer : IDisposable
     {
         var texts = Evaluator.Decode(_tokenizer, generation);
         var inputs = batch.Select((idx, k) => new RewardInput(_prompts[idx].Messages, texts[k].Text, _prompts[idx].Solutions, _prompts[idx].Source, texts[k].Length, _prompts[idx].Columns)).ToList();
+        if (RewardSpec.Functions(_reward).Any(f => f is RemoteReward)) inputs = WithQueries(inputs, batch, generation);
         var device = generation.Responses.device;
         var (total, parts) = ScoreParts(inputs);
         _texts = new RolloutText(inputs.Select(x => x.Prompt).ToList(), inputs.Select(x => x.Response).ToList(), parts);
@@ -320,6 +409,22 @@ public sealed partial class PpoTrainer : IDisposable
         }
         if (_config.ScoreClip > 0) scores = scores.clamp(-_config.ScoreClip, _config.ScoreClip);
         return (scores, gold);
+    }
+
+    /// <summary>
+    /// The inputs with OpenRLHF's <c>query</c> for remote reward servers: the prompt as the model saw it (chat template
+    /// applied) followed by the response, decoded with special tokens kept.
+    /// </summary>
+    private List<RewardInput> WithQueries(List<RewardInput> inputs, IReadOnlyList<int> batch, Generation generation)
+    {
+        var ids = generation.Responses.cpu().data<long>().ToArray();
+        var mask = generation.Mask.cpu().data<bool>().ToArray();
+        long n = generation.Responses.shape[1];
+        return inputs.Select((x, k) =>
+        {
+            var response = Enumerable.Range(0, (int)n).Where(j => mask[k * n + j]).Select(j => (int)ids[k * n + j]);
+            return x with { Query = _tokenizer.Decode(_encodedPrompts[batch[k]].Concat(response), skipSpecial: false) };
+        }).ToList();
     }
 
     /// <summary>The reward's total score per input and each function's own scores by name (one part unless it is a <see cref="CompositeReward"/>).</summary>
@@ -386,7 +491,7 @@ public sealed partial class PpoTrainer : IDisposable
                 var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
                 var lossMask = m.LossMask ?? m.ResponseMask;                                          // (M, N)
                 var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, lossMask, policyLossOptions,
-                    policyLossOptions.Beta > 0 ? m.RefLogProbs : null);
+                    policyLossOptions.Beta > 0 ? m.RefLogProbs : null, isWeights: m.IsWeights);
                 var entropy = Masked.Mean(LogProbs.Entropy(logits), lossMask);
                 Tensor loss, valueLoss;
                 double valueClipFrac;
@@ -490,6 +595,23 @@ public sealed partial class PpoTrainer : IDisposable
         row["update_seconds"] = updateSeconds;
         row["tokens_per_second"] = generatedTokens / (rolloutSeconds + updateSeconds);
         row["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        if (_logProbDiff is var (diffMean, diffMax))
+        {
+            row["rollout_logprob_diff_mean"] = diffMean;
+            row["rollout_logprob_diff_max"] = diffMax;
+        }
+        foreach (var remote in RewardSpec.Functions(_reward).OfType<RemoteReward>())
+            foreach (var (name, mean) in remote.LastExtraLogs) row[$"extra_logs/{name}"] = mean;   // a remote reward server's extra_logs
+        if (_rollout.Remote)
+        {
+            row["weight_version"] = _version;
+            row["staleness_mean"] = _fleetStats.Staleness;
+            row["dropped_stale"] = _fleetStats.Dropped;
+            row["sync_seconds"] = _fleetStats.Sync;
+            row["train_seconds"] = updateSeconds;
+            row["prefetch_wait_seconds"] = _fleetStats.Wait;
+            row["servers_in_service"] = ((ServerEngine)_engine).Fleet.InService.Count;
+        }
         if (e.GoldScores is not null) row["gold_reward_mean"] = (double)e.GoldScores.to(ScalarType.Float32).mean().item<float>();
         if (_normalizers.Count > 0)
         {
@@ -502,6 +624,8 @@ public sealed partial class PpoTrainer : IDisposable
 
     public void Dispose()
     {
+        try { _prefetch?.Wait(); } catch (AggregateException) { }      // a batch still on its way is dropped
+        _engine.Dispose();
         _optimizer.Dispose();
         _generator.Dispose();
     }

@@ -177,7 +177,7 @@ public static class RunDirectory
     }
 
     /// <summary>The folder a LoRA view's base was loaded from: what its adapter records as base_model_name_or_path.</summary>
-    private static string BaseDir(Decoder view) => view.Base!.Format.Directory
+    internal static string BaseDir(Decoder view) => view.Base!.Format.Directory
         ?? throw new PpoSharpException("a LoRA adapter is saved for a base loaded from a folder; this base was built in memory");
 
     /// <summary>Writes a module's parameters to a safetensors file, atomically.</summary>
