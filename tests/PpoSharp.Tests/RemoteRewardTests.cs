@@ -10,7 +10,7 @@ namespace PpoSharp.Tests;
 public class RemoteRewardTests
 {
     private static RewardInput Input(string prompt, string response, string? solution) =>
-        new([new ChatMessage(Role.User, prompt)], response, solution is null ? [] : [solution], new Source("t.jsonl", 1), $"<|user|>{prompt}<|end|><|assistant|>{response}<|end|>");
+        new([new ChatMessage(Role.User, prompt)], response, solution is null ? [] : [solution], new Source("t.jsonl", 1), Query: $"<|user|>{prompt}<|end|><|assistant|>{response}<|end|>");
 
     /// <summary>
     /// A reward server in the way OpenRLHF's are written: the response is the query's text after the last assistant
