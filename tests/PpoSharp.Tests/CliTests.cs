@@ -4,13 +4,7 @@ namespace PpoSharp.Tests;
 
 public class CliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => TestSupport.RunCli(args);
 
     private static string Model => Path.Combine(TestSupport.TrainedSortModel, "model");
     private static string EvalFile => Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl");

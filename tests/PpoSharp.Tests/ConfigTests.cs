@@ -32,7 +32,9 @@ public class ConfigTests
     public void UnknownKey_IsRejectedWithAllowedKeys()
     {
         var e = Assert.Throws<PpoSharpException>(() => Load(null, "warmup=1"));
-        Assert.StartsWith("--set warmup=1: unknown key 'warmup'; allowed: steps, batch_size, lr", e.Message);
+        Assert.StartsWith("--set warmup=1: unknown key 'warmup' (did you mean ", e.Message);
+        Assert.Contains("'warmup_steps'", e.Message.Split("; allowed")[0]);
+        Assert.Contains("?); allowed: steps, batch_size, lr", e.Message);
     }
 
     [Theory]

@@ -11,13 +11,7 @@ public class DataFormatTests
 {
     private static string Ref(string name) => Path.Combine(AppContext.BaseDirectory, "ParquetData", name);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => TestSupport.RunCli(args);
 
     [Theory]
     [InlineData("prompts")]            // nulls, a list of strings (solution group), nested messages, unicode, escapes, BIGINT
@@ -125,6 +119,6 @@ public class DataFormatTests
     {
         var (code, _, err) = Run("score", "--reward", "maths", "--data", Ref("prompts.jsonl"));
         Assert.Equal(2, code);
-        Assert.Equal("error: --reward: unknown reward 'maths'; allowed: exact-match, edit-distance, repetition, length, math, format, contains, json, overlong, format:REGEX, model:DIR", err.Trim());
+        Assert.Equal("error: --reward: unknown reward 'maths'; allowed: exact-match, edit-distance, repetition, length, math, format, contains, json, overlong, format:REGEX, model:DIR, http://HOST:PORT/PATH", err.Trim());
     }
 }

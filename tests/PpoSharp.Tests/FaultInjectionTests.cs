@@ -94,8 +94,10 @@ public class FaultInjectionTests
         Assert.False(Directory.Exists(dir + ".tmp"));
     }
 
+    /// <summary>A checkpoint at every evaluation, so that a crash at the second best-weights swap comes after a checkpoint (a
+    /// run that fails before its first one removes what it wrote, which a real kill never gets to do).</summary>
     private static readonly string[] RmSets =
-        ["steps=30", "batch_size=16", "lr=1e-3", "warmup_steps=2", "eval_every=3", "eval_fraction=0.2", "checkpoint_every=10"];
+        ["steps=30", "batch_size=16", "lr=1e-3", "warmup_steps=2", "eval_every=3", "eval_fraction=0.2", "checkpoint_every=3"];
 
     /// <summary>300 preference pairs of the sort task (enough for a 30-step reward model).</summary>
     private static readonly Lazy<string> Pairs = new(() =>
@@ -149,11 +151,11 @@ public class FaultInjectionTests
     {
         var (full, _) = RmUninterrupted.Value;
         var dir = Path.Combine(TestSupport.TempDir(), "rm-interrupted");
-        CrashAt("iteration", 16, () => RunCliToCrash(RmArgs(dir)));  // steps 1-15 done, checkpoint at 10
+        CrashAt("iteration", 16, () => RunCliToCrash(RmArgs(dir)));  // steps 1-15 done, checkpoints every 3 steps (the last at 15)
         Assert.Equal(15, MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName)).Count);
         var log = new StringWriter();
         Assert.True(Cli.Cli.Run(RmArgs(dir, "--resume"), log, log) == 0, log.ToString());
-        Assert.Contains("rm: resuming at step 11 of 30", log.ToString());
+        Assert.Contains("rm: resuming at step 16 of 30", log.ToString());
         AssertSameRun(full, dir);
     }
 

@@ -77,7 +77,7 @@ public class HostileFolderTests
         File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 80));  // 76 training records after the 5 % eval split: more than one batch of 64
         var outDir = Path.Combine(TestSupport.TempDir(), "run");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"), "sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
+        foreach (var a in new[] { TestSupport.CliDll, "sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var lines = new System.Collections.Concurrent.BlockingCollection<string>();
@@ -178,7 +178,7 @@ public class HostileFolderTests
             foreach (var a in new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "dotnet" }) start.ArgumentList.Add(a);
             start.Environment["HOME"] = start.Environment["DOTNET_CLI_HOME"] = Path.GetTempPath();
         }
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"));
+        start.ArgumentList.Add(TestSupport.CliDll);
         foreach (var a in args) start.ArgumentList.Add(a);
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;

@@ -289,7 +289,7 @@ public class ReliabilityTests
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         if (blockAt is not null) start.Environment[FaultPoint.Variable] = blockAt;
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll"));
+        start.ArgumentList.Add(TestSupport.CliDll);
         foreach (var a in args) start.ArgumentList.Add(a);
         var process = Process.Start(start)!;
         process.OutputDataReceived += (_, _) => { };

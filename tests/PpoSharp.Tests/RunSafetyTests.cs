@@ -9,13 +9,7 @@ namespace PpoSharp.Tests;
 /// </summary>
 public class RunSafetyTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => TestSupport.RunCli(args);
 
     private static string Policy => Path.Combine(TestSupport.TrainedSortModel, "model");
     private static string SortData(string file) => Path.Combine(TestSupport.TrainedSortModel, "data", file);

@@ -5,13 +5,7 @@ namespace PpoSharp.Tests;
 /// <summary>The <c>score</c> command: completions scored by reward functions without a model, one JSON line per record.</summary>
 public class ScoreCommandTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => TestSupport.RunCli(args);
 
     [Fact]
     public void Score_Gsm8kAnswerColumn_TotalAndPartsPerRecord()

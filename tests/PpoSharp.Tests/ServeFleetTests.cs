@@ -27,7 +27,7 @@ public class ServeFleetTests
 
         public Serve(string weightsDir)
         {
-            var cli = Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll");
+            var cli = TestSupport.CliDll;
             var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var a in new[] { cli, "serve", "--model", Init, "--port", "0", "--api-key", Key, "--weights-dir", weightsDir }) info.ArgumentList.Add(a);
             _process = Process.Start(info)!;

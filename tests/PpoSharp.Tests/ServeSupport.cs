@@ -109,7 +109,7 @@ public sealed class ServeHost : IAsyncDisposable
     public static string GenerateChat(string model, string prompt, int maxNew)
     {
         var (stdout, stderr) = (new StringWriter(), new StringWriter());
-        int code = Cli.Cli.Run(["generate", "--model", model, "--prompt", prompt, "--max-new-tokens", $"{maxNew}"], stdout, stderr);
+        int code = Cli.Cli.Run(["generate", "--model", model, "--prompt", prompt, "--max-new-tokens", $"{maxNew}", "--greedy"], stdout, stderr);
         Assert.True(code == 0, stderr.ToString());
         return stdout.ToString().TrimEnd('\n');
     }

@@ -45,6 +45,29 @@ public static class TestSupport
     /// </summary>
     public static string TempDir() => TempFolders.New();
 
+    /// <summary>
+    /// The <c>ppo-sharp.dll</c> to start as a child process: the CLI project's own build output where it exists (its
+    /// deps.json names app-local packages, such as LLamaSharp's Microsoft.Extensions assemblies, that the test project
+    /// takes from the ASP.NET Core framework instead and so does not copy), else the copy beside the tests.
+    /// </summary>
+    public static string CliDll
+    {
+        get
+        {
+            var project = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", ".."));      // tests/PpoSharp.Tests/
+            var own = Path.Combine(project, "..", "..", "src", "PpoSharp.Cli", Path.GetRelativePath(project, AppContext.BaseDirectory), "ppo-sharp.dll");
+            return File.Exists(own) ? own : Path.Combine(AppContext.BaseDirectory, "ppo-sharp.dll");
+        }
+    }
+
+    /// <summary>Runs the <c>ppo-sharp</c> command line in-process: its exit code, standard output and standard error.</summary>
+    public static (int Code, string Out, string Err) RunCli(params string[] args)
+    {
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        int code = Cli.Cli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
     /// <summary>A new empty folder for data that several test classes share; deleted when the run ends.</summary>
     public static string SharedTempDir() => TempFolders.Shared();
 

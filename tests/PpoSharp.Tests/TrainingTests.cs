@@ -61,7 +61,7 @@ public class TrainingTests
         var r = new ChatRecord([new(Role.User, new string('a', 40)), new(Role.Assistant, "b")], new Source("d.jsonl", 7));
         var t = SftTrainer.NewTokenizer(TokenizerKind.Char, [r]);
         var e = Assert.Throws<PpoSharpException>(() => SftTrainer.Tokenize([r], t, 32));
-        Assert.Equal("d.jsonl:7: record is 45 tokens, longer than context_length 32", e.Message);
+        Assert.Equal("d.jsonl:7: record is 45 tokens, longer than context_length 32 (set max_length to cut long records)", e.Message);
     }
 
     [Fact]

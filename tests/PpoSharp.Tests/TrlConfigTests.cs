@@ -91,13 +91,7 @@ public class TrlConfigTests
         Assert.False(JsonNode.Parse(output)!["sampling"]!["do_sample"]!.GetValue<bool>());
     }
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => TestSupport.RunCli(args);
 
     [Fact]
     public void Sft_LoraWithoutLr_TrainsAtTenTimesTheDefault_AndSaysSo()

@@ -43,7 +43,9 @@ public sealed class LlamaCpp : IDisposable
     /// <summary>Silences llama.cpp's load log (it writes every key and tensor to stderr).</summary>
     private static void Quiet()
     {
-        if (Interlocked.Exchange(ref _quiet, 1) == 0) NativeLibraryConfig.All.WithLogCallback((_, _) => { });
+        if (Interlocked.Exchange(ref _quiet, 1) != 0) return;
+        try { NativeLibraryConfig.All.WithLogCallback((_, _) => { }); }
+        catch (InvalidOperationException) { }      // llama.cpp was loaded by another caller first: its log setting stays
     }
 
     private static int _quiet;
