@@ -98,6 +98,27 @@ public class HostileFolderTests
         Assert.Contains("stopped at once by a second signal", string.Join("\n", seen.Concat(lines)));
     }
 
+    /// <summary>
+    /// A hostile folder handed to a running server's <c>/update_weights_from_disk</c>: refused with 400 and the line the
+    /// command line prints for it, while the weights loaded before keep serving the same greedy answer.
+    /// </summary>
+    [Theory]
+    [InlineData("bf16 NaN in model.norm.weight")]
+    [InlineData("num_hidden_layers 1000000")]
+    [InlineData("q_proj of the wrong shape, right byte count")]
+    [InlineData("unexpected 5 GB tensor in a sparse file")]
+    public async Task HostileFolder_GivenToServe_400WithTheSameLine_OldWeightsKeepServing(string name)
+    {
+        await using var host = await ServeHost.StartAsync();
+        const string body = """{"input_ids":[128000,9906,11,1917],"sampling_params":{"max_new_tokens":4,"temperature":0}}""";
+        var before = (await host.PostJson("/generate", body))["output_ids"]!.ToJsonString();
+        Directory.Move(Cases[name].Build(), Path.Combine(host.WeightsDir, "hostile"));
+        var (status, text) = await host.Post("/update_weights_from_disk", """{"model_path":"hostile","weight_version":"bad"}""");
+        Assert.Equal(400, status);
+        Assert.Contains(Cases[name].Message, JsonNode.Parse(text)!["message"]!.GetValue<string>());
+        Assert.Equal(before, (await host.PostJson("/generate", body))["output_ids"]!.ToJsonString());
+    }
+
     private static void Signal(int pid)
     {
         using var kill = Process.Start("kill", ["-TERM", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
