@@ -26,9 +26,11 @@ public static class HfTestData
     /// A new temporary model folder with the named tokenizer's tokenizer.json and tokenizer_config.json, plus
     /// <paramref name="files"/> (name, content) written beside them; a null content deletes that file.
     /// </summary>
-    public static string Folder(string name, params (string Name, string? Content)[] files)
+    public static string Folder(string name, params (string Name, string? Content)[] files) =>
+        Folder(name, TestSupport.TempDir(), files);
+
+    private static string Folder(string name, string dir, params (string Name, string? Content)[] files)
     {
-        var dir = TestSupport.TempDir();
         var source = Path.Combine(Root, "tokenizers", name);
         using (var gz = new GZipStream(File.OpenRead(Path.Combine(source, "tokenizer.json.gz")), CompressionMode.Decompress))
         using (var output = File.Create(Path.Combine(dir, "tokenizer.json")))
@@ -47,7 +49,7 @@ public static class HfTestData
     {
         lock (Shared)
         {
-            if (!Shared.TryGetValue(name, out var tokenizer)) Shared[name] = tokenizer = HfTokenizer.Load(Folder(name));
+            if (!Shared.TryGetValue(name, out var tokenizer)) Shared[name] = tokenizer = HfTokenizer.Load(Folder(name, TestSupport.SharedTempDir()));   // read lazily: must outlive the test
             return tokenizer;
         }
     }
