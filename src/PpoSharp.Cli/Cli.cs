@@ -128,6 +128,13 @@ internal sealed class TrainingOptions
     public readonly Option<bool> Force = new("--force") { Description = "start over in a non-empty --out directory (its metrics and checkpoints are removed)" };
     public readonly Option<bool> Resume = new("--resume") { Description = "continue the run in --out from its newest usable checkpoint" };
     public readonly Option<bool> SkipInvalid = new("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
+    public readonly Option<string?> Split = SplitOption("--split", "--data", "train");
+
+    /// <summary>The option choosing the split of a dataset folder given as <paramref name="of"/>.</summary>
+    public static Option<string?> SplitOption(string name, string of, string fallback) => new(name)
+    {
+        Description = $"split of a Hugging Face dataset folder given as {of}: train, test or validation (default {fallback}); a file takes none",
+    };
 
     public void AddTo(Command c)
     {
@@ -136,7 +143,9 @@ internal sealed class TrainingOptions
         c.Options.Add(Seed);
         c.Options.Add(Force);
         c.Options.Add(SkipInvalid);
-        if (c.Name != "demo") c.Options.Add(Resume);
+        if (c.Name == "demo") return;
+        c.Options.Add(Resume);
+        c.Options.Add(Split);
     }
 
     /// <summary>The config: TRL-like defaults when <paramref name="init"/> is a pretrained Hugging Face model, the built-in ones otherwise; then --config and --set.</summary>
@@ -255,7 +264,7 @@ internal static partial class Commands
 
     private static Command Sft(TextWriter output, TextWriter errors)
     {
-        var data = Required("--data", "chat records (JSON Lines)");
+        var data = Required("--data", "language-modelling or prompt-completion records (TRL's formats: {\"text\"}, {\"messages\"}, {\"prompt\", \"completion\"}): .jsonl, .json, .parquet or a Hugging Face dataset folder");
         var outDir = Required("--out", "run directory to write");
         var init = new Option<string?>("--init") { Description = "run directory of a model to start from (default: a new model from the config)" };
         var opts = new TrainingOptions();
@@ -265,7 +274,8 @@ internal static partial class Commands
         {
             var config = opts.Sft(r, r.GetValue(init));
             var job = new RunJob("sft", config).With("init", r.GetValue(init)).With("data", r.GetValue(data));
-            return opts.Train(r, data, outDir, Jsonl.ReadChat, output, errors, job, (records, dir, stop) => output.WriteLine(
+            var dataOptions = config.Data(r.GetValue(opts.Split), "sft");
+            return opts.Train(r, data, outDir, (path, skip) => Jsonl.ReadChat(path, skip, dataOptions), output, errors, job, (records, dir, stop) => output.WriteLine(
                 Training.Demo.RunSft(records, r.GetValue(init), dir, config, output, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force),
                     job, r.GetValue(opts.SkipInvalid)).Summary(dir)));
         });
@@ -282,15 +292,16 @@ internal static partial class Commands
     private static Command Online(string name, string description, TextWriter output, TextWriter errors)
     {
         bool ppo = name == "ppo";
-        var data = Required("--data", "prompts with solution (JSON Lines)");
+        var data = Required("--data", "prompt-only records ({\"prompt\"} or {\"messages\"}, with the solution and other columns the rewards read): .jsonl, .json, .parquet or a Hugging Face dataset folder");
         var init = Required("--init", ppo ? "run directory of the SFT model (actor, reference and critic start from it)" : "run directory of the SFT model (policy and reference start from it)");
         var reward = Required("--reward", "reward spec, e.g. edit-distance or exact-match,repetition:0.2");
         var outDir = Required("--out", "run directory to write");
         var eval = new Option<string?>("--eval") { Description = "held-out prompts: greedy reward of the initial and final model" };
         var gold = new Option<string?>("--gold") { Description = "rule reward logged as gold_reward_mean beside a model reward (and used by --eval)" };
         var criticInit = new Option<string?>("--critic-init") { Description = "reward-model directory to initialise the critic from" };
+        var evalSplit = TrainingOptions.SplitOption("--eval-split", "--eval", "test");
         var opts = new TrainingOptions();
-        var c = new Command(name, description) { data, init, reward, outDir, eval, gold };
+        var c = new Command(name, description) { data, init, reward, outDir, eval, evalSplit, gold };
         if (ppo) c.Options.Add(criticInit);
         opts.AddTo(c);
         c.SetAction(r =>
@@ -300,8 +311,10 @@ internal static partial class Commands
             var rewardOptions = grpoConfig?.RewardOptions() ?? new RewardOptions { MaxCompletionLength = ppoConfig!.ResponseLength };
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!, options: rewardOptions);
             var goldFunction = r.GetValue(gold) is string g ? RewardSpec.Parse(g, "--gold") : null;
-            var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e), false, goldFunction ?? rewardFunction).Records : null;
-            JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip), skip, rewardFunction, goldFunction);
+            var dataOptions = ((DataKeys?)ppoConfig ?? grpoConfig!).Data(r.GetValue(opts.Split), name);
+            var evalPrompts = r.GetValue(eval) is string e ? RewardChecks.RequireSolutions(Jsonl.ReadPrompts(e, false,
+                (dataOptions with { Split = r.GetValue(evalSplit) ?? (Directory.Exists(e) ? "test" : null) }).Validate()), false, goldFunction ?? rewardFunction).Records : null;
+            JsonlResult<PromptRecord> Read(string path, bool skip) => RewardChecks.RequireSolutions(Jsonl.ReadPrompts(path, skip, dataOptions), skip, rewardFunction, goldFunction);
             var job = new RunJob(name, (object?)ppoConfig ?? grpoConfig!).With("init", r.GetValue(init)).With("data", r.GetValue(data)).With("reward", r.GetValue(reward))
                 .With("gold", r.GetValue(gold)).With("critic_init", ppo ? r.GetValue(criticInit) : null);
             return opts.Train(r, data, outDir, Read, output, errors, job, (prompts, dir, stop) =>
@@ -339,9 +352,9 @@ internal static partial class Commands
 
     /// <summary>A training command on preference pairs (rm, dpo): --data, --init, --out and the common options.</summary>
     private static Command PairCommand<TConfig>(string name, string description, string initDescription, TextWriter output, TextWriter errors,
-        Func<TrainingOptions, ParseResult, string, TConfig> loadConfig, Action<IReadOnlyList<PreferenceRecord>, TConfig, PairRun> train) where TConfig : notnull
+        Func<TrainingOptions, ParseResult, string, TConfig> loadConfig, Action<IReadOnlyList<PreferenceRecord>, TConfig, PairRun> train) where TConfig : DataKeys
     {
-        var data = Required("--data", "preference pairs (JSON Lines)");
+        var data = Required("--data", "preference records ({\"prompt\", \"chosen\", \"rejected\"} or an implicit prompt {\"chosen\", \"rejected\"}): .jsonl, .json, .parquet or a Hugging Face dataset folder");
         var init = Required("--init", initDescription);
         var outDir = Required("--out", "run directory to write");
         var opts = new TrainingOptions();
@@ -351,7 +364,8 @@ internal static partial class Commands
         {
             var config = loadConfig(opts, r, r.GetValue(init)!);
             var job = new RunJob(name, config).With("init", r.GetValue(init)).With("data", r.GetValue(data));
-            return opts.Train(r, data, outDir, Jsonl.ReadPreferences, output, errors, job, (records, dir, stop) => train(records, config,
+            var dataOptions = config.Data(r.GetValue(opts.Split), name);
+            return opts.Train(r, data, outDir, (path, skip) => Jsonl.ReadPreferences(path, skip, dataOptions), output, errors, job, (records, dir, stop) => train(records, config,
                 new PairRun(r.GetValue(init)!, dir, r.GetValue(opts.Resume), stop, r.GetValue(opts.Force), job, r.GetValue(opts.SkipInvalid))));
         });
         return c;

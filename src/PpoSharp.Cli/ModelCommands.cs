@@ -65,7 +65,7 @@ internal static partial class Commands
         }
         if (prompt!.Length == 0) throw new PpoSharpException("--prompt is empty");
         if (raw) return system is not null ? throw new PpoSharpException("--system needs the chat template (leave out --raw)")
-            : tokenizer is HfTokenizer hf ? [.. hf.EncodeWithSpecialTokens(prompt)] : [.. tokenizer.Encode(prompt)];
+            : [.. Tokenizers.EncodeText(tokenizer, prompt)];
         List<ChatMessage> messages = system is null ? [] : [new(Role.System, system)];
         messages.Add(new ChatMessage(Role.User, prompt));
         return tokenizer.Chat.EncodePrompt(messages);
@@ -107,12 +107,14 @@ internal static partial class Commands
         var skipInvalid = new Option<bool>("--skip-invalid") { Description = "count and report invalid records instead of stopping at the first" };
         var (dtype, device, kwargs) = (DtypeOption(), DeviceOption(), ChatKwargsOption());
         var samples = new Option<string?>("--samples") { Description = "also write one JSON line per prompt: prompt, solution, response, reward, exact_match" };
-        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs, samples };
+        var (split, set) = DataOptionsFlags();
+        var c = new Command("eval", "greedy decoding on a prompt file, or a reward model's ranking of pairs; prints one JSON object") { model, data, reward, maxNew, skipInvalid, dtype, device, kwargs, samples, split, set };
         c.SetAction(r =>
         {
+            var dataOptions = DataOptionsOf(r, split, set, "eval");
             if (RunDirectory.IsScalarModel(r.GetValue(model)!))
             {
-                var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid));
+                var pairs = Jsonl.ReadPreferences(r.GetValue(data)!, r.GetValue(skipInvalid), dataOptions);
                 InvalidRecords.Report(pairs.Skipped, errors);
                 var (rm, rmTokenizer) = RunDirectory.LoadRewardModel(r.GetValue(model)!);
                 var e = RewardTrainer.Evaluate(rm, RewardTrainer.Tokenize(pairs.Records, rmTokenizer, rm.Backbone.Config.ContextLength), rmTokenizer.Special.Pad);
@@ -124,7 +126,7 @@ internal static partial class Commands
             }
             Check.Positive(r.GetValue(maxNew), "--max-new-tokens");
             var rewardFunction = RewardSpec.Parse(r.GetValue(reward)!);
-            var prompts = RewardChecks.RequireSolutions(Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid)), r.GetValue(skipInvalid), rewardFunction);
+            var prompts = RewardChecks.RequireSolutions(Jsonl.ReadPrompts(r.GetValue(data)!, r.GetValue(skipInvalid), dataOptions), r.GetValue(skipInvalid), rewardFunction);
             InvalidRecords.Report(prompts.Skipped, errors);
             var (policy, tokenizer) = RunDirectory.LoadPolicy(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
             policy.to(r.GetValue(device).Resolve()).ComputeIn(r.GetValue(dtype));
@@ -145,6 +147,15 @@ internal static partial class Commands
         return c;
     }
 
+    /// <summary>--split and --set (the dataset keys) of the commands without a training config.</summary>
+    private static (Option<string?> Split, Option<string[]> Set) DataOptionsFlags() => (TrainingOptions.SplitOption("--split", "--data", "train"), new Option<string[]>("--set")
+    {
+        Description = "a dataset key: prompt_column=NAME, solution_column=NAME, dataset_text_field=NAME, system_prompt=TEXT (repeatable)",
+    });
+
+    private static DataOptions DataOptionsOf(ParseResult r, Option<string?> split, Option<string[]> set, string command) =>
+        (ConfigLoader.Load(new DataOptions(), null, r.GetValue(set) ?? [], o => o.Validate()) with { Split = r.GetValue(split), Command = command }).Validate();
+
     private static Command Inspect(TextWriter output)
     {
         var model = Required("--model", "a PpoSharp run or a Hugging Face model folder");
@@ -152,19 +163,20 @@ internal static partial class Commands
         var n = new Option<int>("--n") { Description = "records to show", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "one JSON object per record: text, ids, loss_mask" };
         var kwargs = ChatKwargsOption();
-        var c = new Command("inspect", "what the model sees: each record's rendered text, token ids and loss mask (trained text between « »)") { model, data, n, json, kwargs };
+        var (split, set) = DataOptionsFlags();
+        var c = new Command("inspect", "what the model sees: each record's format, rendered text, token ids and loss mask (trained text between « »)") { model, data, n, json, kwargs, split, set };
         c.SetAction(r =>
         {
             Check.Positive(r.GetValue(n), "--n");
             var tokenizer = RunDirectory.LoadTokenizer(r.GetValue(model)!, ChatKwargs(r.GetValue(kwargs)));
-            foreach (var view in Inspection.Records(tokenizer, r.GetValue(data)!, r.GetValue(n)))
+            foreach (var view in Inspection.Records(tokenizer, r.GetValue(data)!, r.GetValue(n), DataOptionsOf(r, split, set, "inspect")))
             {
                 if (r.GetValue(json))
                 {
-                    output.WriteLine(JsonSerializer.Serialize(new { text = view.Text, ids = view.Ids, loss_mask = view.LossMask.Select(b => b ? 1 : 0) }, Json.Compact));
+                    output.WriteLine(JsonSerializer.Serialize(new { format = view.Format.ToString(), text = view.Text, ids = view.Ids, loss_mask = view.LossMask.Select(b => b ? 1 : 0) }, Json.Compact));
                     continue;
                 }
-                output.WriteLine($"{view.Source}: {view.Ids.Count} tokens, {view.LossMask.Count(b => b)} trained");
+                output.WriteLine($"{view.Source}: {view.Format}, {view.Ids.Count} tokens, {view.LossMask.Count(b => b)} trained");
                 output.WriteLine(Inspection.Marked(tokenizer, view));
                 output.WriteLine($"ids: {string.Join(' ', view.Ids)}");
                 output.WriteLine();

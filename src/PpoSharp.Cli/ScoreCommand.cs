@@ -14,11 +14,12 @@ internal static partial class Commands
         var data = Required("--data", "records with a 'completion' beside the columns the rewards read (solution, ...)");
         var json = new Option<bool>("--json") { Description = "one JSON object a line: source, total and each function's part" };
         var set = new Option<string[]>("--set") { Description = "solution_column=NAME (default solution), max_completion_length, overlong_buffer_len, overlong_penalty_factor" };
-        var c = new Command("score", "scores given completions with the reward functions, no model needed") { reward, data, json, set };
+        var split = TrainingOptions.SplitOption("--split", "--data", "train");
+        var c = new Command("score", "scores given completions with the reward functions, no model needed") { reward, data, json, set, split };
         c.SetAction(r =>
         {
             var options = ConfigLoader.Load(new RewardOptions(), null, r.GetValue(set) ?? [], o => o.Validate());
-            var results = Scoring.Run(RewardSpec.Parse(r.GetValue(reward)!, options: options), r.GetValue(data)!, options);
+            var results = Scoring.Run(RewardSpec.Parse(r.GetValue(reward)!, options: options), r.GetValue(data)!, options, r.GetValue(split));
             foreach (var s in results)
                 output.WriteLine(r.GetValue(json) ? Scoring.ToJson(s)
                     : $"{s.Source}  total {F(s.Total)}  " + string.Join("  ", s.Parts.Select(p => $"{p.Key} {F(p.Value)}")));

@@ -136,10 +136,10 @@ public class BadInputTests
         { "empty content", ["sft", "--data", "@empty-content.jsonl", "--out", "{out}"], "empty-content.jsonl:1: 'messages[0].content' is empty" },
         { "record longer than the context", ["sft", "--data", "@huge-record.jsonl", "--out", "{out}"], "huge-record.jsonl:1: record is 10010 tokens, longer than context_length 64" },
         { "record that is not an object", ["sft", "--data", "@not-an-object.jsonl", "--out", "{out}"], "not-an-object.jsonl:1: a record must be a JSON object" },
-        { "missing messages", ["sft", "--data", "@missing-messages.jsonl", "--out", "{out}"], "missing-messages.jsonl:1: missing field 'messages'" },
+        { "missing messages", ["sft", "--data", "@missing-messages.jsonl", "--out", "{out}"], "missing-messages.jsonl: prompt-only (standard) records (fields: prompt, response); sft takes language modelling" },
         { "messages not an array", ["sft", "--data", "@messages-not-array.jsonl", "--out", "{out}"], "messages-not-array.jsonl:1: 'messages' must be an array" },
         { "empty file", ["sft", "--data", "@empty.jsonl", "--out", "{out}"], "empty.jsonl: no records" },
-        { "chat record without an answer", ["sft", "--data", "@prompt-only.jsonl", "--out", "{out}"], "prompt-only.jsonl:1: 'messages' has no assistant message to learn from" },
+        { "chat record without an answer", ["sft", "--data", "@prompt-only.jsonl", "--out", "{out}"], "prompt-only.jsonl: prompt-only (conversational) records (fields: messages); sft takes" },
         { "solution of the wrong type", ["ppo", "--data", "@solution-object.jsonl", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "solution-object.jsonl:1: 'solution' must be a string or an array of strings" },
         { "solution group with a number", ["eval", "--model", "{policy}", "--data", "@solution-mixed-group.jsonl"], "solution-mixed-group.jsonl:1: 'solution' must be a string or an array of strings" },
         { "rule reward without solution", ["eval", "--model", "{policy}", "--data", "@prompt-only.jsonl", "--reward", "exact-match"], "prompt-only.jsonl:1: reward 'exact-match' needs a 'solution' field" },
@@ -205,6 +205,28 @@ public class BadInputTests
         { "rm: an ensemble of none", ["rm", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--ensemble", "0"], "'ensemble' is out of range: expected an integer from 1 to 64 (got 0)" },
         { "ppo: reward-model accuracy floor out of range", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "min_reward_model_accuracy=1.5"], "min_reward_model_accuracy must be in [0, 1] (got 1.5)" },
         { "data: unknown pair kind", ["data", "--out", "{out}", "--pairs", "two-letter"], "--pairs: 'two-letter' is not a kind (mixed, one-letter)" },
+        // TRL's dataset formats: a format the command does not take, column mapping, splits, records of each format gone wrong
+        { "TRL: preference given to sft", ["sft", "--data", "@trl-preference.jsonl", "--out", "{out}"], "trl-preference.jsonl: preference (conversational) records (fields: prompt, chosen, rejected); sft takes language modelling {\"text\"} or {\"messages\"} or prompt-completion {\"prompt\", \"completion\"}" },
+        { "TRL: prompt-completion given to grpo", ["grpo", "--data", "@trl-prompt-completion.jsonl", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "trl-prompt-completion.jsonl: prompt-completion (standard) records (fields: prompt, completion); grpo takes prompt-only {\"prompt\"} or {\"messages\", \"solution\"}" },
+        { "TRL: language modelling given to rm", ["rm", "--data", "@trl-text.jsonl", "--init", "{policy}", "--out", "{out}"], "trl-text.jsonl: language modelling (standard) records (fields: text); rm takes preference {\"prompt\", \"chosen\", \"rejected\"} or preference with an implicit prompt {\"chosen\", \"rejected\"}" },
+        { "TRL: prompt-only given to dpo", ["dpo", "--data", "{prompts}", "--init", "{policy}", "--out", "{out}"], "prompts.jsonl: prompt-only (conversational) records (fields: messages, solution); dpo takes preference" },
+        { "TRL: unpaired preference given to eval", ["eval", "--model", "{policy}", "--data", "@trl-unpaired.jsonl"], "trl-unpaired.jsonl: unpaired preference (standard) records (fields: prompt, completion, label); eval takes prompt-only" },
+        { "TRL: no format (GSM8K's own names)", ["ppo", "--data", "@gsm8k-names.jsonl", "--init", "{policy}", "--reward", "math", "--out", "{out}"], "gsm8k-names.jsonl: no dataset format found (fields: question, answer); ppo takes prompt-only {\"prompt\"} or {\"messages\", \"solution\"} (other column names: --set prompt_column=NAME)" },
+        { "column mapping: a column that does not exist", ["grpo", "--data", "@gsm8k-names.jsonl", "--init", "{policy}", "--reward", "math", "--out", "{out}", "--set", "prompt_column=questoin"], "gsm8k-names.jsonl:1: prompt_column 'questoin' is not a column of this record (its columns: question, answer)" },
+        { "column mapping: solution column that does not exist", ["eval", "--model", "{policy}", "--data", "@gsm8k-names.jsonl", "--reward", "math", "--set", "prompt_column=question", "--set", "solution_column=answers"], "gsm8k-names.jsonl:1: solution_column 'answers' is not a column of this record (its columns: question, answer)" },
+        { "column mapping: unknown dataset key in eval", ["eval", "--model", "{policy}", "--data", "@gsm8k-names.jsonl", "--set", "prompt_colum=question"], "--set prompt_colum=question: unknown key 'prompt_colum' (did you mean 'prompt_column'?)" },
+        { "split: missing from the dataset folder", ["eval", "--model", "{policy}", "--data", "{parquet}/gsm8k", "--reward", "math", "--split", "validation", "--set", "prompt_column=question", "--set", "solution_column=answer"], "gsm8k: no 'validation' split; found: test, train (choose one with --split)" },
+        { "split: given with a file", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--split", "test"], "sft.jsonl: --split test chooses the files of a dataset folder, and this is one file" },
+        { "split: not a split name", ["grpo", "--data", "{parquet}/gsm8k", "--init", "{policy}", "--reward", "math", "--out", "{out}", "--split", "dev"], "--split: 'dev' is not a split (allowed: train, test, validation)" },
+        { "split: --eval folder without the split", ["grpo", "--data", "{parquet}/gsm8k", "--init", "{policy}", "--reward", "math", "--out", "{out}", "--set", "prompt_column=question", "--set", "solution_column=answer", "--eval", "{parquet}/gsm8k", "--eval-split", "validation"], "gsm8k: no 'validation' split; found: test, train" },
+        { "implicit prompt: nothing shared", ["dpo", "--data", "@implicit-no-prompt.jsonl", "--init", "{policy}", "--out", "{out}"], "implicit-no-prompt.jsonl:1: 'chosen' and 'rejected' share no prompt" },
+        { "conversational chosen of two messages", ["rm", "--data", "@chosen-two-messages.jsonl", "--init", "{policy}", "--out", "{out}"], "chosen-two-messages.jsonl:1: 'chosen' must hold one assistant message (got 2 message(s), roles: assistant, assistant)" },
+        { "language-modelling text empty", ["sft", "--data", "@text-empty.jsonl", "--out", "{out}"], "text-empty.jsonl:1: 'text' is empty" },
+        { "a field given twice", ["eval", "--model", "{policy}", "--data", "@duplicate-field.jsonl"], "duplicate-field.jsonl:1: a field is given twice" },
+        { "Parquet: truncated, through grpo", ["grpo", "--data", "@truncated.parquet", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "truncated.parquet: not a readable Parquet file" },
+        { "Parquet: wrong column type, through grpo", ["grpo", "--data", "{parquet}/wrong-types.parquet", "--init", "{policy}", "--reward", "math", "--out", "{out}"], "wrong-types.parquet: row 1: 'solution' must be a string or an array of strings" },
+        { "Parquet: not Parquet, through sft", ["sft", "--data", "@not-parquet.parquet", "--out", "{out}"], "not-parquet.parquet: not a readable Parquet file" },
+        { "a label the verifier cannot read", ["grpo", "--data", "@label-unreadable.jsonl", "--init", "{policy}", "--reward", "math", "--out", "{out}", "--set", "solution_column=answer"], "label-unreadable.jsonl:1: reward 'math' cannot read a final answer in label 'four'" },
         { "misspelt command", ["dmeo"], "unknown command 'dmeo' (did you mean 'demo'?" },
         { "directory given as --data", ["eval", "--model", "{policy}", "--data", "{data}"], "data: a directory without 'train' split files (expected data/train-00000-of-00001.parquet or train.jsonl); --data takes a file or a dataset folder" },
         { "file given as --model", ["generate", "--model", "{prompts}", "--prompt", "sort: ba"], "prompts.jsonl: is a file; a model is a directory" },
@@ -212,7 +234,7 @@ public class BadInputTests
         { "--top-p of 0", ["generate", "--model", "{policy}", "--prompt", "sort: ba", "--top-p", "0"], "--top-p must be in (0, 1] (got 0)" },
         { "data into a non-empty directory", ["data", "--out", "{data}"], "data: output directory is not empty (use --force to write into it, or another --out)" },
         { "prompt without the solution a rule needs, line 2", ["ppo", "--data", "@solution-missing-line2.jsonl", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}"], "solution-missing-line2.jsonl:2: reward 'edit-distance' needs a 'solution' field" },
-        { "preference pairs given as PPO prompts", ["ppo", "--data", "@pairs-as-prompts.jsonl", "--init", "{policy}", "--reward", "exact-match:0.5,repetition", "--out", "{out}"], "pairs-as-prompts.jsonl:1: reward 'exact-match' needs a 'solution' field" },
+        { "preference pairs given as PPO prompts", ["ppo", "--data", "@pairs-as-prompts.jsonl", "--init", "{policy}", "--reward", "exact-match:0.5,repetition", "--out", "{out}"], "pairs-as-prompts.jsonl: preference (conversational) records (fields: messages, chosen, rejected); ppo takes prompt-only" },
         { "inspect: broken JSON line", ["inspect", "--model", "{policy}", "--data", "@broken-json.jsonl"], "broken-json.jsonl:2: invalid JSON" },
         { "inspect: no records asked for", ["inspect", "--model", "{policy}", "--data", "{prompts}", "--n", "0"], "--n must be > 0 (got 0)" },
         { "inspect: template error names the record", ["inspect", "--model", "{hf:template}", "--data", "@hf-chat.jsonl"], "hf-chat.jsonl:1: chat template: System role not supported" },
@@ -252,7 +274,7 @@ public class BadInputTests
         var outDir = Path.Combine(TestSupport.TempDir(), "out");
         var resolved = args.Select(a => a
             .Replace("{out}", outDir).Replace("{policy}", Policy).Replace("{prompts}", Prompts)
-            .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data"))
+            .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data")).Replace("{parquet}", Path.Combine(AppContext.BaseDirectory, "ParquetData"))
             .Replace("{checkpoint}", Directory.GetDirectories(Path.Combine(Policy, Training.Checkpoints.Folder), "step-*")[0])
             .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]]
                 : a.StartsWith("{adapter:") ? SpoiledAdapters.Value[a[9..^1]] : a).ToArray();

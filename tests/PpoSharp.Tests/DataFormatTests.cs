@@ -78,7 +78,7 @@ public class DataFormatTests
         { "text.parquet", "this is not parquet", ": not a readable Parquet file" },
         { "array.json", """[{"prompt": "a"}, 3]""", ": row 2: a record must be a JSON object" },
         { "broken.json", """[{"prompt": "a"}, """, ": invalid JSON" },
-        { "prompt-number.jsonl", """{"prompt": 5}""", ":1: 'prompt' must be an array" },
+        { "prompt-number.jsonl", """{"prompt": 5}""", ":1: 'prompt' must be a string, not number" },
     };
 
     [Theory]

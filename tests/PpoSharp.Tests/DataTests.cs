@@ -61,9 +61,10 @@ public class DataTests
     [InlineData("""{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}""", "nothing to answer")]
     public void ReadPrompts_BadLine_ErrorNamesLineAndProblem(string bad, string problem)
     {
-        var path = TestSupport.WriteLines(TestSupport.TempDir(), "p.jsonl", bad);
+        // the file's format (prompt-only) comes from its first record; the bad one is read as a prompt
+        var path = TestSupport.WriteLines(TestSupport.TempDir(), "p.jsonl", """{"messages":[{"role":"user","content":"q"}]}""", bad);
         var e = Assert.Throws<PpoSharpException>(() => Jsonl.ReadPrompts(path));
-        Assert.StartsWith($"{path}:1: ", e.Message);
+        Assert.StartsWith($"{path}:2: ", e.Message);
         Assert.Contains(problem, e.Message);
     }
 

@@ -33,8 +33,9 @@ public class ScoreCommandTests
         var data = TestSupport.WriteLines(dir, "json.jsonl",
             """{"completion": "{\"name\": \"x\", \"age\": 3}", "solution": ["name", "age"], "test_cases": [1, 2]}""");
         var records = Data.Jsonl.ReadScored(data).Records;
-        Assert.Equal("[1, 2]", records[0].Columns["test_cases"]);
-        Assert.Equal("""["name", "age"]""", records[0].Columns["solution"]);
+        // non-string columns as compact JSON text, the same for a JSON Lines record and its Parquet twin
+        Assert.Equal("[1,2]", records[0].Columns["test_cases"]);
+        Assert.Equal("""["name","age"]""", records[0].Columns["solution"]);
         var (code, output, _) = Run("score", "--reward", "json", "--data", data);
         Assert.Equal(0, code);
         Assert.Contains("total 1  json 1", output);

@@ -18,11 +18,15 @@ public static class DataRows
     /// <summary>The splits a dataset folder may hold.</summary>
     public static readonly string[] Splits = ["train", "test", "validation"];
 
-    /// <summary>The rows of <paramref name="path"/> (a file, or a dataset folder read at <paramref name="split"/>).</summary>
-    public static IEnumerable<(Source Source, string Json)> Read(string path, string split = "train")
+    /// <summary>
+    /// The rows of <paramref name="path"/>: a file, or a dataset folder read at <paramref name="split"/> (default train).
+    /// A split given with a file is an error: it chooses among a folder's files.
+    /// </summary>
+    public static IEnumerable<(Source Source, string Json)> Read(string path, string? split = null)
     {
-        if (Directory.Exists(path)) return Shards(path, split).SelectMany(f => ReadFile(f));
+        if (Directory.Exists(path)) return Shards(path, split ?? "train").SelectMany(f => ReadFile(f));
         if (!File.Exists(path)) throw new PpoSharpException($"{path}: file not found");
+        if (split is not null) throw new PpoSharpException($"{path}: --split {split} chooses the files of a dataset folder, and this is one file (leave out --split, or give the folder)");
         return ReadFile(path);
     }
 

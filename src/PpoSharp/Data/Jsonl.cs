@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace PpoSharp.Data;
 
@@ -6,82 +7,127 @@ namespace PpoSharp.Data;
 public sealed record JsonlResult<T>(IReadOnlyList<T> Records, IReadOnlyList<string> Skipped);
 
 /// <summary>
-/// Readers for the three record kinds of DESIGN.md. Every problem is a <see cref="PpoSharpException"/> whose message
-/// is "file:line: problem"; with <c>skipInvalid</c> the bad lines are counted and returned instead, never dropped silently.
-/// Blank lines are not records and are ignored.
+/// Readers for the record kinds of DESIGN.md, in TRL's dataset formats (<see cref="DatasetFormat"/>), from any file
+/// <see cref="DataRows"/> reads. Each file's format is detected from its first record and must be one the reader
+/// takes; every record is then read in that format. Every problem is a <see cref="PpoSharpException"/> whose message is
+/// "file:line: problem"; with <c>skipInvalid</c> the bad records are counted and returned instead, never dropped
+/// silently. Blank lines are not records and are ignored.
 /// </summary>
 public static class Jsonl
 {
-    public static JsonlResult<ChatRecord> ReadChat(string path, bool skipInvalid = false) =>
-        Read(path, skipInvalid, (e, src) =>
+    /// <summary>
+    /// SFT records: language modelling (<c>{"text"}</c>, <c>{"messages"}</c>) and prompt-completion (standard text or
+    /// conversational messages; the loss on the completion only).
+    /// </summary>
+    public static JsonlResult<ChatRecord> ReadChat(string path, bool skipInvalid = false, DataOptions? options = null)
+    {
+        var o = options ?? new DataOptions();
+        return Read(path, skipInvalid, o, DatasetFormats.Sft, (e, f, src) =>
         {
-            var messages = Messages(e);
-            if (!messages.Any(m => m.Role == Role.Assistant))
-                throw new FormatException("'messages' has no assistant message to learn from");
-            return new ChatRecord(messages, src);
+            if (f.Format == DatasetFormat.LanguageModeling && !f.Conversational)
+                return new ChatRecord([new ChatMessage(Role.Assistant, Fields.NonEmptyString(e, "text"))], src, Raw: true);
+            if (f.Format == DatasetFormat.LanguageModeling)
+            {
+                var messages = Fields.Messages(e);
+                if (!messages.Any(m => m.Role == Role.Assistant))
+                    throw new FormatException("'messages' has no assistant message to learn from");
+                return new ChatRecord(messages, src);
+            }
+            if (!f.Conversational)
+                return new ChatRecord([new ChatMessage(Role.User, Fields.RequiredString(e, "prompt")), new ChatMessage(Role.Assistant, Fields.NonEmptyString(e, "completion"))],
+                    src, PromptMessages: 1, Raw: true);
+            var prompt = Fields.Prompt(e, o);
+            var completion = Fields.Messages(e, "completion");
+            if (!completion.Any(m => m.Role == Role.Assistant)) throw new FormatException("'completion' has no assistant message to learn from");
+            return new ChatRecord([.. prompt, .. completion], src, PromptMessages: prompt.Count);
         });
+    }
 
     /// <summary>
-    /// Prompts: <c>messages</c>, or TRL's prompt-only <c>prompt</c> (a string, or a list of messages), with an optional
-    /// <c>solution</c> and any other columns.
+    /// Prompts (prompt-only): <c>messages</c>, or TRL's <c>prompt</c> (a string, or a list of messages), with an optional
+    /// <c>solution</c> (after <see cref="DataOptions.SolutionColumn"/>) and any other columns, which the rewards read by name.
     /// </summary>
-    public static JsonlResult<PromptRecord> ReadPrompts(string path, bool skipInvalid = false) =>
-        Read(path, skipInvalid, (e, src) =>
+    public static JsonlResult<PromptRecord> ReadPrompts(string path, bool skipInvalid = false, DataOptions? options = null)
+    {
+        var o = options ?? new DataOptions();
+        return Read(path, skipInvalid, o, DatasetFormats.Prompts, (e, _, src) =>
         {
-            var messages = !e.TryGetProperty("messages", out _) && e.TryGetProperty("prompt", out var p)
-                ? p.ValueKind == JsonValueKind.String ? [new ChatMessage(Role.User, p.GetString()!)] : Messages(e, "prompt")
-                : Messages(e);
+            var messages = Fields.Prompt(e, o);
             if (messages[^1].Role == Role.Assistant)
                 throw new FormatException("the last message of a prompt is from the assistant; there is nothing to answer");
-            return new PromptRecord(messages, Solutions(e), src, Columns(e, "messages", "prompt", "solution"));
+            return new PromptRecord(messages, Fields.Solutions(e), src, Fields.Columns(e, "messages", "prompt", "solution"));
         });
+    }
 
     /// <summary>
     /// Completions to score: <c>completion</c> (a string) beside an optional prompt (<c>prompt</c> as text or messages,
     /// or <c>messages</c>), the labels in <paramref name="solutionColumn"/> and any other columns.
     /// </summary>
-    public static JsonlResult<ScoredRecord> ReadScored(string path, bool skipInvalid = false, string solutionColumn = "solution") =>
-        Read(path, skipInvalid, (e, src) =>
+    public static JsonlResult<ScoredRecord> ReadScored(string path, bool skipInvalid = false, string solutionColumn = "solution", string? split = null) =>
+        Read(path, skipInvalid, new DataOptions { SolutionColumn = solutionColumn, Split = split }, null, (e, _, src) =>
         {
-            var completion = RequiredString(e, "completion");
-            List<ChatMessage> messages = e.TryGetProperty("messages", out _) ? Messages(e)
-                : e.TryGetProperty("prompt", out var p) && p.ValueKind == JsonValueKind.String ? [new ChatMessage(Role.User, p.GetString()!)]
-                : e.TryGetProperty("prompt", out var pm) && pm.ValueKind == JsonValueKind.Array ? Messages(e, "prompt")
-                : [new ChatMessage(Role.User, "")];
-            return new ScoredRecord(messages, completion, Solutions(e, solutionColumn), src, Columns(e, "completion"));
+            var completion = Fields.RequiredString(e, "completion");
+            List<ChatMessage> messages = e.ContainsKey("messages") || e.ContainsKey("prompt") ? Fields.Prompt(e, new DataOptions()) : [new ChatMessage(Role.User, "")];
+            return new ScoredRecord(messages, completion, Fields.Solutions(e), src, Fields.Columns(e, "completion"));
         });
 
-    public static JsonlResult<PreferenceRecord> ReadPreferences(string path, bool skipInvalid = false) =>
-        Read(path, skipInvalid, (e, src) =>
+    /// <summary>
+    /// Preference pairs: an explicit prompt (<c>prompt</c> or <c>messages</c>, with <c>chosen</c> and <c>rejected</c>
+    /// answers as text or as one assistant message) or an implicit one (two full texts or conversations that share the
+    /// prompt, split as TRL's <c>extract_prompt</c> does), and an optional <c>margin</c>.
+    /// </summary>
+    public static JsonlResult<PreferenceRecord> ReadPreferences(string path, bool skipInvalid = false, DataOptions? options = null)
+    {
+        var o = options ?? new DataOptions();
+        return Read(path, skipInvalid, o, DatasetFormats.Pairs, (e, f, src) =>
         {
-            var messages = Messages(e);
-            string chosen = RequiredString(e, "chosen"), rejected = RequiredString(e, "rejected");
+            var (messages, chosen, rejected) = f.Format == DatasetFormat.ImplicitPreference ? ImplicitPrompt.Split(e, o)
+                : (Fields.Prompt(e, o), Fields.Answer(e, "chosen"), Fields.Answer(e, "rejected"));
             if (chosen == rejected) throw new FormatException("'chosen' and 'rejected' are identical");
             double margin = 0;
-            if (e.TryGetProperty("margin", out var m))
+            if (e["margin"] is JsonNode m)
             {
-                if (m.ValueKind != JsonValueKind.Number || !double.IsFinite(m.GetDouble()))
+                if (m.GetValueKind() != JsonValueKind.Number || !double.IsFinite(m.GetValue<double>()))
                     throw new FormatException("'margin' must be a finite number");
-                margin = m.GetDouble();
+                margin = m.GetValue<double>();
             }
             return new PreferenceRecord(messages, chosen, rejected, margin, src);
         });
+    }
 
-    private static JsonlResult<T> Read<T>(string path, bool skipInvalid, Func<JsonElement, Source, T> parse)
+    /// <summary>
+    /// Each record of <paramref name="path"/> as a JSON object with its columns mapped by <paramref name="o"/>; the first
+    /// record of each file gives the file's format, which must be one of <paramref name="accepted"/> (null: any).
+    /// </summary>
+    private static JsonlResult<T> Read<T>(string path, bool skipInvalid, DataOptions o, IReadOnlyList<DatasetFormat>? accepted, Func<JsonObject, DetectedFormat, Source, T> parse)
     {
         var records = new List<T>();
         var skipped = new List<string>();
-        foreach (var (src, line) in DataRows.Read(path))
+        string? file = null;
+        DetectedFormat format = default;
+        foreach (var (src, line) in DataRows.Read(path, o.Split))
         {
             try
             {
-                using var doc = JsonDocument.Parse(line);
-                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new FormatException("a record must be a JSON object");
-                records.Add(parse(doc.RootElement, src));
+                var e = (JsonNode.Parse(line) as JsonObject ?? throw new FormatException("a record must be a JSON object"));
+                _ = e.Count;                                                   // a duplicate field throws here
+                o.Map(e);
+                if (src.File != file)
+                {
+                    format = accepted is null ? default : DatasetFormats.Require(DatasetFormats.Detect(e), e, src.File, o.Command, accepted);
+                    file = src.File;
+                }
+                records.Add(parse(e, format, src));
             }
-            catch (Exception ex) when (ex is JsonException or FormatException)
+            catch (Exception ex) when (ex is JsonException or FormatException or ArgumentException or InvalidOperationException)
             {
-                var problem = ex is JsonException ? $"invalid JSON ({FirstSentence(ex.Message)})" : ex.Message;
+                var problem = ex switch
+                {
+                    JsonException => $"invalid JSON ({FirstSentence(ex.Message)})",
+                    ArgumentException => $"a field is given twice ({FirstSentence(ex.Message)})",
+                    InvalidOperationException => $"a field has the wrong type ({FirstSentence(ex.Message)})",
+                    _ => ex.Message,
+                };
                 if (!skipInvalid) throw new PpoSharpException($"{src}: {problem}", ex);
                 skipped.Add($"{src}: {problem}");
             }
@@ -89,60 +135,6 @@ public static class Jsonl
         if (records.Count == 0 && skipped.Count == 0) throw new PpoSharpException($"{path}: no records");
         if (records.Count == 0) throw new PpoSharpException($"{path}: every record is invalid (first: {skipped[0]})");
         return new JsonlResult<T>(records, skipped);
-    }
-
-    /// <summary>A record's fields other than <paramref name="taken"/>, by name: strings as they are, other values as JSON text.</summary>
-    private static Dictionary<string, string> Columns(JsonElement e, params string[] taken) => e.EnumerateObject()
-        .Where(p => !taken.Contains(p.Name))
-        .GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.Last().Value.ValueKind == JsonValueKind.String ? g.Last().Value.GetString()! : g.Last().Value.GetRawText());
-
-    private static List<ChatMessage> Messages(JsonElement e, string field = "messages")
-    {
-        if (!e.TryGetProperty(field, out var arr)) throw new FormatException($"missing field '{field}'");
-        if (arr.ValueKind != JsonValueKind.Array) throw new FormatException($"'{field}' must be an array");
-        var list = new List<ChatMessage>();
-        int i = 0;
-        foreach (var m in arr.EnumerateArray())
-        {
-            if (m.ValueKind != JsonValueKind.Object) throw new FormatException($"'{field}[{i}]' must be an object");
-            var roleText = RequiredString(m, "role", $"{field}[{i}].role");
-            var role = roleText switch
-            {
-                "system" => Role.System,
-                "user" => Role.User,
-                "assistant" => Role.Assistant,
-                _ => throw new FormatException($"'{field}[{i}].role' is '{roleText}'; allowed: system, user, assistant"),
-            };
-            var content = RequiredString(m, "content", $"{field}[{i}].content");
-            if (content.Length == 0) throw new FormatException($"'{field}[{i}].content' is empty");
-            list.Add(new ChatMessage(role, content));
-            i++;
-        }
-        if (list.Count == 0) throw new FormatException($"'{field}' is empty");
-        return list;
-    }
-
-    private static List<string> Solutions(JsonElement e, string column = "solution")
-    {
-        if (!e.TryGetProperty(column, out var s) || s.ValueKind == JsonValueKind.Null) return [];
-        if (s.ValueKind == JsonValueKind.String) return [s.GetString()!];
-        if (s.ValueKind != JsonValueKind.Array) throw new FormatException($"'{column}' must be a string or an array of strings");
-        var list = new List<string>();
-        foreach (var x in s.EnumerateArray())
-        {
-            if (x.ValueKind != JsonValueKind.String) throw new FormatException($"'{column}' must be a string or an array of strings");
-            list.Add(x.GetString()!);
-        }
-        if (list.Count == 0) throw new FormatException($"'{column}' is an empty array");
-        return list;
-    }
-
-    private static string RequiredString(JsonElement e, string name, string? label = null)
-    {
-        label ??= name;
-        if (!e.TryGetProperty(name, out var v)) throw new FormatException($"missing field '{label}'");
-        if (v.ValueKind != JsonValueKind.String) throw new FormatException($"'{label}' must be a string, not {v.ValueKind.ToString().ToLowerInvariant()}");
-        return v.GetString()!;
     }
 
     private static string FirstSentence(string message)

@@ -17,8 +17,13 @@ public readonly record struct Source(string File, int Line, bool Row = false)
     }
 }
 
-/// <summary>An SFT record: <c>{"messages":[{"role":..,"content":..}, ...]}</c>.</summary>
-public sealed record ChatRecord(IReadOnlyList<ChatMessage> Messages, Source Source);
+/// <summary>
+/// An SFT record. Conversational (<c>{"messages"}</c>, or a prompt-completion of messages): rendered with the chat template,
+/// the loss on assistant turns. <paramref name="Raw"/> (standard <c>{"text"}</c> or <c>{"prompt", "completion"}</c> text):
+/// the text of the messages joined without a template, ended with EOS. The first <paramref name="PromptMessages"/> messages are
+/// a prompt the loss leaves out (TRL's completion-only loss); 0 for language modelling.
+/// </summary>
+public sealed record ChatRecord(IReadOnlyList<ChatMessage> Messages, Source Source, int PromptMessages = 0, bool Raw = false);
 
 /// <summary>
 /// A prompt for PPO and eval: <c>{"messages":[...], "solution": "..." | ["...", ...]}</c>. <see cref="Solutions"/>

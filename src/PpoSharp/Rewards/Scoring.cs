@@ -16,9 +16,9 @@ public static class Scoring
     /// Reads <paramref name="path"/> (records with a <c>completion</c>), checks every label against the rewards before
     /// scoring (a label a reward cannot read is an error naming its record), and scores all records.
     /// </summary>
-    public static IReadOnlyList<Scored> Run(CompositeReward reward, string path, RewardOptions options)
+    public static IReadOnlyList<Scored> Run(CompositeReward reward, string path, RewardOptions options, string? split = null)
     {
-        var records = Jsonl.ReadScored(path, solutionColumn: options.SolutionColumn).Records;
+        var records = Jsonl.ReadScored(path, solutionColumn: options.SolutionColumn, split: split).Records;
         var inputs = records.Select(r => new RewardInput(r.Messages, r.Completion, r.Solutions, r.Source, null, r.Columns)).ToList();
         var prompts = records.Select(r => new PromptRecord(r.Messages, r.Solutions, r.Source, r.Columns)).ToList();
         RewardChecks.RequireSolutions(new JsonlResult<PromptRecord>(prompts, []), false, reward);

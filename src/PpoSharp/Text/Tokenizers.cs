@@ -10,6 +10,13 @@ public static class Tokenizers
 {
     public const string FileName = "tokenizer.json";
 
+    /// <summary>
+    /// Plain text to ids as transformers' <c>tokenizer(text)</c> gives them: with a Hugging Face tokenizer's post-processing
+    /// (its BOS); a built-in tokenizer adds nothing.
+    /// </summary>
+    public static IReadOnlyList<int> EncodeText(ITokenizer tokenizer, string text) =>
+        tokenizer is HfTokenizer hf ? hf.EncodeWithSpecialTokens(text) : tokenizer.Encode(text);
+
     public static ITokenizer FromSpec(TokenizerSpec spec, string source) => spec.Type switch
     {
         "char" when spec.Alphabet != null => new CharTokenizer(CharTokenizer.CodePoints(spec.Alphabet)),

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using PpoSharp.Data;
 using PpoSharp.Models;
 using PpoSharp.Text;
@@ -10,7 +12,7 @@ namespace PpoSharp.Training;
 public sealed record Completion(IReadOnlyList<int> PromptIds, IReadOnlyList<int> Ids, string Text, IReadOnlyList<double> Logprobs);
 
 /// <summary>What a model sees for one record: the rendered text, its ids, and per id whether the loss (or the response) covers it.</summary>
-public sealed record RecordView(string Text, IReadOnlyList<int> Ids, IReadOnlyList<bool> LossMask, Source Source);
+public sealed record RecordView(string Text, IReadOnlyList<int> Ids, IReadOnlyList<bool> LossMask, Source Source, DetectedFormat Format);
 
 /// <summary>Looking at what a model does and sees: one completion with its log-probabilities, and records as the model receives them.</summary>
 public static class Inspection
@@ -36,44 +38,46 @@ public static class Inspection
     }
 
     /// <summary>
-    /// Records of a JSON Lines file as the model sees them. The kind comes from the first record: preference pairs (the
-    /// chosen answer appended; the mask marks it), chat records (the mask marks the SFT loss: assistant tokens only), or
-    /// prompts (rendered with the generation prompt; nothing is trained).
+    /// Records of a data file as the model sees them, in the file's format (<see cref="DatasetFormat"/>, from its first
+    /// record): language modelling and prompt-completion as SFT trains them (the mask marks the loss), preference pairs with
+    /// the chosen answer appended (the mask marks it), prompts rendered with the generation prompt (nothing is trained).
+    /// A format no command takes is an error naming it.
     /// </summary>
-    public static List<RecordView> Records(ITokenizer tokenizer, string path, int limit) => FirstRecordKind(path) switch
+    public static List<RecordView> Records(ITokenizer tokenizer, string path, int limit, DataOptions? options = null)
     {
-        "pairs" => Jsonl.ReadPreferences(path).Records.Take(limit).Select(r => Conversation(tokenizer, [.. r.Messages, new(Role.Assistant, r.Chosen)], r.Source)).ToList(),
-        "chat" => Jsonl.ReadChat(path).Records.Take(limit).Select(r => Conversation(tokenizer, r.Messages, r.Source)).ToList(),
-        _ => Jsonl.ReadPrompts(path).Records.Take(limit).Select(r => Prompt(tokenizer, r.Messages, r.Source)).ToList(),
-    };
+        var o = (options ?? new DataOptions()) with { Command = "inspect" };
+        var (found, first) = FirstFormat(path, o);
+        if (found is DetectedFormat f && DatasetFormats.Sft.Contains(f.Format))
+            return Jsonl.ReadChat(path, false, o).Records.Take(limit).Select(r => Chat(tokenizer, r, f)).ToList();
+        if (found is DetectedFormat p && DatasetFormats.Pairs.Contains(p.Format))
+            return Jsonl.ReadPreferences(path, false, o).Records.Take(limit).Select(r => Chat(tokenizer, new ChatRecord([.. r.Messages, new(Role.Assistant, r.Chosen)], r.Source), p)).ToList();
+        if (first is not null) DatasetFormats.Require(found, first, path, "inspect", [.. DatasetFormats.Sft, .. DatasetFormats.Pairs, .. DatasetFormats.Prompts]);
+        return Jsonl.ReadPrompts(path, false, o).Records.Take(limit).Select(r => Prompt(tokenizer, r.Messages, r.Source, found ?? new(DatasetFormat.PromptOnly, true))).ToList();
+    }
 
-    /// <summary>"pairs", "chat" or "prompts" from the first non-blank line (the readers then check every line).</summary>
-    private static string FirstRecordKind(string path)
+    /// <summary>The format of the first record, and the record; nulls when it cannot be read (the reader then reports it).</summary>
+    private static (DetectedFormat? Format, JsonObject? Record) FirstFormat(string path, DataOptions o)
     {
-        var first = File.Exists(path) ? File.ReadLines(path).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l)) : null;
+        var first = DataRows.Read(path, o.Split).FirstOrDefault();
         try
         {
-            using var doc = System.Text.Json.JsonDocument.Parse(first ?? "{}");
-            var root = doc.RootElement;
-            if (root.ValueKind != System.Text.Json.JsonValueKind.Object) return "prompts";
-            if (root.TryGetProperty("chosen", out _)) return "pairs";
-            return root.TryGetProperty("messages", out var m) && m.ValueKind == System.Text.Json.JsonValueKind.Array && m.GetArrayLength() > 0
-                && m[m.GetArrayLength() - 1] is { ValueKind: System.Text.Json.JsonValueKind.Object } last
-                && last.TryGetProperty("role", out var role) && role.ValueKind == System.Text.Json.JsonValueKind.String && role.GetString() == "assistant" ? "chat" : "prompts";
+            if (first.Json is null || JsonNode.Parse(first.Json) is not JsonObject record) return (null, null);
+            o.Map(record);
+            return (DatasetFormats.Detect(record), record);
         }
-        catch (System.Text.Json.JsonException) { return "prompts"; }          // the reader reports the line
+        catch (Exception e) when (e is JsonException or FormatException or ArgumentException) { return (null, null); }
     }
 
-    private static RecordView Conversation(ITokenizer tokenizer, IReadOnlyList<ChatMessage> messages, Source source)
+    private static RecordView Chat(ITokenizer tokenizer, ChatRecord r, DetectedFormat format)
     {
-        var (ids, trained) = source.Apply(() => tokenizer.Chat.EncodeConversation(messages));
-        return new RecordView(tokenizer.Chat.Render(messages, false), ids, trained, source);
+        var (ids, trained) = r.Source.Apply(() => SftTrainer.Encode(r, tokenizer));
+        return new RecordView(r.Raw ? tokenizer.Decode(ids, skipSpecial: false) : tokenizer.Chat.Render(r.Messages, false), ids, trained, r.Source, format);
     }
 
-    private static RecordView Prompt(ITokenizer tokenizer, IReadOnlyList<ChatMessage> messages, Source source)
+    private static RecordView Prompt(ITokenizer tokenizer, IReadOnlyList<ChatMessage> messages, Source source, DetectedFormat format)
     {
         var ids = source.Apply(() => tokenizer.Chat.EncodePrompt(messages));
-        return new RecordView(tokenizer.Chat.Render(messages, true), ids, ids.Select(_ => false).ToList(), source);
+        return new RecordView(tokenizer.Chat.Render(messages, true), ids, ids.Select(_ => false).ToList(), source, format);
     }
 
     /// <summary>The text of a record with the trained runs of tokens between « and ».</summary>

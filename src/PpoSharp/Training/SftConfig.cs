@@ -30,6 +30,10 @@ public sealed record SftConfig : TrainingConfig
     /// </summary>
     [JsonPropertyOrder(1), Range(1, Check.MaxLength)] public int? MaxLength { get; init; }
 
+    /// <summary>TRL's dataset_text_field: the column of a language-modelling record's text (default <c>text</c>).</summary>
+    [JsonPropertyOrder(1)] public string DatasetTextField { get; init; } = "text";
+    protected override string TextField => DatasetTextField;
+
     /// <summary>Tokenizer of a new model: char (alphabet from the data plus printable ASCII) or gpt2.</summary>
     [JsonPropertyOrder(1)] public TokenizerKind Tokenizer { get; init; } = TokenizerKind.Char;
     [JsonPropertyOrder(1), Range(2, Check.MaxLength)] public int ContextLength { get; init; } = 64;

@@ -52,12 +52,34 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var list = new List<SftExample>();
         foreach (var r in records)
         {
-            var (ids, trained) = r.Source.Apply(() => tokenizer.Chat.EncodeConversation(r.Messages));
+            var (ids, trained) = r.Source.Apply(() => Encode(r, tokenizer));
             int keep = Math.Min(ids.Count, maxLength ?? ids.Count);
             if (keep > contextLength && invalid.Reject($"{r.Source}: record is {ids.Count} tokens, longer than context_length {contextLength} (set max_length to cut long records)")) continue;
             list.Add(new SftExample([.. ids.Take(keep)], [.. trained.Take(keep)], r.Source));
         }
         return list;
+    }
+
+    /// <summary>
+    /// A record's ids and, per id, whether the loss covers it. Conversational: the chat template, the loss on assistant turns
+    /// after the prompt's messages. Raw text (TRL's standard formats): ids of prompt + completion (or the text) then EOS, the
+    /// loss from where the prompt's own ids end, as TRL's <c>completion_mask</c> (the whole text for language modelling).
+    /// </summary>
+    public static (List<int> Ids, List<bool> Trained) Encode(ChatRecord r, ITokenizer tokenizer)
+    {
+        if (r.Raw)
+        {
+            var prompt = r.PromptMessages > 0 ? r.Messages[0].Content : "";
+            var ids = Tokenizers.EncodeText(tokenizer, prompt + r.Messages[^1].Content).ToList();
+            if (ids.Count == 0 || !tokenizer.Special.IsEos(ids[^1])) ids.Add(tokenizer.Special.Eos[0]);
+            int start = prompt.Length == 0 ? 0 : Tokenizers.EncodeText(tokenizer, prompt).Count;
+            return (ids, ids.Select((_, i) => i >= start).ToList());
+        }
+        var (all, trained) = tokenizer.Chat.EncodeConversation(r.Messages);
+        if (r.PromptMessages == 0) return (all, trained);
+        var promptIds = tokenizer.Chat.EncodePrompt(r.Messages.Take(r.PromptMessages).ToList());
+        for (int i = 0; i < Math.Min(promptIds.Count, all.Count) && promptIds[i] == all[i]; i++) trained[i] = false;
+        return (all, trained);
     }
 
     /// <summary>
