@@ -107,7 +107,7 @@ internal static partial class Commands
 
     /// <summary>What a command writes, as (option, path): its --out folder or file (the demo's default included) and eval's --samples.</summary>
     internal static IEnumerable<(string Flag, string Path)> Outputs(ParseResult parsed) => parsed.CommandResult.Command.Options.OfType<Option<string>>()
-        .Where(o => o.Name is "--out" or "--samples" && parsed.GetResult(o) is not null).Select(o => (o.Name, parsed.GetValue(o)!)).Where(p => p.Item2 is not null);   // absent (--help): nothing to check
+        .Where(o => o.Name is "--out" or "--samples" && parsed.GetResult(o)?.Tokens.Count > 0).Select(o => (o.Name, parsed.GetValue(o)!)).Where(p => p.Item2 is not null);   // absent (--help): nothing to check
 
     /// <summary>The folder given as --init or --model, if the command has either.</summary>
     internal static string? AdapterArgument(ParseResult parsed) => parsed.CommandResult.Command.Options
