@@ -22,7 +22,7 @@ public static class Cli
     {
         var output = stdout ?? Console.Out;
         var errors = stderr ?? Console.Error;
-        var root = new RootCommand("PpoSharp: RLHF for causal language models on TorchSharp: SFT, reward models, PPO, GRPO (RLOO, REINFORCE++), DPO, LoRA adapters, export to Hugging Face folders");
+        var root = new RootCommand("PpoSharp: RLHF for causal language models on TorchSharp: SFT, reward models, PPO, GRPO (RLOO, REINFORCE++), DPO, LoRA adapters; generate, eval, export (Hugging Face folders, GGUF) and serve (OpenAI and SGLang routes)");
         var threads = new Option<int?>("--threads")
         {
             Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns",
@@ -107,7 +107,7 @@ internal static partial class Commands
 
     /// <summary>What a command writes, as (option, path): its --out folder or file (the demo's default included) and eval's --samples.</summary>
     internal static IEnumerable<(string Flag, string Path)> Outputs(ParseResult parsed) => parsed.CommandResult.Command.Options.OfType<Option<string>>()
-        .Where(o => o.Name is "--out" or "--samples").Select(o => (o.Name, parsed.GetValue(o)!)).Where(p => p.Item2 is not null);
+        .Where(o => o.Name is "--out" or "--samples" && parsed.GetResult(o)?.Tokens.Count > 0).Select(o => (o.Name, parsed.GetValue(o)!)).Where(p => p.Item2 is not null);   // absent (--help): nothing to check
 
     /// <summary>The folder given as --init or --model, if the command has either.</summary>
     internal static string? AdapterArgument(ParseResult parsed) => parsed.CommandResult.Command.Options
@@ -185,7 +185,8 @@ internal sealed class TrainingOptions
         RunDirectory.CheckOutput(dir, r.GetValue(Force), resume);
         if (Note is not null) job.Note = $"{job.Command}: {Note}";
         using var stop = StopSignal.Listen();
-        RunDirectory.CleanUpFailedStart(dir, resume, () => { train(records.Records, dir, stop); return 0; });
+        try { RunDirectory.CleanUpFailedStart(dir, resume, () => { train(records.Records, dir, stop); return 0; }); }
+        catch (RunFinishedException e) { output.WriteLine(e.Message); }
         return 0;
     }
 

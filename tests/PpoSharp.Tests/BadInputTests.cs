@@ -39,7 +39,11 @@ public class BadInputTests
         File.Delete(Path.Combine(noTokenizer, "tokenizer.json"));
         var badConfig = Copy("bad-config");
         File.WriteAllText(Path.Combine(badConfig, RunDirectory.ConfigFile), "{\"kind\": \"policy\"");
-        return new() { ["pickle"] = pickle, ["truncated"] = truncated, ["shapes"] = shapes, ["no-tokenizer"] = noTokenizer, ["bad-config"] = badConfig };
+        // A checkpoint of a run stopped before its final model: the run folder has no config.json or tokenizer.json yet.
+        var unfinished = Path.Combine(root, "unfinished", Checkpoints.Folder, "step-000200");
+        Directory.CreateDirectory(unfinished);
+        foreach (var f in Directory.GetFiles(Path.Combine(Policy, Checkpoints.Folder, "step-000200"))) File.Copy(f, Path.Combine(unfinished, Path.GetFileName(f)));
+        return new() { ["pickle"] = pickle, ["truncated"] = truncated, ["shapes"] = shapes, ["no-tokenizer"] = noTokenizer, ["bad-config"] = badConfig, ["unfinished-checkpoint"] = unfinished };
     });
 
     /// <summary>The tiny Llama 3 folder spoiled in the ways real model folders go wrong, made once per test run.</summary>
@@ -251,7 +255,11 @@ public class BadInputTests
         { "grpo: iterations out of range", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "iterations=2147483648"], "'iterations' is out of range: expected an integer from 1 to 100000000 (got 2147483648)" },
         { "dpo: batch larger than the data", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "batch_size=60000"], "batch_size 60000 is larger than the data: " },
         { "ppo: batch larger than the prompts", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "batch_size=65536", "--set", "num_mini_batches=1"], "batch_size 65536 is larger than the data: " },
-        { "TRL key of a missing feature", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "gradient_accumulation_steps=4"], "--set gradient_accumulation_steps=4: TRL's 'gradient_accumulation_steps' is not supported: each optimizer step takes one batch" },
+        { "grpo: TRL's gradient accumulation", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "gradient_accumulation_steps=4"], "--set gradient_accumulation_steps=4: TRL's 'gradient_accumulation_steps' is not supported: here (ppo, grpo) each rollout round" },
+        { "ppo: TRL's epochs", ["ppo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "num_train_epochs=2"], "TRL's 'num_train_epochs' is not supported: here (ppo, grpo) iterations counts rollout rounds" },
+        { "epochs and steps both", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "num_train_epochs=2", "--set", "max_steps=10"], "--set num_train_epochs=2: num_train_epochs sets the number of steps, and --set max_steps=10 sets it too: give one of them" },
+        { "epochs of 0", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "num_train_epochs=0"], "num_train_epochs must be > 0 (got 0)" },
+        { "accumulation out of range", ["rm", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "gradient_accumulation_steps=0"], "'gradient_accumulation_steps' is out of range: expected an integer from 1 to 65536 (got 0)" },
         { "TRL alias with a bad value", ["dpo", "--data", "{data}/preferences.jsonl", "--init", "{policy}", "--out", "{out}", "--set", "learning_rate=fast"], "--set learning_rate=fast: 'lr' expects a number" },
         { "TRL alias out of range", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "max_steps=0"], "steps must be > 0 (got 0)" },
         { "TRL batch name in grpo", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "per_device_train_batch_size=8"], "unknown key 'per_device_train_batch_size': TRL counts completions with it; here iterations counts rollout rounds and batch_size prompts per round" },
@@ -264,7 +272,7 @@ public class BadInputTests
         { "grpo: completions longer than the context", ["grpo", "--data", "{prompts}", "--init", "{policy}", "--reward", "edit-distance", "--out", "{out}", "--set", "max_completion_length=1000000"], "max_completion_length 1000000 does not fit in the model's context_length 32, which prompt and completion share (set at most 31)" },
         { "max_length longer than the context", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "max_length=100"], "max_length 100 is longer than the model's context_length 64" },
         { "warmup_ratio above 1", ["sft", "--data", "{data}/sft.jsonl", "--out", "{out}", "--set", "warmup_ratio=1.5"], "warmup_ratio must be in [0, 1] (got 1.5)" },
-        { "training checkpoint as a model", ["generate", "--model", "{checkpoint}", "--prompt", "sort: ba"], "config.json: missing (a model directory needs config.json); it is a training checkpoint of the run " },
+        { "checkpoint of an unfinished run as a model", ["generate", "--model", "{spoiled:unfinished-checkpoint}", "--prompt", "sort: ba"], "config.json: missing (a model directory needs config.json); it is a training checkpoint of the run " },
         { "unknown --dtype", ["generate", "--model", "{hf:clean}", "--prompt", "hi", "--dtype", "fp8"], "Cannot parse argument 'fp8' for option '--dtype'" },
     };
 
@@ -275,7 +283,6 @@ public class BadInputTests
         var resolved = args.Select(a => a
             .Replace("{out}", outDir).Replace("{policy}", Policy).Replace("{prompts}", Prompts)
             .Replace("{data}", Path.Combine(TestSupport.TrainedSortModel, "data")).Replace("{parquet}", Path.Combine(AppContext.BaseDirectory, "ParquetData"))
-            .Replace("{checkpoint}", Directory.GetDirectories(Path.Combine(Policy, Training.Checkpoints.Folder), "step-*")[0])
             .Replace("@", Corpus(""))).Select(a => a.StartsWith("{spoiled:") ? Spoiled.Value[a[9..^1]] : a.StartsWith("{hf:") ? SpoiledHf.Value[a[4..^1]]
                 : a.StartsWith("{adapter:") ? SpoiledAdapters.Value[a[9..^1]] : a).ToArray();
         var stdout = new StringWriter();

@@ -10,6 +10,18 @@ public class CliTests
     private static string EvalFile => Path.Combine(TestSupport.TrainedSortModel, "data", "eval.jsonl");
 
     [Fact]
+    public void Help_NamesEveryMethodAndTool_RmNamesTheLinearScoreHead()
+    {
+        var top = TestSupport.RunCli("--help");
+        Assert.Equal(0, top.Code);
+        foreach (var word in new[] { "SFT", "reward models", "PPO", "GRPO", "DPO", "LoRA", "export", "GGUF", "serve" })
+            Assert.Contains(word, top.Out.Split("Usage:")[0]);                               // the description line, not the command list
+        var rm = TestSupport.RunCli("rm", "--help");                                          // was "Option '--out' is required" (an internal error)
+        Assert.True(rm.Code == 0, rm.Err);
+        Assert.Contains("a linear score head on a pretrained model", rm.Out);
+    }
+
+    [Fact]
     public void Eval_PrintsOneJsonObject_WithRequiredKeys()
     {
         var (code, output, _) = Run("eval", "--model", Model, "--data", EvalFile, "--reward", "edit-distance", "--max-new-tokens", "12");

@@ -76,6 +76,15 @@ public class DpoLossTests
     }
 
     [Fact]
+    public void Stats_TieCountsHalf()
+    {
+        // rewards: pair 1 ahead (0.1 vs -0.1), pair 2 a tie (0 and 0: policy = reference), pair 3 behind (-0.1 vs 0.1)
+        // accuracy (1 + 0.5 + 0) / 3 = 0.5; a tie counted as wrong would give 1/3
+        var (_, s) = DpoLoss.Compute(V(-10, -8, -12), V(-12, -5, -10), V(-11, -8, -11), V(-11, -5, -11), new DpoOptions());
+        Assert.Equal(0.5, s.RewardsAccuracies, 5);
+    }
+
+    [Fact]
     public void SequenceLogProbs_SumOrLengthAverageOverValidTokens()
     {
         var logp = tensor(new float[] { -1, -2, -9, -4, -9, -9 }).view(2, 3);

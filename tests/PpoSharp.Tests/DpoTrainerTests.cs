@@ -52,7 +52,7 @@ public class DpoTrainerTests
         Assert.Equal(Math.Log(2), eval.Loss, 5);
         Assert.Equal(0, eval.Stats.RewardsMargins, 5);
         Assert.Equal(0, eval.Stats.RewardsChosen, 5);
-        Assert.Equal(0, eval.Stats.RewardsAccuracies);                                          // no pair strictly ahead yet
+        Assert.Equal(0.5, eval.Stats.RewardsAccuracies);                                        // every pair a tie, each counting half
         Assert.Equal(pairs.Average(p => p.RefChosen), eval.Stats.LogpsChosen, 3);
         // rpo_alpha adds the mean negative log-likelihood per chosen response token.
         var rpo = new DpoTrainer(Config(1) with { RpoAlpha = 0.5 }, TextWriter.Null).Evaluate(policy, pairs, tokenizer.Special.Pad, batchSize: 64);

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using PpoSharp.Data;
 using PpoSharp.Text;
+using PpoSharp.Training;
 
 namespace PpoSharp.Tests;
 
@@ -33,6 +34,17 @@ public class JinjaChatTests
         var llama = HfTestData.Tokenizer("llama3");
         var (ids, trained) = llama.Chat.EncodeConversation([Sys, U1, A1, U2, A2]);
         Assert.Equal(llama.Chat.Render([Sys, U1, A1, U2, A2], false), llama.Decode(ids, skipSpecial: false));
+        Assert.Equal(["The capital of France is Paris.<|eot_id|>", "Tokyo.<|eot_id|>"], TrainedRuns(llama, ids, trained));
+    }
+
+    [Fact]
+    public void EncodeConversation_Llama30TemplateWithUnconditionalHeader_TrainsTheLastAnswerAndEotId_NotTheHeader()
+    {
+        // Llama 3.0's first template writes <|start_header_id|>assistant<|end_header_id|>\n\n after every conversation,
+        // add_generation_prompt or not; it must not be trained as part of the last answer.
+        var llama = RunDirectory.LoadTokenizer(TestSupport.HfModel("tiny-llama3", shared: true));
+        var (ids, trained) = llama.Chat.EncodeConversation([Sys, U1, A1, U2, A2]);
+        Assert.EndsWith("Tokyo.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", llama.Decode(ids, skipSpecial: false));
         Assert.Equal(["The capital of France is Paris.<|eot_id|>", "Tokyo.<|eot_id|>"], TrainedRuns(llama, ids, trained));
     }
 

@@ -116,6 +116,22 @@ public class LoraTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void Export_WithoutMerge_WritesTheModelFilesOnly_NotTheRunsLogs()
+    {
+        var baseDir = TestSupport.HfModel("tiny-gpt2");
+        var view = LoraModels.NewView(Frozen(baseDir), Settings("all-linear"));
+        var run = Path.Combine(TestSupport.TempDir(), "run");
+        PeftAdapter.Save(run, view.Adapter!, baseDir);
+        var logs = new[] { "job.json", "summary.json", "events.out.tfevents.1700000000.host", "metrics.jsonl", DpoTrainer.ReferenceFile, "report.html" };
+        foreach (var log in logs) File.WriteAllText(Path.Combine(run, log), "{}");
+        File.WriteAllText(Path.Combine(run, RunDirectory.TrainingFile), "{}");
+        var outDir = Path.Combine(TestSupport.TempDir(), "exported");
+        var export = Cli("export", "--model", run, "--out", outDir);
+        Assert.True(export.Code == 0, export.Err);
+        Assert.Equal([PeftAdapter.ConfigFile, PeftAdapter.WeightsFile, RunDirectory.TrainingFile], Directory.GetFiles(outDir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void Llama_Adapter_HasPeftNamesShapesAndConfig_AndLoadsBack()
     {
         var baseDir = TestSupport.HfModel("tiny-llama3");

@@ -22,7 +22,7 @@ public class ReportTests
         Assert.True(File.Exists(Path.Combine(dir, "plots", "ppo_kl.png")));
         Assert.True(File.Exists(Path.Combine(dir, "plots", "ppo_entropy.png")));
         Assert.False(File.Exists(Path.Combine(dir, "plots", "ppo_value_loss.png")));
-        Assert.Contains("value loss: not in the metrics.", html);
+        Assert.DoesNotContain("not in the metrics", html);                                      // no placeholder for a plot that does not apply
         Assert.All(Directory.GetFiles(Path.Combine(dir, Report.PlotDir)), png =>
         {
             using var bitmap = SkiaSharp.SKBitmap.Decode(png);                                  // null unless a readable image
@@ -204,7 +204,27 @@ public class ReportTests
     {
         var chart = Report.Charts("grpo", Rows(GrpoRows)).Single(c => c.File == "grpo_reward_functions.png").Chart!;
         Assert.Equal(["exact-match", "repetition"], chart.Series.Select(s => s.Label));
-        Assert.Null(Report.Charts("grpo", Rows("""{"iteration":1,"reward":1}""")).Single(c => c.File == "grpo_reward_functions.png").Chart);
+        // One function: its line would repeat the reward plot, so there is no per-function plot.
+        Assert.DoesNotContain(Report.Charts("grpo", Rows("""{"iteration":1,"reward":1,"rewards/exact-match/mean":1}""")), c => c.File == "grpo_reward_functions.png");
+    }
+
+    [Fact]
+    public void Charts_SharesOnFixedUnitAxes_OtherMetricsFree_LabelsShortEnoughToShow()
+    {
+        var ppo = Rows("""{"iteration":1,"eos_rate":1.0,"kl":0.1,"clipfrac":0.1}""", """{"iteration":2,"eos_rate":1.0,"kl":0.2,"clipfrac":0.0}""");
+        Chart Of(string stage, List<Dictionary<string, System.Text.Json.JsonElement>> rows, string file) => Report.Charts(stage, rows).Single(c => c.File == file).Chart!;
+        Assert.True(Of("ppo", ppo, "ppo_eos_rate.png").ShareY);                            // 1.0 throughout: a line at the top, not spikes
+        Assert.True(Of("ppo", ppo, "ppo_clipfrac.png").ShareY);
+        Assert.False(Of("ppo", ppo, "ppo_kl.png").ShareY);
+        var grpo = Rows(GrpoRows);
+        Assert.True(Of("grpo", grpo, "grpo_clip_ratio.png").ShareY);
+        var length = Of("grpo", grpo, "grpo_completion_length.png");
+        Assert.True(length.ShareRightY && !length.ShareY);                                  // clipped share right, tokens left
+        Assert.True(Of("dpo", Rows(DpoRows), "dpo_accuracy.png").ShareY);
+        Assert.True(Of("rm", Rows("""{"step":1,"loss":1,"accuracy":0.5}"""), "rm_accuracy.png").ShareY);
+        // A 440 px tall plot cut the old 50-character DPO label ("...nats per respons"); every label now fits in 44.
+        var all = Report.Charts("ppo", ppo).Concat(Report.Charts("grpo", grpo)).Concat(Report.Charts("dpo", Rows(DpoRows))).Select(c => c.Chart).OfType<Chart>();
+        Assert.All(all, c => Assert.True(c.YLabel.Length <= 44 && (c.RightYLabel?.Length ?? 0) <= 44, $"{c.Title}: '{c.YLabel}' / '{c.RightYLabel}'"));
     }
 
     [Fact]

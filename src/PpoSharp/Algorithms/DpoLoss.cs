@@ -36,7 +36,8 @@ public sealed record DpoOptions(double Beta = 0.1, DpoLossType LossType = DpoLos
 /// <summary>
 /// Batch means of the implicit rewards beta (log pi - log pi_ref) and of the policy log-probs, under TRL's log names:
 /// <c>rewards/chosen</c>, <c>rewards/rejected</c>, <c>rewards/accuracies</c> (share of pairs whose chosen reward is
-/// strictly larger), <c>rewards/margins</c>, <c>logps/chosen</c>, <c>logps/rejected</c>.
+/// larger, a tie counting half: TRL counts ties as wrong, which reads 0 % for a policy still equal to its reference),
+/// <c>rewards/margins</c>, <c>logps/chosen</c>, <c>logps/rejected</c>.
 /// </summary>
 public sealed record DpoStats(double RewardsChosen, double RewardsRejected, double RewardsAccuracies, double RewardsMargins,
     double LogpsChosen, double LogpsRejected)
@@ -110,7 +111,7 @@ public static class DpoLoss
         return new DpoStats(
             RewardsChosen: Item(chosen.mean()),
             RewardsRejected: Item(rejected.mean()),
-            RewardsAccuracies: Item(chosen.gt(rejected).to(ScalarType.Float32).mean()),
+            RewardsAccuracies: Item((chosen.gt(rejected).to(ScalarType.Float32) + 0.5 * chosen.eq(rejected).to(ScalarType.Float32)).mean()),   // a tie counts half
             RewardsMargins: Item((chosen - rejected).mean()),
             LogpsChosen: Item(policyChosen.mean()),
             LogpsRejected: Item(policyRejected.mean()));

@@ -8,8 +8,14 @@ namespace PpoSharp.Reporting;
 /// </summary>
 public sealed record Series(string Label, double[] X, double[] Y, bool HeldOut = false, bool RightAxis = false);
 
-/// <summary>What a plot shows: its title, axis labels (the right one only when a series uses it) and lines.</summary>
-public sealed record Chart(string Title, string XLabel, string YLabel, IReadOnlyList<Series> Series, string? RightYLabel = null);
+/// <summary>
+/// What a plot shows: its title, axis labels (the right one only when a series uses it) and lines. A share (a rate, an
+/// accuracy) is drawn on a fixed [0, 1] axis (<paramref name="ShareY"/> left, <paramref name="ShareRightY"/> right), so
+/// that a constant 1.0 is a flat line at the top rather than spikes around "1", and a share that stays 0 sits at the
+/// bottom rather than in the middle of a -1 to 1 axis.
+/// </summary>
+public sealed record Chart(string Title, string XLabel, string YLabel, IReadOnlyList<Series> Series, string? RightYLabel = null,
+    bool ShareY = false, bool ShareRightY = false);
 
 /// <summary>Line plots of metrics as PNG files (ScottPlot; no display needed).</summary>
 public static class Plots
@@ -45,9 +51,14 @@ public static class Plots
         plot.XLabel(chart.XLabel);
         plot.YLabel(chart.YLabel);
         if (chart.RightYLabel is not null) plot.Axes.Right.Label.Text = chart.RightYLabel;
+        if (chart.ShareY) plot.Axes.SetLimitsY(-ShareMargin, 1 + ShareMargin, plot.Axes.Left);
+        if (chart.ShareRightY) plot.Axes.SetLimitsY(-ShareMargin, 1 + ShareMargin, plot.Axes.Right);
         plot.ShowLegend(ScottPlot.Edge.Bottom);
         plot.SavePng(path, width, height);
     }
+
+    /// <summary>Room above 1 and below 0 on a share's axis, so that a line at 0 or 1 is not drawn on the frame.</summary>
+    private const double ShareMargin = 0.03;
 
     private static void AddLine(ScottPlot.Plot plot, Series s, double[] y, ScottPlot.Color color, float width, float marker, string? label)
     {

@@ -25,6 +25,10 @@ public static class Report
     {
         /// <summary>Each line rescaled to [0, 1] over the run, so that metrics of different scales share one axis.</summary>
         public bool Normalized { get; init; }
+        /// <summary>The left lines are shares (rates, accuracies): a fixed [0, 1] axis.</summary>
+        public bool Share { get; init; }
+        /// <summary>The right line is a share: a fixed [0, 1] right axis.</summary>
+        public bool RightShare { get; init; }
     }
 
     /// <summary>A reward model's raw score and the gold rule on one axis, each min-max scaled: over-optimisation is where they part.</summary>
@@ -37,9 +41,9 @@ public static class Report
             ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
         ProxyVsGold("ppo"),
         new("ppo_kl.png", "KL to the reference", "nats per sequence", [("kl", "kl")]),
-        new("ppo_eos_rate.png", "responses ending with EOS", "share of responses", [("eos_rate", "eos rate")]),
+        new("ppo_eos_rate.png", "responses ending with EOS", "share of responses", [("eos_rate", "eos rate")]) { Share = true },
         new("ppo_entropy.png", "policy entropy", "nats per token", [("entropy", "entropy")]),
-        new("ppo_clipfrac.png", "clip fraction", "share of tokens clipped", [("clipfrac", "ratio clipped"), ("value_clipfrac", "value clipped")]),
+        new("ppo_clipfrac.png", "clip fraction", "share of tokens clipped", [("clipfrac", "ratio clipped"), ("value_clipfrac", "value clipped")]) { Share = true },
         new("ppo_value_loss.png", "value loss", "1/2 squared error per token", [("value_loss", "value loss")]),
         new("ppo_explained_variance.png", "explained variance of the critic", "1 - Var(R - V) / Var(R)",
             [("explained_variance", "explained variance")]),
@@ -52,7 +56,7 @@ public static class Report
     [
         new("rm_loss.png", "reward-model loss", "Bradley-Terry loss (nats per pair)", [("loss", "train"), ("eval_loss", "held out")]),
         new("rm_accuracy.png", "reward-model pair accuracy", "accuracy (share of pairs ranked right)",
-            [("accuracy", "train"), ("eval_accuracy", "held out")]),
+            [("accuracy", "train"), ("eval_accuracy", "held out")]) { Share = true },
     ];
 
     /// <summary>GRPO/RLOO/REINFORCE++ (TRL's GRPOTrainer keys); the per-function reward plot is built from the keys found (<see cref="GrpoSpecs"/>).</summary>
@@ -62,14 +66,14 @@ public static class Report
             ("gold_reward_mean", "gold reward", "gold_reward_mean (rule score)")),
         ProxyVsGold("grpo"),
         new("grpo_reward_std.png", "reward spread within groups", "reward_std (score, mean over groups)", [("reward_std", "reward std")],
-            ("frac_reward_zero_std", "groups with zero std", "share of groups, all rewards equal")),
+            ("frac_reward_zero_std", "groups with zero std", "share of groups, all rewards equal")) { RightShare = true },
         new("grpo_kl.png", "KL to the reference", "k3 estimate (nats per token)", [("kl", "kl")]),
         new("grpo_entropy.png", "policy entropy", "nats per token", [("entropy", "entropy")]),
         new("grpo_clip_ratio.png", "clipped ratios", "share of tokens clipped",
             [("clip_ratio/low_mean", "low (A < 0, ratio < 1 - eps)"), ("clip_ratio/high_mean", "high (A > 0, ratio > 1 + eps_high)"),
-             ("clip_ratio/region_mean", "region (either)")]),
+             ("clip_ratio/region_mean", "region (either)")]) { Share = true },
         new("grpo_completion_length.png", "completion length", "tokens per completion (mean)", [("completions/mean_length", "mean length")],
-            ("completions/clipped_ratio", "clipped", "share of completions cut at max length")),
+            ("completions/clipped_ratio", "clipped", "share of completions cut at max length")) { RightShare = true },
     ];
 
     /// <summary>DPO (TRL's DPOTrainer keys): train every step, held out (<c>eval_</c>) every eval_every steps.</summary>
@@ -77,12 +81,12 @@ public static class Report
     [
         new("dpo_loss.png", "DPO loss", "loss (nats per pair)", [("loss", "train"), ("eval_loss", "held out")]),
         new("dpo_accuracy.png", "implicit-reward accuracy", "share of pairs with chosen reward > rejected",
-            [("rewards/accuracies", "train"), ("eval_rewards/accuracies", "held out")]),
-        new("dpo_margins.png", "implicit-reward margin", "chosen - rejected reward (beta x nats)",
+            [("rewards/accuracies", "train"), ("eval_rewards/accuracies", "held out")]) { Share = true },
+        new("dpo_margins.png", "implicit-reward margin", "chosen - rejected reward",
             [("rewards/margins", "train"), ("eval_rewards/margins", "held out")]),
-        new("dpo_rewards.png", "implicit rewards, chosen vs rejected", "beta x log(pi / pi_ref) (beta x nats per response)",
+        new("dpo_rewards.png", "implicit rewards, chosen vs rejected", "beta x log(pi / pi_ref) per response",
             [("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"), ("eval_rewards/chosen", "chosen, held out"), ("eval_rewards/rejected", "rejected, held out")]),
-        new("dpo_logps.png", "policy log-probs, chosen vs rejected", "log pi(response) (nats per response)",
+        new("dpo_logps.png", "policy log-probs, chosen vs rejected", "log pi(response), nats",
             [("logps/chosen", "chosen"), ("logps/rejected", "rejected"), ("eval_logps/chosen", "chosen, held out"), ("eval_logps/rejected", "rejected, held out")]),
     ];
 
@@ -129,19 +133,14 @@ public static class Report
         AppendLastHeldOut(html, rows, XKey(stage));
         if (ByIteration(stage))
             foreach (var warning in Training.RunWarnings.Of(rows)) html.Append($"<p class=\"warning\">warning: {E(warning)}</p>");
-        var missing = new StringBuilder();
         html.Append("<div class=\"plots\">");
-        foreach (var (file, title, chart) in Charts(stage, rows))
+        foreach (var (file, _, chart) in Charts(stage, rows))
         {
-            if (chart is null)
-            {
-                missing.Append($"<p>{E(title)}: not in the metrics.</p>");
-                continue;
-            }
+            if (chart is null) continue;                                             // a plot whose metrics this run does not log
             Plots.Draw(Path.Combine(runDir, PlotDir, file), chart);
             html.Append($"<img src=\"{PlotDir}/{file}\" alt=\"{E(chart.Title)}\">");
         }
-        html.Append("</div>").Append(missing);
+        html.Append("</div>");
     }
 
     /// <summary>Online RL logs a row per iteration (rollout + update), the other trainers one per optimizer step.</summary>
@@ -166,6 +165,7 @@ public static class Report
             .Where(k => k.StartsWith(FunctionRewardPrefix, StringComparison.Ordinal) && k.EndsWith(FunctionRewardSuffix, StringComparison.Ordinal)
                 && k.Length > FunctionRewardPrefix.Length + FunctionRewardSuffix.Length)
             .Select(k => (k, k[FunctionRewardPrefix.Length..^FunctionRewardSuffix.Length])).ToArray();
+        if (lines.Length < 2) return GrpoPlots;                                        // one function: the reward plot already shows it
         var perFunction = new PlotSpec("grpo_reward_functions.png", "reward per function", "score per completion (mean, unweighted)", lines);
         return [GrpoPlots[0], perFunction, .. GrpoPlots[1..]];
     }
@@ -179,10 +179,10 @@ public static class Report
         var left = spec.Lines.Select(l => Plots.FromMetrics(rows, xKey, l.Key, l.Label)).OfType<Series>().Select(x => spec.Normalized ? MinMax(x) : x).ToList();
         if (spec.Normalized && left.Count < spec.Lines.Length) return null;                // a comparison needs every line
         if (spec.Right is not { } r || Plots.FromMetrics(rows, xKey, r.Key, r.Label) is not { } right)
-            return left.Count == 0 ? null : new Chart(spec.Title, xKey, spec.YLabel, left);
-        if (left.Count == 0) return new Chart(spec.Title, xKey, r.YLabel, [right]);
+            return left.Count == 0 ? null : new Chart(spec.Title, xKey, spec.YLabel, left, ShareY: spec.Share);
+        if (left.Count == 0) return new Chart(spec.Title, xKey, r.YLabel, [right], ShareY: spec.RightShare);
         return new Chart($"{spec.Title}; {r.Label} on the right axis", xKey, spec.YLabel,
-            [.. left, right with { Label = $"{r.Label}, right axis", RightAxis = true }], r.YLabel);
+            [.. left, right with { Label = $"{r.Label}, right axis", RightAxis = true }], r.YLabel, spec.Share, spec.RightShare);
     }
 
     /// <summary>A series rescaled to [0, 1]: (y - min) / (max - min); a flat one stays at 0.5.</summary>

@@ -80,20 +80,49 @@ public sealed class JinjaChat : IChatFormat
         for (int i = 0; i < messages.Count; i++)
         {
             if (messages[i].Role != Role.Assistant) continue;
-            var (start, end) = AssistantSpan(messages, i, full);
+            var (start, end, endOfTurn) = AssistantSpan(messages, i, full);
             int to = TokenBoundary(full, end, ids, straddleInside: false);
+            if (endOfTurn) to = Math.Min(to + 1, ids.Count);                              // the content, then its end-of-turn token
             for (int t = TokenBoundary(full, start, ids, straddleInside: true); t < to; t++) trained[t] = true;
         }
         return (ids, trained);
     }
 
-    /// <summary>Character range of assistant message <paramref name="i"/>'s turn in <paramref name="full"/>.</summary>
-    private (int Start, int End) AssistantSpan(IReadOnlyList<ChatMessage> messages, int i, string full)
+    /// <summary>
+    /// Character range of assistant message <paramref name="i"/>'s turn in <paramref name="full"/>; EndOfTurn when the
+    /// range ends with the content and the one token after it (the end-of-turn token) is to be trained as well, because the
+    /// template writes a header after every conversation (<see cref="TrailingHeader"/>).
+    /// </summary>
+    private (int Start, int End, bool EndOfTurn) AssistantSpan(IReadOnlyList<ChatMessage> messages, int i, string full)
     {
         int start = CommonPrefix(Render([.. messages.Take(i)], true), full);
-        var withTurn = i == messages.Count - 1 ? full : Render([.. messages.Take(i + 1)], false);
-        if (full.StartsWith(withTurn, StringComparison.Ordinal)) return (start, Math.Max(start, withTurn.Length));
-        return (start, SuffixEnd(full, start, withTurn) ?? Math.Max(start, CommonPrefix(withTurn, full)));
+        List<ChatMessage> turn = [.. messages.Take(i + 1)];
+        var withTurn = i == messages.Count - 1 ? full : Render(turn, false);
+        if (TrailingHeader(turn, withTurn, start) is > 0 and var header) return (start, Math.Max(start, withTurn.Length - header), true);
+        if (full.StartsWith(withTurn, StringComparison.Ordinal)) return (start, Math.Max(start, withTurn.Length), false);
+        return (start, SuffixEnd(full, start, withTurn) ?? Math.Max(start, CommonPrefix(withTurn, full)), false);
+    }
+
+    /// <summary>
+    /// Length of the text that a template which ignores add_generation_prompt (Llama 3.0's appends
+    /// <c>&lt;|start_header_id|&gt;assistant&lt;|end_header_id|&gt;\n\n</c> after every conversation) writes after the last
+    /// turn: the longest common suffix of the text before the last turn's content (from <paramref name="start"/>) and the
+    /// whole text after the content, which runs from the turn's end-of-turn text to the end; 0 for a template whose generation prompt is
+    /// its own (the render with it differs). The last turn then trains its content and the one end-of-turn token after it,
+    /// not a header the template adds unconditionally (TRL's assistant_only_loss trains what the template marks as the
+    /// turn, content and end-of-turn token).
+    /// </summary>
+    /// <param name="messages">The conversation up to and including the assistant turn.</param>
+    /// <param name="full">Its render without the generation prompt.</param>
+    /// <param name="start">Where the turn's content starts.</param>
+    private int TrailingHeader(IReadOnlyList<ChatMessage> messages, string full, int start)
+    {
+        var content = messages[^1].Content.Trim();
+        int at = content.Length == 0 ? -1 : full.IndexOf(content, start, StringComparison.Ordinal);
+        if (messages[^1].Role != Role.Assistant || at < 0 || Render(messages, true) != full) return 0;
+        int n = 0, max = Math.Min(start, full.Length - at - content.Length);              // never into the content itself
+        while (n < max && full[start - 1 - n] == full[^(n + 1)]) n++;
+        return n;
     }
 
     /// <summary>

@@ -33,6 +33,7 @@ public static class Tokenizers
     /// <summary>Whether a model directory's tokenizer is a Hugging Face one (a pretrained model); false for built-in runs and for a missing directory.</summary>
     public static bool IsPretrained(string? directory)
     {
+        if (directory is not null && Training.RunDirectory.CheckpointRun(directory) is string run) directory = run;    // a checkpoint: its run's tokenizer
         var path = directory is null ? null : Path.Combine(directory, FileName);
         try { return path is not null && File.Exists(path) && IsHfFile(path); }
         catch (Exception e) when (e is JsonException or PpoSharpException) { return false; }   // reported when the model loads

@@ -25,6 +25,8 @@ public static class ConfigLoader
             var (key, text) = (s[..eq].Trim(), s[(eq + 1)..]);
             Apply(new JsonObject { [key] = ParseValue(text) }, $"--set {s}");
         }
+        if (origin.ContainsKey("steps") && origin.ContainsKey("num_train_epochs"))
+            throw new PpoSharpException($"{origin["num_train_epochs"]}: num_train_epochs sets the number of steps, and {origin["steps"]} sets it too: give one of them");
         T config;
         try { config = node.Deserialize<T>(Json.Options)!; }
         catch (JsonException e)
@@ -109,8 +111,8 @@ public static class ConfigLoader
     /// <summary>TRL keys of features PpoSharp does not have, with what to do instead: refused rather than silently ignored.</summary>
     private static readonly Dictionary<string, string> Unsupported = new()
     {
-        ["gradient_accumulation_steps"] = "each optimizer step takes one batch of batch_size; raise batch_size instead (the memory check says what fits)",
-        ["num_train_epochs"] = "training runs for steps (max_steps) batches drawn from the data; set steps to epochs x records / batch_size",
+        ["gradient_accumulation_steps"] = "here (ppo, grpo) each rollout round of batch_size prompts makes num_mini_batches optimizer steps per epoch; lower num_mini_batches for larger steps (sft, rm and dpo take gradient_accumulation_steps)",
+        ["num_train_epochs"] = "here (ppo, grpo) iterations counts rollout rounds of batch_size prompts: one pass over P prompts is P / batch_size iterations (sft, rm and dpo take num_train_epochs)",
         ["logging_steps"] = "every step is logged to metrics.jsonl and TensorBoard",
         ["lr_scheduler_type"] = "the schedule is linear warm-up then cosine decay to min_lr_ratio x lr (TRL's \"cosine_with_min_lr\")",
         ["per_device_eval_batch_size"] = "held-out batches are fixed in size",

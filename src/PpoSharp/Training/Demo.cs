@@ -200,6 +200,7 @@ public static class Demo
         if (config.MaxLength is int cut && examples.Count(e => e.Ids.Length == cut) is int n and > 0)
             log.WriteLine($"sft: max_length {cut}: records of {cut} tokens or more are cut to {cut} ({n} of {examples.Count} records are {cut} tokens now)");
         ReportInputs(invalid, tokenizer, log);
+        config = WithEpochs(config, examples.Count, job, log);
         CheckBatch("sft", config, examples.Count, model, examples.Select(e => e.Ids.Length - 1), 1, logits: true, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
@@ -220,6 +221,20 @@ public static class Demo
             spec, (long)config.BatchSize * perRecord, lengths.DefaultIfEmpty(1).Max(), logits, MemoryCheck.Trainable(model.parameters()), log);
     }
 
+    /// <summary>
+    /// The config with steps from num_train_epochs over the training share of <paramref name="records"/> (unchanged when it
+    /// is unset), which <paramref name="job"/> then counts as the run's length; says the count when it is from epochs.
+    /// </summary>
+    private static T WithEpochs<T>(T config, int records, RunJob? job, TextWriter log) where T : TrainingConfig
+    {
+        int train = Training.HeldOut.TrainCount(records, config.EvalFraction);
+        int steps = config.StepsFor(train);
+        job?.Resolve(steps);
+        if (config.NumTrainEpochs is not double epochs) return config;
+        log.WriteLine($"num_train_epochs {epochs:G}: {steps} steps of {config.GradientAccumulationSteps} x {config.BatchSize} over {train} training records ({config.StepsPerEpoch(train)} per epoch)");
+        return (T)(config with { Steps = steps });
+    }
+
     /// <summary>What the trainers' inputs lost once tokenized: skipped records, and characters the model's tokenizer does not know.</summary>
     private static void ReportInputs(InvalidRecords invalid, ITokenizer tokenizer, TextWriter log)
     {
@@ -237,7 +252,8 @@ public static class Demo
     {
         if (config.Ensemble == 1) return RunOneRm(records, initDir, outDir, config, log, resume, stop, force, job, skipInvalid);
         var (_, spec) = RunDirectory.ReadModel(initDir);                                 // inputs checked before anything is written
-        RewardTrainer.Tokenize(records, RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs)), spec.ContextLength, new InvalidRecords(skipInvalid));
+        var pairs = RewardTrainer.Tokenize(records, RunDirectory.LoadTokenizer(initDir, RunDirectory.ChatKwargs(config.ChatTemplateKwargs)), spec.ContextLength, new InvalidRecords(skipInvalid));
+        config = WithEpochs(config, pairs.Count, job, log);
         RunDirectory.PrepareOutput(outDir, force, resume, job);
         job?.Announce(log);
         var members = Enumerable.Range(0, config.Ensemble).Select(k => $"member-{k}").ToList();
@@ -262,6 +278,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = RewardTrainer.Tokenize(records, tokenizer, backbone.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
+        config = WithEpochs(config, pairs.Count, job, log);
         CheckBatch("rm", config, pairs.Count, model, pairs.Select(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), 2, logits: false, log);
         model.to(config.Device.Resolve());
         RunDirectory.PrepareOutput(outDir, force, resume, job);
@@ -281,6 +298,7 @@ public static class Demo
         var invalid = new InvalidRecords(skipInvalid);
         var pairs = DpoTrainer.Tokenize(records, tokenizer, policy.Config.ContextLength, invalid);
         ReportInputs(invalid, tokenizer, log);
+        config = WithEpochs(config, pairs.Count, job, log);
         CheckBatch("dpo", config, pairs.Count, policy, pairs.Select(p => Math.Max(p.Chosen.Ids.Length, p.Rejected.Ids.Length)), 2, logits: true, log);
         var device = config.Device.Resolve();
         policy.to(device);

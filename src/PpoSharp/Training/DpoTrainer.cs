@@ -5,6 +5,7 @@ using PpoSharp.Data;
 using PpoSharp.Models;
 using PpoSharp.Text;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Training;
@@ -70,7 +71,7 @@ public sealed record DpoEval(int N, double Loss, DpoStats Stats)
 public sealed record DpoResult(int Steps, DpoEval HeldOut, double Seconds)
 {
     public string Summary(string dir) =>
-        $"dpo: {Steps} steps in {Seconds:F0} s; held-out (n = {HeldOut.N}) loss {HeldOut.Loss:F3}, reward accuracy {HeldOut.Stats.RewardsAccuracies:P1}, margin {HeldOut.Stats.RewardsMargins:F3} -> {dir}";
+        $"dpo: {Steps} steps in {Seconds:F0} s; held-out (n = {HeldOut.N}) loss {HeldOut.Loss:F3}, reward accuracy {HeldOut.Stats.RewardsAccuracies:P1} (a tie counts half), margin {HeldOut.Stats.RewardsMargins:G4} -> {dir}";
 }
 
 /// <summary>
@@ -83,6 +84,9 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
 {
     /// <summary>The reference log-probs of the pairs, in data order: a resumed run reads them back rather than recomputing.</summary>
     public const string ReferenceFile = "reference_logps.json";
+
+    /// <summary>Test seam: the optimizer instead of AdamW (plain SGD shows an update as the gradient itself).</summary>
+    internal Func<nn.Module, OptimizerHelper>? NewOptimizer { get; set; }
 
     private readonly NonFiniteGuard _guard = new(config.MaxSkippedSteps, log, "dpo");
 
@@ -167,18 +171,22 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
 
     /// <summary>
     /// The DPO loss of a batch of pairs (with reference log-probs attached) and TRL's statistics; with rpo_alpha, plus
-    /// rpo_alpha times the mean negative log-likelihood per chosen response token.
+    /// rpo_alpha times the mean negative log-likelihood per chosen response token. With <paramref name="step"/> (all the
+    /// pairs of an optimizer step, of which <paramref name="batch"/> is one micro-batch), the batch's share of the step's
+    /// loss: the DPO mean times batch / step pairs, and the RPO sum over the step's chosen tokens.
     /// </summary>
-    public (Tensor Loss, DpoStats Stats) Loss(Decoder policy, IReadOnlyList<DpoPair> batch, int pad)
+    public (Tensor Loss, DpoStats Stats) Loss(Decoder policy, IReadOnlyList<DpoPair> batch, int pad, IReadOnlyCollection<DpoPair>? step = null)
     {
         var logps = SequenceLogProbs(policy, Rows(batch), pad, config.LengthAverage());         // (2B)
         Tensor Ref(Func<DpoPair, float> side) => tensor(batch.Select(side).ToArray(), device: logps.device);
         var chosen = logps.narrow(0, 0, batch.Count);
         var (loss, stats) = DpoLoss.Compute(chosen, logps.narrow(0, batch.Count, batch.Count), Ref(p => p.RefChosen), Ref(p => p.RefRejected), config.LossOptions());
+        if (step is not null) loss = loss * ((double)batch.Count / step.Count);
         if (config.RpoAlpha == 0) return (loss, stats);
-        var tokens = Ref(p => p.Chosen.Trained.Count(t => t));                                 // (B)
+        static int Tokens(DpoPair p) => p.Chosen.Trained.Count(t => t);
+        var tokens = Ref(p => Tokens(p));                                                       // (B)
         var summed = config.LengthAverage() ? chosen * tokens : chosen;                        // sum over tokens either way
-        return (loss - config.RpoAlpha * summed.sum() / tokens.sum(), stats);
+        return (loss - config.RpoAlpha * summed.sum() / (step?.Sum(Tokens) ?? tokens.sum()), stats);
     }
 
     /// <summary>
@@ -191,36 +199,39 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         int pad = tokenizer.Special.Pad;
         log.WriteLine($"dpo: {train.Count} training pairs, {heldOut.Count} held out; beta {config.Beta}, loss {OptionNames.Of(config.LossType)}");
-        using var optimizer = Optimization.AdamW(policy, config.Lr, config.WeightDecay, 0.9, 0.99);
+        using var optimizer = NewOptimizer?.Invoke(policy) ?? (OptimizerHelper)Optimization.AdamW(policy, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, policy, optimizer, _guard, new LoraMotion(log, "dpo", config.Lr));
         DpoEval? eval = null;
         policy.train();
         double seconds = new ResumableLoop("dpo", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
-                var row = Step(run, policy, run.Batch(train, step), pad, step - 1);
+                var row = Step(run, policy, run.Batches(train, step), pad, step - 1);
                 if (heldOut.Count > 0 && run.EvalDue(step))
                     foreach (var (key, value) in (eval = Evaluate(policy, heldOut, pad)).Metrics("eval_")) row[key] = value;
                 return row;
             },
-            row => $"loss {row["loss"]:F3} accuracy {row["rewards/accuracies"]:P0} margin {row["rewards/margins"]:F2}{(eval is null ? "" : $" eval {eval.Stats.RewardsAccuracies:P1}")}",
+            row => $"loss {row["loss"]:F3} accuracy {row["rewards/accuracies"]:P0} margin {row["rewards/margins"]:G3}{(eval is null ? "" : $" eval {eval.Stats.RewardsAccuracies:P1}")}",
             run.Save, run.Restore, () => _guard.Failure);
         policy.eval();
         RunDirectory.SavePolicy(outDir, policy, tokenizer, config);
         return new DpoResult(config.Steps, eval ?? Evaluate(policy, heldOut.Count > 0 ? heldOut : train, pad), seconds);
     }
 
-    private Dictionary<string, object> Step(SupervisedRun run, Decoder policy, List<DpoPair> batch, int pad, int step)
+    /// <summary>One optimizer step over the step's micro-batches; the statistics are means over all its pairs.</summary>
+    private Dictionary<string, object> Step(SupervisedRun run, Decoder policy, List<List<DpoPair>> batches, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        DpoStats? stats = null;
-        var (loss, gradNorm, lr) = run.Step(step, () =>
+        var all = batches.SelectMany(b => b).ToList();
+        var sums = new double[6];
+        var (loss, gradNorm, lr) = run.Step(step, batches.Count, i =>
         {
-            (var value, stats) = Loss(policy, batch, pad);
+            var (value, stats) = Loss(policy, batches[i], pad, batches.Count == 1 ? null : all);
+            AddWeighted(sums, stats, batches[i].Count);
             return value;
         });
         var row = new Dictionary<string, object> { ["step"] = step + 1, ["loss"] = loss };
-        foreach (var (key, value) in stats!.Metrics()) row[key] = value;
+        foreach (var (key, value) in Mean(sums, all.Count).Metrics()) row[key] = value;
         (row["lr"], row["grad_norm"], row["skipped_steps"]) = (lr, gradNorm, _guard.Total);
         row["live_tensors"] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         return row;
@@ -238,10 +249,22 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
             var batch = pairs.Skip(i).Take(batchSize).ToList();
             var (value, stats) = Loss(policy, batch, pad);
             loss += value.item<float>() * batch.Count;
-            int k = 0;
-            foreach (var v in stats.Metrics().Values) sums[k++] += v * batch.Count;
+            AddWeighted(sums, stats, batch.Count);
         }
-        var m = sums.Select(s => s / pairs.Count).ToArray();
-        return new DpoEval(pairs.Count, loss / pairs.Count, new DpoStats(m[0], m[1], m[2], m[3], m[4], m[5]));
+        return new DpoEval(pairs.Count, loss / pairs.Count, Mean(sums, pairs.Count));
+    }
+
+    /// <summary>Adds <paramref name="weight"/> x each statistic to <paramref name="sums"/> (in <see cref="DpoStats.Metrics"/> order).</summary>
+    private static void AddWeighted(double[] sums, DpoStats stats, int weight)
+    {
+        int k = 0;
+        foreach (var v in stats.Metrics().Values) sums[k++] += v * weight;
+    }
+
+    /// <summary>The statistics whose weighted sums over <paramref name="count"/> pairs are <paramref name="sums"/>.</summary>
+    private static DpoStats Mean(double[] sums, int count)
+    {
+        var m = sums.Select(s => s / count).ToArray();
+        return new DpoStats(m[0], m[1], m[2], m[3], m[4], m[5]);
     }
 }

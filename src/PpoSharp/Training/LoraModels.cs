@@ -115,7 +115,7 @@ public static class Export
         {
             PeftAdapter.ReadInfo(runDir);
             Directory.CreateDirectory(outDir);
-            foreach (var f in Directory.GetFiles(runDir).Where(f => !f.EndsWith(".jsonl", StringComparison.Ordinal) && !f.EndsWith(".png", StringComparison.Ordinal) && !f.EndsWith(".html", StringComparison.Ordinal)))
+            foreach (var f in Directory.GetFiles(runDir).Where(f => !IsRunLog(Path.GetFileName(f))))
                 File.Copy(f, Path.Combine(outDir, Path.GetFileName(f)), overwrite: true);
             return $"export: adapter of {runDir} (base {baseDir}) -> {outDir}";
         }
@@ -129,4 +129,13 @@ public static class Export
         else RunDirectory.SavePolicy(outDir, RunDirectory.LoadPolicyModel(runDir), tokenizer, training);
         return $"export: {runDir} merged into its base {baseDir} -> {outDir} (a full Hugging Face folder)";
     }
+
+    /// <summary>
+    /// Files of a run that record how it went rather than make up the model, left out of an exported adapter folder:
+    /// metrics (<c>.jsonl</c>), TensorBoard events, job.json, summary.json, DPO's reference log-probs, the report and its plots.
+    /// </summary>
+    public static bool IsRunLog(string name) =>
+        name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".png", StringComparison.Ordinal) || name.EndsWith(".html", StringComparison.Ordinal)
+        || name.StartsWith(MetricsWriter.EventsPattern.TrimEnd('*'), StringComparison.Ordinal)
+        || name is RunJob.FileName or Reporting.Report.SummaryFile or DpoTrainer.ReferenceFile;
 }

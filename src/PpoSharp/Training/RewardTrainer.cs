@@ -96,13 +96,16 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         return (scores.narrow(0, 0, batch.Count), scores.narrow(0, batch.Count, batch.Count));
     }
 
+    /// <summary>Test seam: the optimizer instead of AdamW (plain SGD shows an update as the gradient itself).</summary>
+    internal Func<nn.Module, OptimizerHelper>? NewOptimizer { get; set; }
+
     private readonly NonFiniteGuard _guard = new(config.MaxSkippedSteps, log, "rm");
 
     public PairEval Train(RewardModel model, ITokenizer tokenizer, IReadOnlyList<PreferencePair> pairs, string outDir, bool resume = false, StopSignal? stop = null)
     {
         var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
-        using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
+        using var optimizer = NewOptimizer?.Invoke(model) ?? (OptimizerHelper)Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, model, optimizer, _guard, new LoraMotion(log, "rm", config.Lr));
         PairEval? eval = null;
         var best = config.LoadBestModelAtEnd ? new BestWeights(outDir, resume) : null;
@@ -110,7 +113,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
         double seconds = new ResumableLoop("rm", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
-                var row = Step(run, model, run.Batch(train, step), tokenizer.Special.Pad, step - 1);
+                var row = Step(run, model, run.Batches(train, step), tokenizer.Special.Pad, step - 1);
                 if (heldOut.Count > 0 && run.EvalDue(step))
                 {
                     eval = Evaluate(model, heldOut, tokenizer.Special.Pad);
@@ -145,15 +148,19 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
     /// <summary>Training minus held-out accuracy above which the reward model is reported as memorising.</summary>
     public const double OverfitGap = 0.15;
 
-    private Dictionary<string, object> Step(SupervisedRun run, RewardModel model, List<PreferencePair> batch, int pad, int step)
+    /// <summary>One optimizer step over the step's micro-batches, each weighted by its share of the step's pairs (so the loss, accuracy and margin are means over all of them).</summary>
+    private Dictionary<string, object> Step(SupervisedRun run, RewardModel model, List<List<PreferencePair>> batches, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        double accuracy = 0, margin = 0;
-        var (loss, gradNorm, lr) = run.Step(step, () =>
+        double accuracy = 0, margin = 0, pairs = batches.Sum(b => b.Count);
+        var (loss, gradNorm, lr) = run.Step(step, batches.Count, i =>
         {
+            var batch = batches[i];
+            double share = batch.Count / pairs;
             var (chosen, rejected) = ScorePairs(model, batch, pad);
-            (var value, accuracy, margin) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray(), device: chosen.device));
-            return value;
+            var (value, a, m) = PairwiseLoss.Compute(chosen, rejected, tensor(batch.Select(p => p.Margin).ToArray(), device: chosen.device));
+            (accuracy, margin) = (accuracy + a * share, margin + m * share);
+            return batches.Count == 1 ? value : value * share;
         });
         return new Dictionary<string, object>
         {

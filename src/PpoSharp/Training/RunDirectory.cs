@@ -188,11 +188,37 @@ public static class RunDirectory
         kwargs.ToDictionary(p => p.Key, p => (object?)p.Value);
 
     /// <summary>Whether a model directory holds a backbone with a scalar head (a reward model or critic) rather than a policy.</summary>
-    public static bool IsScalarModel(string dir) => PeftAdapter.IsAdapter(dir) ? PeftAdapter.ReadInfo(dir).ScalarHead : HfCheckpoint.Read(dir).Info.ScalarHead;
+    public static bool IsScalarModel(string dir) => CheckpointRun(dir) is string run ? IsScalarModel(run) : PeftAdapter.IsAdapter(dir) ? PeftAdapter.ReadInfo(dir).ScalarHead : HfCheckpoint.Read(dir).Info.ScalarHead;
 
-    /// <summary>The architecture and spec of a model folder; for an adapter folder, its base's.</summary>
+    /// <summary>The architecture and spec of a model folder; for an adapter folder, its base's; for a training checkpoint, its run's.</summary>
     public static (HfModelInfo Info, DecoderSpec Spec) ReadModel(string dir) =>
-        PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
+        CheckpointRun(dir) is string run ? ReadModel(run) : PeftAdapter.IsAdapter(dir) ? ReadModel(PeftAdapter.BaseDir(dir)) : HfCheckpoint.Read(dir);
+
+    /// <summary>
+    /// The run folder of a training checkpoint (<c>RUN/checkpoints/step-N</c>, as HF's <c>checkpoint-N</c>) whose run holds
+    /// its final model: the checkpoint then loads as a model folder, the run's config and tokenizer with the checkpoint's
+    /// weights (saved under the module's own names). Null for any other folder.
+    /// </summary>
+    public static string? CheckpointRun(string dir)
+    {
+        var full = new DirectoryInfo(Path.GetFullPath(dir));
+        if (full.Parent is not { Name: Checkpoints.Folder } root || root.Parent is not { } run || !full.Name.StartsWith("step-", StringComparison.Ordinal)) return null;
+        bool weights = File.Exists(Path.Combine(full.FullName, ModelFile)) && !File.Exists(Path.Combine(full.FullName, ConfigFile));
+        return weights && File.Exists(Path.Combine(run.FullName, ConfigFile)) && File.Exists(Path.Combine(run.FullName, Tokenizers.FileName)) ? run.FullName : null;
+    }
+
+    /// <summary>The model of <paramref name="run"/> with the weights of its checkpoint <paramref name="dir"/>; a mismatch (a LoRA run's checkpoint) names both folders.</summary>
+    private static T FromCheckpoint<T>(string dir, string run, Func<string, T> load, Func<T, nn.Module> module) where T : IDisposable
+    {
+        var model = load(run);
+        try { LoadWeights(module(model), Path.Combine(dir, ModelFile)); }
+        catch (PpoSharpException e)
+        {
+            model.Dispose();
+            throw new PpoSharpException($"{dir}: a checkpoint of {run} whose weights do not fit the run's final model ({e.Message}); a LoRA run's checkpoints hold base and adapter together: load the run folder");
+        }
+        return model;
+    }
 
     /// <summary>
     /// Loads a policy (decoder + LM head) and its tokenizer from a PpoSharp run, a Hugging Face folder or a LoRA adapter
@@ -219,6 +245,7 @@ public static class RunDirectory
     /// </summary>
     public static Decoder LoadPolicyModel(string dir)
     {
+        if (CheckpointRun(dir) is string run) return FromCheckpoint(dir, run, LoadPolicyModel, m => m);
         if (PeftAdapter.IsAdapter(dir)) return LoraModels.LoadMerged(dir);
         var (info, spec) = HfCheckpoint.Read(dir);
         if (info.ScalarHead) throw new PpoSharpException($"{dir}: holds a reward model, but a policy is needed here (its architecture is {info.Arch.SequenceClassification})");
@@ -232,6 +259,11 @@ public static class RunDirectory
     /// <summary>Loads a reward model (backbone + scalar head + offset) and its tokenizer.</summary>
     public static (RewardModel Model, ITokenizer Tokenizer) LoadRewardModel(string dir, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
+        if (CheckpointRun(dir) is string run)
+        {
+            var runTokenizer = LoadTokenizer(run, chatKwargs);
+            return (FromCheckpoint(dir, run, r => LoadRewardModel(r, chatKwargs).Model, m => m), runTokenizer);
+        }
         if (PeftAdapter.IsAdapter(dir)) return (LoraModels.LoadRewardModel(dir), LoadTokenizer(dir, ReadModel(dir).Spec, chatKwargs));
         var (info, spec) = HfCheckpoint.Read(dir);
         if (!info.ScalarHead) throw new PpoSharpException($"{dir}: holds a policy, but a reward model is needed here (its architecture is {info.Arch.CausalLm}; reward models are *ForSequenceClassification)");
@@ -252,6 +284,7 @@ public static class RunDirectory
     /// <summary>A folder's tokenizer; an adapter folder saved without one (peft's default) uses its base's.</summary>
     private static ITokenizer LoadTokenizer(string dir, DecoderSpec spec, IReadOnlyDictionary<string, object?>? chatKwargs)
     {
+        if (CheckpointRun(dir) is string run) return LoadTokenizer(run, spec, chatKwargs);
         if (PeftAdapter.IsAdapter(dir) && !File.Exists(Path.Combine(dir, Tokenizers.FileName))) return LoadTokenizer(PeftAdapter.BaseDir(dir), spec, chatKwargs);
         var tokenizer = Tokenizers.Load(dir, chatKwargs);
         if (tokenizer.VocabSize > spec.VocabSize)

@@ -20,7 +20,7 @@ public sealed class RunJob
     {
         _fields["command"] = command;
         var settings = System.Text.Json.JsonSerializer.SerializeToNode(config, config.GetType(), Json.Options)!.AsObject();
-        Total = (settings["steps"] ?? settings["iterations"])?.GetValue<int>();
+        Total = settings["num_train_epochs"] is null ? (settings["steps"] ?? settings["iterations"])?.GetValue<int>() : null;   // from epochs: known once the data is read
         Ensemble = settings["ensemble"]?.GetValue<int>() ?? 1;
         foreach (var key in Resumable) settings.Remove(key);
         _fields["config"] = settings;
@@ -38,8 +38,11 @@ public sealed class RunJob
     /// <summary>The command the job runs (sft, rm, dpo, ppo, grpo).</summary>
     public string Command => _fields["command"]!.GetValue<string>();
 
-    /// <summary>The steps (or iterations) the run is to make: its config's <c>steps</c> or <c>iterations</c>.</summary>
-    public int? Total { get; }
+    /// <summary>The steps (or iterations) the run is to make: its config's <c>steps</c> or <c>iterations</c>; with num_train_epochs, null until <see cref="Resolve"/>.</summary>
+    public int? Total { get; private set; }
+
+    /// <summary>Sets <see cref="Total"/> to the steps the trainer counted from the data (num_train_epochs).</summary>
+    public void Resolve(int steps) => Total = steps;
 
     /// <summary>Reward models trained side by side in <c>member-K/</c> folders (the rm command's <c>ensemble</c>), else 1.</summary>
     private int Ensemble { get; }
@@ -84,7 +87,7 @@ public sealed class RunJob
     public void CheckResume(string dir)
     {
         CheckSameJob(dir);
-        if (FinishedAt(dir) is int done) throw new PpoSharpException(FinishedMessage(dir, done));
+        if (FinishedAt(dir) is int done) throw new RunFinishedException(FinishedMessage(dir, done));
     }
 
     /// <summary>Refuses a resume whose job differs from the recorded one, naming the first difference; a run without job.json passes.</summary>
@@ -121,3 +124,6 @@ public sealed class RunJob
         return null;
     }
 }
+
+/// <summary>A --resume of a finished run (known once the data is read, for a run of num_train_epochs): nothing was changed, and the CLI exits 0 with the message.</summary>
+public sealed class RunFinishedException(string message) : PpoSharpException(message);

@@ -105,15 +105,25 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         return (tensor(inputs, [batch.Count, t], device: device), tensor(targets, [batch.Count, t], device: device));
     }
 
-    /// <summary>Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>.</summary>
-    public static Tensor Loss(Decoder model, Tensor inputs, Tensor targets)
+    /// <summary>
+    /// Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>; with <paramref name="targetCount"/>,
+    /// the sum over them divided by that count instead (a micro-batch's share of a step's mean over all its targets).
+    /// </summary>
+    public static Tensor Loss(Decoder model, Tensor inputs, Tensor targets, long? targetCount = null)
     {
         var logits = model.forward(inputs);                                                   // (B, T, V)
-        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
+        if (targetCount is not long n) return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
+        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex, reduction: nn.Reduction.Sum) / n;
     }
+
+    /// <summary>Positions of <paramref name="batch"/> the loss covers: next tokens marked trained (what <see cref="Collate"/> makes targets).</summary>
+    public static long TargetCount(IEnumerable<SftExample> batch) => batch.Sum(e => (long)e.Trained.Skip(1).Count(t => t));
 
     /// <summary>Test seam: transforms each step's loss before backward (e.g. to inject NaN).</summary>
     internal Func<Tensor, Tensor>? LossFault { get; set; }
+
+    /// <summary>Test seam: the optimizer instead of AdamW (plain SGD shows an update as the gradient itself).</summary>
+    internal Func<nn.Module, OptimizerHelper>? NewOptimizer { get; set; }
 
     private readonly NonFiniteGuard _guard = new(config.MaxSkippedSteps, log, "sft");
 
@@ -126,7 +136,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var (train, heldOut) = HeldOut.Split(examples, config.EvalFraction, config.Seed);
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
-        using var optimizer = Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
+        using var optimizer = NewOptimizer?.Invoke(model) ?? (OptimizerHelper)Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
         var run = new SupervisedRun(config, model, optimizer, _guard, new LoraMotion(log, "sft", config.Lr));
         var clock = Stopwatch.StartNew();
         long tokens = 0;
@@ -136,10 +146,10 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         double seconds = new ResumableLoop("sft", config.Steps, outDir, config.CheckpointEvery, config.KeepCheckpoints, log).Run(resume, stop,
             step =>
             {
-                var batch = run.Batch(train, step);
-                var (stepLoss, gradNorm, lr) = Step(run, model, batch, tokenizer.Special.Pad, step - 1);
+                var batches = run.Batches(train, step);
+                var (stepLoss, gradNorm, lr) = Step(run, model, batches, tokenizer.Special.Pad, step - 1);
                 loss = stepLoss;
-                tokens += batch.Sum(e => e.Ids.Length - 1);
+                tokens += batches.Sum(b => b.Sum(e => e.Ids.Length - 1));
                 var row = new Dictionary<string, object>
                 {
                     ["step"] = step, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = gradNorm, ["skipped_steps"] = _guard.Total,
@@ -157,11 +167,17 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         return new SftResult(config.Steps, loss, evalLoss, seconds, tokens / clock.Elapsed.TotalSeconds);
     }
 
-    private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Decoder model, List<SftExample> batch, int pad, int step)
+    /// <summary>One optimizer step over the step's micro-batches: each one's summed cross-entropy over the step's target count.</summary>
+    private (double Loss, double GradNorm, double Lr) Step(SupervisedRun run, Decoder model, List<List<SftExample>> batches, int pad, int step)
     {
         using var scope = NewDisposeScope();
-        var (inputs, targets) = Collate(batch, pad, Devices.DeviceOf(model));                  // (B, T) each
-        return run.Step(step, () => LossFault is null ? Loss(model, inputs, targets) : LossFault(Loss(model, inputs, targets)));
+        long count = TargetCount(batches.SelectMany(b => b));
+        return run.Step(step, batches.Count, i =>
+        {
+            var (inputs, targets) = Collate(batches[i], pad, Devices.DeviceOf(model));          // (B, T) each
+            var loss = batches.Count == 1 ? Loss(model, inputs, targets) : Loss(model, inputs, targets, count);
+            return LossFault is null ? loss : LossFault(loss);
+        });
     }
 
     /// <summary>Token-weighted mean loss over the held-out examples.</summary>

@@ -11,8 +11,21 @@ public abstract record TrainingConfig : LoraKeys
 {
     /// <summary>Optimizer steps.</summary>
     [Range(1, Check.MaxSteps)] public int Steps { get; init; }
-    /// <summary>Sequences (SFT) or preference pairs (reward model) per step.</summary>
+    /// <summary>Sequences (SFT) or preference pairs (reward model, DPO) per micro-batch: one forward and backward pass.</summary>
     [Range(1, Check.MaxBatch)] public int BatchSize { get; init; } = 32;
+    /// <summary>
+    /// TRL's gradient_accumulation_steps: micro-batches of batch_size whose gradients add up before one optimizer step. The
+    /// loss of a step is normalised over all its micro-batches (tokens for SFT, pairs for rm and DPO), so k micro-batches of
+    /// b give the update of one batch of k x b.
+    /// </summary>
+    [Range(1, Check.MaxBatch)] public int GradientAccumulationSteps { get; init; } = 1;
+    /// <summary>
+    /// TRL's num_train_epochs: when set, the data is read in epochs (each a new shuffle, every training record once, the
+    /// last micro-batch of an epoch shorter when batch_size does not divide the records) and steps becomes
+    /// ceil(num_train_epochs x ceil(ceil(records / batch_size) / gradient_accumulation_steps)), as transformers' Trainer
+    /// counts them; unset, each step draws its micro-batches at random (with replacement) and steps is the run's length.
+    /// </summary>
+    public double? NumTrainEpochs { get; init; }
     /// <summary>Peak learning rate (AdamW).</summary>
     public double Lr { get; init; }
     /// <summary>Linear warm-up steps, then cosine decay to <see cref="MinLrRatio"/> x lr.</summary>
@@ -42,6 +55,23 @@ public abstract record TrainingConfig : LoraKeys
     /// <summary>Steps in a row with a non-finite loss or gradient norm before the run stops (with a checkpoint).</summary>
     [Range(1, Check.MaxSteps)] public int MaxSkippedSteps { get; init; } = 10;
 
+    /// <summary>Optimizer steps per epoch of <paramref name="records"/> training records: ceil(ceil(records / batch_size) / gradient_accumulation_steps).</summary>
+    public int StepsPerEpoch(int records) => CeilDiv(CeilDiv(records, BatchSize), GradientAccumulationSteps);
+
+    /// <summary>
+    /// Steps from <see cref="NumTrainEpochs"/> for <paramref name="records"/> training records (see there), or
+    /// <see cref="Steps"/> when it is unset; an error naming num_train_epochs when that is above <see cref="Check.MaxSteps"/>.
+    /// </summary>
+    public int StepsFor(int records)
+    {
+        if (NumTrainEpochs is not double epochs) return Steps;
+        double steps = Math.Ceiling(epochs * StepsPerEpoch(records));
+        if (steps > Check.MaxSteps) throw new PpoSharpException($"num_train_epochs {epochs:G} makes {steps:G} steps over {records} records, more than {Check.MaxSteps}");
+        return (int)steps;
+    }
+
+    private static int CeilDiv(int a, int b) => (a + b - 1) / b;
+
     /// <summary>Range checks of the shared keys; each trainer's Validate() calls it and checks its own.</summary>
     protected void ValidateShared()
     {
@@ -49,6 +79,7 @@ public abstract record TrainingConfig : LoraKeys
         Check.Positive(BatchSize, "batch_size");
         Check.Positive(Lr, "lr");
         Check.AtLeast(WarmupSteps, 0, "warmup_steps");
+        if (NumTrainEpochs is double epochs) Check.Positive(epochs, "num_train_epochs");
         Check.InRange(MinLrRatio, 0, 1, "min_lr_ratio");
         if (WarmupRatio is double ratio) Check.InRange(ratio, 0, 1, "warmup_ratio");
         Check.AtLeast(WeightDecay, 0, "weight_decay");

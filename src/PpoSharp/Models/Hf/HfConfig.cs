@@ -32,6 +32,8 @@ public sealed class HfConfig(JsonObject json, string path)
     private static string NearestModel(string dir, string file)
     {
         var full = new DirectoryInfo(System.IO.Path.GetFullPath(dir));
+        if (full.Parent is { Name: "checkpoints", Parent: { } run } && full.Name.StartsWith("step-", StringComparison.Ordinal) && !File.Exists(System.IO.Path.Combine(run.FullName, file)))
+            return $"; it is a training checkpoint of the run {run.FullName}, which has no final model yet (its config.json and tokenizer.json, which a checkpoint loads with): finish the run with --resume";
         for (var up = full.Parent; up is not null; up = up.Parent)
             if (File.Exists(System.IO.Path.Combine(up.FullName, file)))
                 return full.Parent?.Name == "checkpoints" && full.Parent.Parent?.FullName == up.FullName
