@@ -47,7 +47,7 @@ public class CliTests
         { ["eval", "--model", "{model}", "--data", "/nonexistent.jsonl"], "/nonexistent.jsonl: file not found" },
         { ["eval", "--model", "/nonexistent", "--data", "{eval}"], "/nonexistent: model directory not found" },
         { ["eval", "--model", "{model}", "--data", "{eval}", "--reward", "bleu"], "unknown reward 'bleu'" },
-        { ["sft", "--data", "{eval}", "--out", "/tmp/x"], "no assistant message to learn from" },
+        { ["sft", "--data", "{eval}", "--out", "/tmp/x"], "sft takes language modelling" },
         { ["sft", "--data", "x", "--out", "y", "--set", "nope=1"], "unknown key 'nope'" },
         { ["sft", "--data", "x", "--out", "y", "--set", "batch_size=0"], "batch_size must be > 0 (got 0)" },
         { ["sft", "--out", "y"], "Option '--data' is required" },
