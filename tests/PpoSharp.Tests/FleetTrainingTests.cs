@@ -25,6 +25,14 @@ public class FleetTrainingTests
 
     private static List<Dictionary<string, JsonElement>> Rows(string dir) => MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName));
 
+    /// <summary>A GRPO run on <see cref="Grpo"/>'s settings and <paramref name="sets"/>; its metrics rows.</summary>
+    private static List<Dictionary<string, JsonElement>> TrainGrpo(params string[] sets)
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "g");
+        using (var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo(sets), TextWriter.Null)) trainer.Train(dir);
+        return Rows(dir);
+    }
+
     private static void AssertSynced(List<Dictionary<string, JsonElement>> rows)
     {
         foreach (var row in rows)
@@ -107,13 +115,42 @@ public class FleetTrainingTests
     }
 
     [Fact]
+    public async Task GrpoLora_VllmProtocol_LoraSync_KillOneThenBoth_OneLine_ResumeOnNewServers()
+    {
+        var dir = Path.Combine(TestSupport.TempDir(), "g");
+        string[] sets = ["iterations=6", "lora_r=4", "lr=3e-3", "rollout_engine=vllm", "weight_sync=lora"];
+        var log = new StringWriter();
+        await using (var a = new ModelServer(Init))
+        await using (var b = new ModelServer(Init))
+        {
+            using var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo([.. sets, Urls(a, b)]), log);
+            trainer.AfterIteration = row =>
+            {
+                if ((int)row["iteration"] == 2) a.Kill().Wait();                        // one gone: the run goes on on the other
+                if ((int)row["iteration"] == 4) b.Kill().Wait();                        // both gone: one line
+            };
+            var e = Assert.ThrowsAny<PpoSharpException>(() => trainer.Train(dir));
+            Assert.StartsWith("rollout: every server is out of service", e.Message);
+            Assert.DoesNotContain("\n", e.Message);
+            Assert.Equal(3, a.Loads);                                                    // the initial adapter, after updates 1 and 2
+            Assert.Equal(5, b.Loads);                                                    // and after 3 and 4
+        }
+        Assert.Equal([2, 2, 1, 1], Rows(dir).Select(r => r["servers_in_service"].GetInt32()));
+        await using var c = new ModelServer(Init);
+        await using var d = new ModelServer(Init);
+        using (var resumed = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo([.. sets, Urls(c, d)]), TextWriter.Null))
+            resumed.Train(dir, resume: true);
+        var rows = Rows(dir);
+        Assert.Equal([1, 2, 3, 4, 5, 6], rows.Select(r => r["iteration"].GetInt32()));
+        Assert.Equal((3, 3), (c.Loads, d.Loads));                                        // the checkpoint's adapter first, then after updates 5 and 6
+        AssertSynced(rows);
+    }
+
+    [Fact]
     public async Task Grpo_MaxStalenessOne_NextBatchGeneratedDuringUpdate_StalenessOneNoneDropped()
     {
         await using var a = new ModelServer(Init);
-        var dir = Path.Combine(TestSupport.TempDir(), "g");
-        using (var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo("rollout_engine=sglang", "max_staleness=1", Urls(a)), TextWriter.Null))
-            trainer.Train(dir);
-        var rows = Rows(dir);
+        var rows = TrainGrpo("rollout_engine=sglang", "max_staleness=1", Urls(a));
         Assert.Equal(0, rows[0]["staleness_mean"].GetDouble());                          // the first batch: generated with the current weights
         Assert.All(rows.Skip(1), r => Assert.Equal(1, r["staleness_mean"].GetDouble()));   // then one version behind
         Assert.All(rows, r => Assert.Equal(0, r["dropped_stale"].GetInt32()));
@@ -127,10 +164,7 @@ public class FleetTrainingTests
         // iteration 2 (version 1) takes batch 2: 1 behind; it queues batch 4 (version 1); iteration 3 (version 2) takes
         // batch 3 (version 0): 2 behind; iteration 4 (version 3) takes batch 4 (version 1): 2 behind
         await using var a = new ModelServer(Init);
-        var dir = Path.Combine(TestSupport.TempDir(), "g");
-        using (var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo("rollout_engine=sglang", "max_staleness=2", Urls(a)), TextWriter.Null))
-            trainer.Train(dir);
-        var rows = Rows(dir);
+        var rows = TrainGrpo("rollout_engine=sglang", "max_staleness=2", Urls(a));
         Assert.Equal([0.0, 1, 2, 2], rows.Select(r => r["staleness_mean"].GetDouble()));
         Assert.All(rows, r => Assert.Equal(0, r["dropped_stale"].GetInt32()));
         Assert.Equal(["0", "1", "2", "3", "4"], a.Versions);
@@ -143,10 +177,7 @@ public class FleetTrainingTests
         // 1 behind, taken; from iteration 2 on, the batch generated ahead (reported version v - 2) is 2 behind: dropped,
         // its 4 x 4 completions counted, and a fresh batch (1 behind) taken
         await using var a = new ModelServer(Init) { VersionLag = 1 };
-        var dir = Path.Combine(TestSupport.TempDir(), "g");
-        using (var trainer = PpoTrainer.FromRunDirectory(Init, new EditDistance(), Prompts, Grpo("rollout_engine=sglang", "max_staleness=1", Urls(a)), TextWriter.Null))
-            trainer.Train(dir);
-        var rows = Rows(dir);
+        var rows = TrainGrpo("rollout_engine=sglang", "max_staleness=1", Urls(a));
         Assert.Equal([0, 16, 16, 16], rows.Select(r => r["dropped_stale"].GetInt32()));
         Assert.All(rows, r => Assert.Equal(1, r["staleness_mean"].GetDouble()));
     }
