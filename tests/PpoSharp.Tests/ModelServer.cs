@@ -39,6 +39,8 @@ public sealed class ModelServer : IAsyncDisposable
     public string Url => _server?.Url ?? throw new InvalidOperationException("stopped");
     public int Loads { get; private set; }
     public List<string> Versions { get; } = [];
+    /// <summary>Reports each answer's weight_version this many versions below the one it holds (a server that lags behind what it confirmed).</summary>
+    public long VersionLag { get; set; }
 
     /// <summary>Stops listening (a killed server).</summary>
     public async Task Kill()
@@ -101,7 +103,7 @@ public sealed class ModelServer : IAsyncDisposable
             ["meta_info"] = new JsonObject
             {
                 ["finish_reason"] = x.Stopped ? new JsonObject { ["type"] = "stop", ["matched"] = eos[0] } : new JsonObject { ["type"] = "length", ["length"] = o.MaxNewTokens },
-                ["weight_version"] = _version,
+                ["weight_version"] = VersionLag == 0 || !long.TryParse(_version, out var v) ? _version : (v - VersionLag).ToString(),
                 ["output_token_logprobs"] = new JsonArray(x.Ids.Zip(x.LogProbs).Select(t => (JsonNode)new JsonArray(t.Second, t.First, null)).ToArray()),
             },
         });

@@ -62,10 +62,12 @@ public sealed partial class PpoTrainer : IDisposable
     private readonly IRolloutEngine _engine;             // local, or a fleet of servers
     private WeightSync? _sync;                           // servers only: set up by Train
     private long _version;                               // the trainer's weight version: updates done (= iterations)
-    private Task<PendingRollout>? _prefetch;             // max_staleness >= 1: the next batch, generated during the update
-    private (int Epoch, int Cursor)? _beforePrefetch;    // the data position without the prefetched batch (what a checkpoint keeps)
+    private readonly Queue<Prefetch> _ahead = new();     // max_staleness = N >= 1: the next N batches, generated (in order) during the updates
     private (double Mean, double Max)? _logProbDiff;     // |log pi_train - log pi_rollout| of the last rollout
     private (double Staleness, int Dropped, double Sync, double Wait) _fleetStats;   // of the current iteration
+
+    /// <summary>A batch being generated ahead, and the data position before it (what a checkpoint keeps: it is generated again after a resume).</summary>
+    private sealed record Prefetch(Task<PendingRollout> Task, (int Epoch, int Cursor) Before);
 
     /// <summary>Called with each iteration's metrics row before it is written (benchmarks add figures of their own).</summary>
     public Action<Dictionary<string, object>>? AfterIteration { get; set; }
@@ -189,7 +191,7 @@ public sealed partial class PpoTrainer : IDisposable
         _critic?.save_safetensors(Path.Combine(dir, CriticFile));
         _optimizer.save_state_dict(Path.Combine(dir, Checkpoints.OptimizerFile));
         using var state = _generator.get_state();
-        var (epoch, cursor) = _beforePrefetch ?? (_dataEpoch, _cursor);               // a prefetched batch is generated again after a resume
+        var (epoch, cursor) = _ahead.Count > 0 ? _ahead.Peek().Before : (_dataEpoch, _cursor);   // batches generated ahead are generated again after a resume
         Checkpoints.WriteState(dir, new PpoState(iteration, _kl.Value, epoch, cursor,
             Convert.ToBase64String(state.data<byte>().ToArray()), _guard.InARow, _guard.Total, _normalizers.Select(n => n.Moments).ToList()));
     }
@@ -231,8 +233,10 @@ public sealed partial class PpoTrainer : IDisposable
 
     /// <summary>
     /// One iteration of the notes' loop; returns its metrics row. With servers: their weights are brought to the trainer's
-    /// version first (at the start and after a resume), and after the update; with max_staleness >= 1 the next batch is
-    /// generated while this one trains, and a batch more than max_staleness versions old is dropped and counted.
+    /// version first (at the start and after a resume), and after the update; with max_staleness = N >= 1 the next N
+    /// batches are generated while this one trains (one new batch per iteration once the queue is full: staleness N), and
+    /// a batch more than N versions old is dropped and counted (<see cref="Staleness"/>). The servers finish the batches in
+    /// flight before they load new weights, so every batch comes from one version.
     /// </summary>
     public Dictionary<string, object> Iteration(int iteration)
     {
@@ -246,42 +250,54 @@ public sealed partial class PpoTrainer : IDisposable
         var experience = ComputeAdvantages(rollout);
         var update = Update(experience);
         double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
-        if (_prefetch is not null)
-        {
-            var wait = Stopwatch.StartNew();
-            try { _prefetch.Wait(); }                             // the next batch is ready before the servers get new weights
-            catch (AggregateException) { }                        // its failure is raised when the next iteration takes it
-            _fleetStats.Wait = wait.Elapsed.TotalSeconds;
-        }
+        _fleetStats.Wait = WaitAhead();                          // the batches ahead are done before the servers get new weights
         _version = iteration;
         if (_sync is not null) _fleetStats.Sync += _sync.Push(_actor, _version);
         WriteCompletions(iteration, experience);
-        return _grpo is null
+        var row = _grpo is null
             ? LogMetrics(iteration, experience, update, rolloutSeconds, updateSeconds)
             : CriticFreeMetrics(iteration, experience, update, rolloutSeconds, updateSeconds);
+        row["iteration_seconds"] = clock.Elapsed.TotalSeconds;
+        return row;
     }
 
-    /// <summary>The batch to train on: the prefetched one, or one generated now; a batch too stale is dropped and replaced. Starts the next prefetch.</summary>
+    /// <summary>Waits for the batches generated ahead; returns the seconds waited. A failure is raised when its batch is taken.</summary>
+    private double WaitAhead()
+    {
+        var wait = Stopwatch.StartNew();
+        try { Task.WaitAll(_ahead.Select(p => p.Task).ToArray()); }
+        catch (AggregateException) { }
+        return wait.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>
+    /// The batch to train on: the oldest one generated ahead, or one generated now; a batch too stale is dropped and the
+    /// next taken (<see cref="Staleness.Take"/>). Then tops the batches generated ahead up to max_staleness.
+    /// </summary>
     private PendingRollout NextRollout()
     {
-        PendingRollout pending;
-        try { pending = _prefetch?.GetAwaiter().GetResult() ?? GenerateRollout(NextRolloutBatch()); }
-        finally { (_prefetch, _beforePrefetch) = (null, null); }
-        if (!_rollout.Remote) return pending;                    // local: always the current weights
-        while (_version - pending.Version > _rollout.MaxStaleness)
+        (PendingRollout, bool Ahead) Next() => _ahead.TryDequeue(out var ahead)
+            ? (ahead.Task.GetAwaiter().GetResult(), true)
+            : (GenerateRollout(NextRolloutBatch(), RolloutSeed()), false);
+        if (!_rollout.Remote) return Next().Item1;               // local: always the current weights
+        var (pending, dropped, staleness) = Staleness.Take(Next, p => p.Completions.Select(c => c.WeightVersion).ToList(), _version, _rollout.MaxStaleness);
+        (_fleetStats.Dropped, _fleetStats.Staleness) = (dropped, staleness);
+        while (_ahead.Count < _rollout.MaxStaleness)
         {
-            _fleetStats.Dropped += pending.Completions.Count;
-            pending = GenerateRollout(NextRolloutBatch());
-        }
-        _fleetStats.Staleness = pending.Completions.Average(c => (double)(_version - c.WeightVersion));
-        if (_rollout.MaxStaleness > 0)
-        {
-            _beforePrefetch = (_dataEpoch, _cursor);
-            var next = NextRolloutBatch();
-            _prefetch = Task.Run(() => GenerateRollout(next));     // HTTP only: no tensors on this thread
+            var before = (_dataEpoch, _cursor);
+            var (next, seed) = (NextRolloutBatch(), RolloutSeed());
+            var previous = _ahead.Count > 0 ? _ahead.Last().Task : Task.CompletedTask;
+            _ahead.Enqueue(new Prefetch(Task.Run(() =>             // HTTP only: no tensors on this thread
+            {
+                try { previous.Wait(); } catch (AggregateException) { }   // in order, one batch at a time
+                return GenerateRollout(next, seed);
+            }), before));
         }
         return pending;
     }
+
+    /// <summary>The sampling seed of the batch just taken: a function of the seed and the data position, so a resume samples alike.</summary>
+    private long RolloutSeed() => Seeds.Derive(_config.Seed, _dataEpoch * 1_000_003 + _cursor);
 
     /// <summary>The next batch_size prompts, each repeated G times in a row: one prompt index per completion to sample.</summary>
     internal List<int> NextRolloutBatch()
@@ -317,10 +333,10 @@ public sealed partial class PpoTrainer : IDisposable
     /// only) and scores into an <see cref="Experience"/>. <paramref name="batch"/> holds one prompt index per completion,
     /// a group's G copies contiguous.
     /// </summary>
-    public Experience CollectRollouts(IReadOnlyList<int> batch) => BuildExperience(GenerateRollout(batch));
+    public Experience CollectRollouts(IReadOnlyList<int> batch) => BuildExperience(GenerateRollout(batch, RolloutSeed()));
 
     /// <summary>Generation of <paramref name="batch"/> by the rollout engine: token ids in, completions out, timed.</summary>
-    private PendingRollout GenerateRollout(IReadOnlyList<int> batch)
+    private PendingRollout GenerateRollout(IReadOnlyList<int> batch, long seed)
     {
         var clock = Stopwatch.StartNew();
         var prompts = batch.Select(i => (IReadOnlyList<int>)_encodedPrompts[i]).ToList();
@@ -328,16 +344,13 @@ public sealed partial class PpoTrainer : IDisposable
         var sampling = new SamplingOptions(Math.Min(_config.ResponseLength, Math.Max(room, 1)), _config.Temperature, _config.TopK, _config.TopP);
         if (!_rollout.Remote) _actor.eval();                                            // LoRA dropout off while sampling locally
         var request = new RolloutRequest(prompts, _rollout.Remote ? sampling : sampling with { MaxNewTokens = _config.ResponseLength },
-            _tokenizer.Special.Eos, Seeds.Derive(_config.Seed, _dataEpoch * 1_000_003 + _cursor));
+            _tokenizer.Special.Eos, seed);
         var completions = _engine.Generate(request);
         return new PendingRollout(batch, completions, clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>A generated batch waiting to become an <see cref="Experience"/>: prompt indices, completions, seconds of generation.</summary>
-    private sealed record PendingRollout(IReadOnlyList<int> Batch, IReadOnlyList<RolloutCompletion> Completions, double Seconds)
-    {
-        public long Version => Completions.Min(c => c.WeightVersion);
-    }
+    private sealed record PendingRollout(IReadOnlyList<int> Batch, IReadOnlyList<RolloutCompletion> Completions, double Seconds);
 
     /// <summary>
     /// Phase 1 after generation (no grad): old log-probs recomputed by the trainer on the returned tokens, reference
@@ -624,7 +637,7 @@ public sealed partial class PpoTrainer : IDisposable
 
     public void Dispose()
     {
-        try { _prefetch?.Wait(); } catch (AggregateException) { }      // a batch still on its way is dropped
+        WaitAhead();                                                   // batches still on their way are dropped
         _engine.Dispose();
         _optimizer.Dispose();
         _generator.Dispose();
