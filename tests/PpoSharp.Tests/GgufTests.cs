@@ -17,19 +17,20 @@ public class GgufTests
     public static TheoryData<string> Fixtures => new() { "tiny-llama3", "tiny-gpt2", "tiny-qwen2", "tiny-qwen3", "tiny-mistral" };
 
     /// <summary>
-    /// fp32 agreement: the Llama family to 1e-4 (measured 5e-6 to 2.6e-5); GPT-2 to 1e-2 (measured 6.1e-3 over its 50,257
-    /// logits a position), because ggml computes GELU through a table of fp16 inputs and outputs.
+    /// fp32 agreement: the Llama family to 1e-4 (measured 5e-6 to 2.6e-5); GPT-2 to 7e-3 (measured 6.07e-3 over its 50,257
+    /// logits a position), because ggml computes GELU through a table of fp16 inputs and outputs: <see cref="GgufGpt2GeluTests"/>
+    /// shows that this table is the whole difference.
     /// </summary>
-    private static double F32Tolerance(string name) => name == "tiny-gpt2" ? 1e-2 : 1e-4;
+    private static double F32Tolerance(string name) => name == "tiny-gpt2" ? 7e-3 : 1e-4;
 
     private static readonly Dictionary<string, (string Dir, Decoder Model, List<int[]> Sequences, int[] Prompt)> Loaded = [];
 
-    private static (string Dir, Decoder Model, List<int[]> Sequences, int[] Prompt) Fixture(string name)
+    internal static (string Dir, Decoder Model, List<int[]> Sequences, int[] Prompt) Fixture(string name)
     {
         lock (Loaded)
         {
             if (Loaded.TryGetValue(name, out var f)) return f;
-            var dir = TestSupport.HfModel(name);
+            var dir = TestSupport.HfModel(name, shared: true);      // GgufGpt2GeluTests uses it too
             var e = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "expected.json")))!;
             var sequences = e["sequences"]!.AsArray().Select(s => HfTestData.Ints(s!["input_ids"])).ToList();
             var model = RunDirectory.LoadPolicyModel(dir);
@@ -38,7 +39,7 @@ public class GgufTests
         }
     }
 
-    private static string Export(string dir, GgufOutType type)
+    internal static string Export(string dir, GgufOutType type)
     {
         var path = Path.Combine(TestSupport.TempDir(), $"model-{GgufExport.OptionName(type)}.gguf");
         GgufExport.Run(dir, path, type);

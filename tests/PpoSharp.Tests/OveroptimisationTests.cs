@@ -172,6 +172,60 @@ public class OveroptimisationTests
         else Assert.DoesNotContain("memorised", log.ToString());
     }
 
+    /// <summary>
+    /// A reward model's card against the trust checks, each branch by hand: held-out 0.52 is under the 0.55 floor (refused);
+    /// 0.70 is under the 0.75 "weak" line (warned); train 0.95 against held-out 0.78 is a gap of 0.17 > 0.15 (memorised);
+    /// train 0.90 against 0.78 (gap 0.12) and held-out 0.80 pass silently.
+    /// </summary>
+    [Theory]
+    [InlineData(0.52, 0.60, "refused")]
+    [InlineData(0.70, 0.72, "is low")]
+    [InlineData(0.78, 0.95, "it memorised its pairs")]
+    [InlineData(0.78, 0.90, "")]
+    [InlineData(0.80, 0.80, "")]
+    public void CheckTrust_EachBranchOfTheCard(double heldOut, double train, string expected)
+    {
+        var scorer = new RewardModelScorer(new PpoSharp.Models.RewardModel(TestSupport.TinyModel()), PpoSharp.Text.CharTokenizer.FromTexts(["ab"]), "rm")
+        {
+            Card = new RewardModelCard(heldOut, 100, train, 10),
+        };
+        var log = new StringWriter();
+        if (expected == "refused")
+        {
+            Assert.Contains("is near chance (50%)", Assert.Throws<PpoSharpException>(() => scorer.CheckTrust(0.55, log)).Message);
+            return;
+        }
+        scorer.CheckTrust(0.55, log);
+        if (expected == "") Assert.Equal("", log.ToString());
+        else Assert.Contains(expected, Assert.Single(log.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+
+    /// <summary>
+    /// best/ by the gold, with held-out results given by hand: the initial model (0.5) is kept through an equal (0.5) and a
+    /// worse (0.4) evaluation, then replaced by a better one (0.7); a later worse one (0.6) leaves it. Without a gold, an
+    /// evaluation over the KL budget never counts, however high.
+    /// </summary>
+    [Fact]
+    public void BestPolicyOffer_KeepsTheBestSoFar_OnlyAStrictlyBetterOneReplacesIt()
+    {
+        var model = TestSupport.TinyModel();
+        var tokenizer = PpoSharp.Text.CharTokenizer.FromTexts(["abcdefghijklmn"]);
+        static EvalResult Result(double reward) => new(1, reward, reward, 4, []);
+        string Offer(bool byGold, params (int Iteration, double Reward, double Kl)[] evaluations)
+        {
+            var dir = TestSupport.TempDir();
+            var best = new BestPolicy(dir, new HeldOutEval([], new EditDistance(), byGold, 1, 8, KlBudget: 1.0), tokenizer, new { }, resume: false);
+            foreach (var (iteration, reward, kl) in evaluations) best.Offer(model, iteration, 10, kl, null, Result(reward));
+            var info = BestPolicy.ReadInfo(dir)!;
+            Assert.True(File.Exists(Path.Combine(dir, BestPolicy.Folder, "config.json")));
+            return $"{info.Iteration}:{info.Reward}";
+        }
+        Assert.Equal("0:0.5", Offer(true, (0, 0.5, 0), (1, 0.5, 0), (2, 0.4, 0)));
+        Assert.Equal("3:0.7", Offer(true, (0, 0.5, 0), (1, 0.5, 0), (2, 0.4, 0), (3, 0.7, 0), (4, 0.6, 0)));
+        Assert.Equal("3:0.7", Offer(true, (0, 0.5, 0), (3, 0.7, 5.0)));                  // by the gold, KL does not matter
+        Assert.Equal("2:0.6", Offer(false, (0, 0.5, 0), (1, 0.9, 1.5), (2, 0.6, 0.8)));   // 0.9 was over the budget
+    }
+
     [Fact]
     public void NormalisedModelReward_ResumedAfterAnInterrupt_GivesIdenticalMetrics()
     {
