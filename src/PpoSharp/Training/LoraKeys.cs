@@ -4,7 +4,7 @@ namespace PpoSharp.Training;
 /// The LoRA keys of every trainer's config (peft's settings under TRL's <c>lora_</c> names); <see cref="Lora"/> is them
 /// as one value, which each config's Validate() checks.
 /// </summary>
-public abstract record LoraKeys
+public abstract record LoraKeys : ComputeKeys
 {
     /// <summary>LoRA rank (peft's r); 0, the default, trains every weight. With r &gt; 0 only adapters (and heads) train, on a frozen base.</summary>
     [System.ComponentModel.DataAnnotations.Range(0, 65536)] public int LoraR { get; init; }
