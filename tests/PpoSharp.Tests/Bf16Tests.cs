@@ -6,6 +6,15 @@ using static TorchSharp.torch;
 
 namespace PpoSharp.Tests;
 
+/// <summary>A fact that runs only when PPOSHARP_BF16_TRAINING is set: training runs in bf16 take minutes on a CPU without AVX512-BF16 or AMX.</summary>
+public sealed class Bf16TrainingFactAttribute : FactAttribute
+{
+    public Bf16TrainingFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable("PPOSHARP_BF16_TRAINING") is null) Skip = "set PPOSHARP_BF16_TRAINING=1 to train in bf16 (minutes on an AVX2-only CPU)";
+    }
+}
+
 /// <summary>TRL's bf16 key: when it turns on, and that bf16 matrix products train like fp32 from fp32 master weights.</summary>
 public class Bf16Tests
 {
@@ -55,7 +64,7 @@ public class Bf16Tests
     }
 
     /// <summary>100 SFT steps of the sort task's tiny model: the final loss with bf16=true is within 2% of fp32's.</summary>
-    [Fact]
+    [Bf16TrainingFact]
     public void Sft_Bf16_100Steps_LossWithin2PercentOfFp32()
     {
         var dir = TestSupport.TempDir();
@@ -68,7 +77,7 @@ public class Bf16Tests
     }
 
     /// <summary>PPO with bf16: old log-probs and the update's come from the same bf16 path, so the first minibatch's ratio is 1 within 1e-2.</summary>
-    [Fact]
+    [Bf16TrainingFact]
     public void Ppo_Bf16_FirstRatioMeanWithinOnePercentOfOne()
     {
         var dir = TestSupport.FlawedSortModel;
