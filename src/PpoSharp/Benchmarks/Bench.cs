@@ -49,6 +49,8 @@ public static partial class Bench
         double first = Gemm(1024, quick ? 11 : 21);
         r["gemm_gflops_2048x256x1024"] = Gemm(2048, quick ? 11 : 21, k: 256, n: 1024);
         log.WriteLine($"bench: fp32 GEMM 1024^3 {first:F1} GFLOP/s, 2048x256x1024 {r["gemm_gflops_2048x256x1024"]:F1} GFLOP/s");
+        r["gemm_gflops_bf16"] = CpuHasBf16 ? Gemm(1024, quick ? 11 : 21, dtype: ScalarType.BFloat16) : Gemm(256, 3, dtype: ScalarType.BFloat16, warmSeconds: 0.1);
+        log.WriteLine($"bench: bf16 GEMM {(CpuHasBf16 ? "1024^3" : "256^3 (no AVX512-BF16 or AMX on this CPU)")} {r["gemm_gflops_bf16"]:F1} GFLOP/s");
         foreach (int d in new[] { 256, 512 })
         {
             var (seconds, mfu, flops) = Train(d, (step, stepFlops) => limit.Measure(step, stepFlops, quick ? 3 : 8));
@@ -127,11 +129,11 @@ public static partial class Bench
     }
 
     /// <summary>Median GFLOP/s of an (m x k) by (k x n) fp32 matmul, after half a second of warm-up (threads, caches, clock).</summary>
-    private static double Gemm(int m, int repeats, int? k = null, int? n = null, double warmSeconds = 0.5)
+    private static double Gemm(int m, int repeats, int? k = null, int? n = null, double warmSeconds = 0.5, ScalarType dtype = ScalarType.Float32)
     {
         using var scope = NewDisposeScope();
-        var a = randn(m, k ?? m);
-        var b = randn(k ?? m, n ?? m);
+        var a = randn(m, k ?? m).to(dtype);
+        var b = randn(k ?? m, n ?? m).to(dtype);
         double flops = 2.0 * m * (k ?? m) * (n ?? m);
         for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < warmSeconds;) a.matmul(b).Dispose();
         var times = Enumerable.Range(0, repeats).Select(_ => Time(() => a.matmul(b).Dispose())).ToList();
@@ -167,7 +169,7 @@ public static partial class Bench
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
-            nn.functional.cross_entropy(model.forward(ids).flatten(0, 1), targets.flatten()).backward();
+            Training.SftTrainer.Loss(model, ids, targets).backward();                // the trainers' loss: chunked LM head, the model's bf16 and checkpointing settings
             optimizer.step();
         });
         Step();

@@ -28,7 +28,7 @@ public static partial class Bench
         try
         {
             LoraSetup(dir);
-            foreach (var mode in new[] { "full", "lora" })
+            foreach (var mode in CpuHasBf16 ? new[] { "full", "lora", "bf16" } : ["full", "lora"])
             {
                 using var child = startSelf(["bench", "--lora-case", mode, "--lora-dir", dir, "--lora-iterations", iterations.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
                 child.StandardInput.Close();
@@ -41,6 +41,7 @@ public static partial class Bench
                 r[$"smollm2_ppo_{mode}_peak_rss_mb"] = (double)figures["peak_rss_mb"]!;
                 r[$"smollm2_ppo_{mode}_trainable_parameters"] = (long)figures["trainable"]!;
             }
+            r["smollm2_ppo_iteration_seconds_bf16"] = r.GetValueOrDefault("smollm2_ppo_bf16_iteration_seconds")!;   // null without AVX512-BF16 or AMX
             r["smollm2_ppo_lora_rss_ratio"] = (double)r["smollm2_ppo_lora_peak_rss_mb"] / (double)r["smollm2_ppo_full_peak_rss_mb"];
             r["smollm2_ppo_lora_time_ratio"] = (double)r["smollm2_ppo_lora_iteration_seconds"] / (double)r["smollm2_ppo_full_iteration_seconds"];
             log.WriteLine($"bench: SmolLM2-135M shape, PPO iteration with a reward model (batch 8, 16 new tokens): full weights {r["smollm2_ppo_full_iteration_seconds"]:F1} s, "
@@ -69,7 +70,7 @@ public static partial class Bench
     }
 
     /// <summary>
-    /// <c>bench --lora-case full|lora</c>: PPO against the case's reward model from the base in <paramref name="dir"/>;
+    /// <c>bench --lora-case full|lora|bf16</c> (bf16: full weights with bf16=true): PPO against the case's reward model from the base in <paramref name="dir"/>;
     /// prints one JSON line: median iteration seconds (after the first), peak RSS, trainable parameters.
     /// </summary>
     public static void RunLoraCase(string mode, string dir, int iterations, TextWriter log)
@@ -80,7 +81,7 @@ public static partial class Bench
         var config = new PpoConfig
         {
             Iterations = iterations, BatchSize = 8, NumMiniBatches = 2, NumPpoEpochs = 1, ResponseLength = 16, CheckpointEvery = 1000,
-            LoraR = lora ? BenchLora.R : 0, LoraAlpha = BenchLora.Alpha, LoraTargetModules = BenchLora.TargetModules,
+            LoraR = lora ? BenchLora.R : 0, LoraAlpha = BenchLora.Alpha, LoraTargetModules = BenchLora.TargetModules, Bf16 = mode == "bf16",
         };
         var outDir = Path.Combine(dir, $"run-{mode}");
         using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(dir, "base"), reward, prompts, config, TextWriter.Null);

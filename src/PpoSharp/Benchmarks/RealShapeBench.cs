@@ -16,8 +16,8 @@ public static partial class Bench
         QkvBias = false, OutBias = false, MlpBias = false, TiedHead = true,
     };
 
-    /// <summary>Whether the CPU has AVX512-BF16 (bf16 matmuls are fast only then; on AVX2 libtorch's bf16 is far slower than fp32).</summary>
-    public static bool CpuHasBf16 => OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo") && File.ReadAllText("/proc/cpuinfo").Contains(" avx512_bf16", StringComparison.Ordinal);
+    /// <summary>Whether the CPU has AVX512-BF16 or AMX (bf16 matmuls are fast only then; on AVX2 libtorch's bf16 is far slower than fp32).</summary>
+    public static bool CpuHasBf16 => ComputeDtypes.CpuHasBf16;
 
     private static void RealShapeFigures(Dictionary<string, object> r, PairedLimit limit, bool quick, TextWriter log)
     {
@@ -40,9 +40,18 @@ public static partial class Bench
             (r[$"smollm2_generate_tokens_per_second_b{b}"], r[$"smollm2_generate_mfu_b{b}"]) = (b * RealNewTokens / seconds, mfu);
             log.WriteLine($"bench: SmolLM2-135M shape, generate batch {b}, {RealNewTokens} new tokens: {b * RealNewTokens / seconds:F1} tokens/s, MFU {mfu:F3}");
         }
+        r["smollm2_decode_b1_roofline_fraction"] = (double)r["smollm2_weights_mb"] * 1048576 * (double)r["smollm2_generate_tokens_per_second_b1"] / ((double)r["memory_gbps"] * 1e9);
+        log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode at {r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes x tokens/s / measured bandwidth)");
+        model.train();
+        TrainVariant(r, model, "checkpointing", m => m.GradientCheckpointing = true, trainFlops, limit, quick, log);
         r["smollm2_bf16"] = CpuHasBf16;
-        if (CpuHasBf16)
+        (r["smollm2_train_tokens_per_second_bf16"], r["smollm2_train_mfu_bf16"]) = (null!, null!);
+        if (!CpuHasBf16) log.WriteLine("bench: bf16 training not timed: this CPU has no AVX512-BF16 or AMX (libtorch's bf16 matmuls are far slower than fp32 here)");
+        else
         {
+            TrainVariant(r, model, "bf16", m => m.MatmulDtype = ScalarType.BFloat16, trainFlops, limit, quick, log);
+            r["smollm2_train_mfu_bf16"] = trainFlops / (RealTrainTokens / (double)r["smollm2_train_tokens_per_second_bf16"]) / ((double)r["gemm_gflops_bf16"] * 1e9);   // against the bf16 GEMM
+            model.eval();
             model.to(ScalarType.BFloat16);
             double seconds = RealGenerate(model, 16);
             r["smollm2_generate_tokens_per_second_b16_bf16"] = 16 * RealNewTokens / seconds;
@@ -52,6 +61,18 @@ public static partial class Bench
     }
 
     private const int RealTrainTokens = 4 * 128, RealNewTokens = 32;
+
+    /// <summary>The SFT step at SmolLM2's shape once more with <paramref name="set"/> applied to the model (then undone): tokens/s and MFU under smollm2_train_*_{name}.</summary>
+    private static void TrainVariant(Dictionary<string, object> r, Decoder model, string name, Action<Decoder> set, double flops, PairedLimit limit, bool quick, TextWriter log)
+    {
+        set(model);
+        var (step, optimizer) = TrainStep(model, 4, 128);
+        var (seconds, mfu) = limit.Measure(step, flops, quick ? 1 : 2);
+        optimizer.Dispose();
+        (model.GradientCheckpointing, model.MatmulDtype) = (false, null);
+        (r[$"smollm2_train_tokens_per_second_{name}"], r[$"smollm2_train_mfu_{name}"]) = (RealTrainTokens / seconds, mfu);
+        log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128 with {name}: {RealTrainTokens / seconds:F0} tokens/s, MFU {mfu:F2} (fp32 GEMM)");
+    }
 
     /// <summary>Seconds to sample <see cref="RealNewTokens"/> tokens after 16-token prompts.</summary>
     private static double RealGenerate(Decoder model, int batch)

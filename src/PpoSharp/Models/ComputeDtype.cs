@@ -13,6 +13,13 @@ public enum ComputeDtype { Auto, Float32, BFloat16 }
 
 public static class ComputeDtypes
 {
+    /// <summary>Whether the CPU has AVX512-BF16 or AMX (the avx512_bf16 / amx_bf16 flags of /proc/cpuinfo): only then are libtorch's bf16 matmuls fast on it.</summary>
+    public static bool CpuHasBf16 { get; } = OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
+        && File.ReadAllText("/proc/cpuinfo") is var info && (info.Contains(" avx512_bf16", StringComparison.Ordinal) || info.Contains(" amx_bf16", StringComparison.Ordinal));
+
+    /// <summary>Whether <paramref name="device"/> computes bf16 matrix products fast: a GPU, or a CPU with <see cref="CpuHasBf16"/>.</summary>
+    public static bool FastBf16(Device device) => device.type != DeviceType.CPU || CpuHasBf16;
+
     public static ScalarType Resolve(this ComputeDtype dtype, Decoder model) => dtype switch
     {
         ComputeDtype.BFloat16 => ScalarType.BFloat16,

@@ -74,9 +74,10 @@ public sealed class Decoder : Module<Tensor, Tensor>
     /// nor a cache the attention is plain causal.
     /// </summary>
     public Tensor Hidden(Tensor ids, Tensor? positions = null, Tensor? keyMask = null, KvCache? cache = null) =>
-        _base is null ? HiddenWith(ids, positions, keyMask, cache, null) : _base.Model.HiddenWith(ids, positions, keyMask, cache, lora);
+        _base is null ? HiddenWith(ids, positions, keyMask, cache, null, GradientCheckpointing, MatmulDtype)
+            : _base.Model.HiddenWith(ids, positions, keyMask, cache, lora, GradientCheckpointing, MatmulDtype);
 
-    private Tensor HiddenWith(Tensor ids, Tensor? positions, Tensor? keyMask, KvCache? cache, LoraAdapter? adapter)
+    private Tensor HiddenWith(Tensor ids, Tensor? positions, Tensor? keyMask, KvCache? cache, LoraAdapter? adapter, bool checkpointing, ScalarType? matmul)
     {
         using var scope = NewDisposeScope();
         long b = ids.shape[0], t = ids.shape[1];
@@ -88,13 +89,53 @@ public sealed class Decoder : Module<Tensor, Tensor>
         var x = embed.forward(ids);                                                                     // (B, T, C)
         if (pos_embed is not null) x = x + pos_embed.forward(positions);
         (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), x.dtype);                // (B, T, 1, hd) x2
-        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, mask, causal: mask is null && t > 1, cache, rope, adapter);
+        bool causal = mask is null && t > 1;
+        for (int i = 0; i < layers.Count; i++)
+            x = checkpointing && cache is null ? Checkpointed(i, x, mask, causal, rope, adapter, matmul) : layers[i].Forward(x, mask, causal, cache, rope, adapter, matmul);
         cache?.Advance((int)t);
         return norm.forward(x).MoveToOuterDisposeScope();                                            // (B, T, C)
     }
 
+    /// <summary>
+    /// TRL's gradient_checkpointing (transformers' gradient_checkpointing_enable): while gradients are on, each block keeps
+    /// only its input and recomputes its activations in the backward pass (<see cref="Checkpoint"/>). Set on the model
+    /// that is called (a LoRA view or a full model).
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>
+    /// TRL's bf16 for fp32 weights: the dtype of the blocks' and the LM head's matrix products (inputs and a cast copy of
+    /// the weights; the products' gradients flow back to the fp32 weights), while norms, attention, residuals and
+    /// log-probs stay in the activations' dtype. Null: products in the weights' dtype. Set on the model that is called.
+    /// </summary>
+    public ScalarType? MatmulDtype { get; set; }
+
+    /// <summary>Block <paramref name="i"/> under <see cref="Checkpoint"/>: every tensor it reads is an input, its trainable weights included.</summary>
+    private Tensor Checkpointed(int i, Tensor x, Tensor? mask, bool causal, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? adapter, ScalarType? matmul)
+    {
+        var block = layers[i];
+        var weights = block.parameters().Concat(adapter?.LayerParameters(i) ?? []).Where(p => p.requires_grad);
+        return Checkpoint.Run(a => [block.Forward(a[0]!, a[1], causal, null, a[2] is null ? null : (a[2]!, a[3]!), adapter, matmul)],
+            [x, mask, rope?.Cos, rope?.Sin, .. weights])[0];                                      // (B, T, C)
+    }
+
     /// <summary>LM head: hidden (..., C) to logits (..., V).</summary>
-    public Tensor Logits(Tensor hidden) => _base is not null ? _base.Model.Logits(hidden) : lm_head is null ? functional.linear(hidden, embed.weight!) : lm_head.forward(hidden);
+    public Tensor Logits(Tensor hidden) => functional.linear(hidden, HeadWeight);
+
+    /// <summary>The LM head's weight (V, C): its own, or the embedding table when tied.</summary>
+    public Parameter HeadWeight => _base?.Model.HeadWeight ?? lm_head?.weight ?? embed.weight!;
+
+    /// <summary>
+    /// log pi(a | s) (...) of <paramref name="actions"/> (...) after the final hidden states (..., C), at temperature τ, and
+    /// the entropy of pi with <paramref name="entropy"/>: <see cref="Algorithms.LogProbs.FromHidden"/>, which never holds
+    /// the logits of every position at once.
+    /// </summary>
+    public (Tensor LogProbs, Tensor? Entropy) TokenLogProbs(Tensor hidden, Tensor actions, double temperature = 1, bool entropy = false)
+    {
+        Tensor head = HeadWeight;                                                              // (V, C)
+        if (MatmulDtype is { } t && t != hidden.dtype) (hidden, head) = (hidden.to(t), head.to(t));
+        return Algorithms.LogProbs.FromHidden(hidden, head, actions, temperature, entropy);
+    }
 
     /// <summary>Logits (B, T, V) of a right-padded or unpadded batch (B, T) with plain causal attention.</summary>
     public override Tensor forward(Tensor ids) => Logits(Hidden(ids));

@@ -31,32 +31,40 @@ internal sealed class DecoderBlock : Module
         RegisterComponents();
     }
 
-    /// <summary>The block on x (B, T, C); <paramref name="lora"/> adds an adapter's deltas to the projections it targets.</summary>
-    public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora)
+    /// <summary>
+    /// The block on x (B, T, C); <paramref name="lora"/> adds an adapter's deltas to the projections it targets;
+    /// <paramref name="matmul"/> is the dtype of the projections' products (<see cref="Decoder.MatmulDtype"/>).
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora, ScalarType? matmul = null)
     {
-        x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora);            // (B, T, C)
-        return x + Mlp(mlp_norm.forward(x), lora);                                           // (B, T, C)
+        x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, matmul);    // (B, T, C)
+        return x + Mlp(mlp_norm.forward(x), lora, matmul);                                   // (B, T, C)
     }
 
-    /// <summary>A projection's output, plus the adapter's share where it targets this one.</summary>
-    private Tensor Project(Linear linear, string name, Tensor x, LoraAdapter? lora) =>
-        lora is null ? linear.forward(x) : lora.Add(_layer, name, x, linear.forward(x));
+    /// <summary>A projection's output, plus the adapter's share where it targets this one; in the matmul dtype, cast back, when one is set.</summary>
+    private Tensor Project(Linear linear, string name, Tensor x, LoraAdapter? lora, ScalarType? matmul)
+    {
+        var y = matmul is { } t && t != x.dtype
+            ? functional.linear(x.to(t), linear.weight!.to(t), linear.bias?.to(t)).to(x.dtype)   // (..., out) from bf16 products
+            : linear.forward(x);
+        return lora is null ? y : lora.Add(_layer, name, x, y);
+    }
 
-    private Tensor Mlp(Tensor x, LoraAdapter? lora)
+    private Tensor Mlp(Tensor x, LoraAdapter? lora, ScalarType? matmul)
     {
         var hidden = _mlp switch
         {
-            MlpKind.SwiGlu => functional.silu(Project(gate!, "gate", x, lora)) * Project(up, "up", x, lora),
-            MlpKind.GeluTanh => functional.gelu(Project(up, "up", x, lora), TorchSharp.Modules.GELU.Approximate.tanh),
-            _ => functional.gelu(Project(up, "up", x, lora)),
+            MlpKind.SwiGlu => functional.silu(Project(gate!, "gate", x, lora, matmul)) * Project(up, "up", x, lora, matmul),
+            MlpKind.GeluTanh => functional.gelu(Project(up, "up", x, lora, matmul), TorchSharp.Modules.GELU.Approximate.tanh),
+            _ => functional.gelu(Project(up, "up", x, lora, matmul)),
         };
-        return Project(down, "down", hidden, lora);
+        return Project(down, "down", hidden, lora, matmul);
     }
 
-    private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora)
+    private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora, ScalarType? matmul)
     {
         long b = x.shape[0], t = x.shape[1];
-        var heads = Project(qkv, "qkv", x, lora).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
+        var heads = Project(qkv, "qkv", x, lora, matmul).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
         var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
         var k = heads.narrow(2, _heads, _kvHeads);                                          // (B, T, KV, hd)
         var v = heads.narrow(2, _heads + _kvHeads, _kvHeads);                               // (B, T, KV, hd)
@@ -71,7 +79,7 @@ internal sealed class DecoderBlock : Module
                 : functional.scaled_dot_product_attention(q, Repeat(kv[0]), Repeat(kv[1]), attn_mask: mask, is_casual: causal);
         }
         else y = functional.scaled_dot_product_attention(q, Repeat(k.transpose(1, 2)), Repeat(v.transpose(1, 2)), attn_mask: mask, is_casual: causal);
-        return Project(@out, "out", y.transpose(1, 2).reshape(b, t, _heads * _headDim), lora);   // (B, T, C)
+        return Project(@out, "out", y.transpose(1, 2).reshape(b, t, _heads * _headDim), lora, matmul);   // (B, T, C)
     }
 
     /// <summary>Keys or values (B, KV, L, hd) repeated to (B, H, L, hd): query head j reads key/value head j / (H / KV).</summary>

@@ -151,6 +151,10 @@ public sealed class LoraAdapter : Module
 
     internal LoraLinear Site(int i) => sites[i];
 
+    /// <summary>The parameters of the adapters on <paramref name="layer"/>'s projections.</summary>
+    internal IEnumerable<Parameter> LayerParameters(int layer) =>
+        Sites.Select((s, i) => (s, i)).Where(p => p.s.Layer == layer).SelectMany(p => sites[p.i].parameters());
+
     /// <summary>
     /// y (..., out) of projection <paramref name="module"/> in <paramref name="layer"/>, for input x (..., in), plus the
     /// adapters on its rows: a slice without one adds zeros.

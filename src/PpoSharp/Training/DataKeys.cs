@@ -6,7 +6,7 @@ namespace PpoSharp.Training;
 /// The dataset keys of every trainer's config: which columns stand for TRL's <c>prompt</c> and the reward's
 /// <c>solution</c>, and a system prompt put before every prompt. <see cref="Data"/> is them as the readers take them.
 /// </summary>
-public abstract record DataKeys
+public abstract record DataKeys : ComputeKeys
 {
     /// <summary>The column holding the prompt (default <c>prompt</c>; GSM8K: <c>question</c>).</summary>
     public string PromptColumn { get; init; } = "prompt";

@@ -111,7 +111,8 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
     public static Tensor SequenceLogProbs(Decoder model, IReadOnlyList<SftExample> rows, int pad, bool lengthAverage)
     {
         var (inputs, targets) = SftTrainer.Collate(rows, pad, Devices.DeviceOf(model));        // (B, T) each
-        var tokenLogp = LogProbs.OfActions(model.forward(inputs), targets.clamp_min(0));       // (B, T)
+        var (logp, at) = SftTrainer.TargetLogProbs(model, inputs, targets);                    // (K) x2
+        var tokenLogp = zeros(targets.numel(), device: logp.device).index_add(0, at, logp, 1).view_as(targets);   // (B, T), 0 off the response
         return DpoLoss.SequenceLogProbs(tokenLogp, targets.ne(SftTrainer.IgnoreIndex), lengthAverage).to(ScalarType.Float32);
     }
 
@@ -127,7 +128,9 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         if (stored is null)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            stored = ReferenceLogProbs(Freeze(loadReference()), pairs, pad, config.LengthAverage());
+            var reference = Freeze(loadReference());
+            config.ApplyTo(reference, log);                                                    // the policy's precision path
+            stored = ReferenceLogProbs(reference, pairs, pad, config.LengthAverage());
             log.WriteLine($"dpo: reference log-probs of {pairs.Count} pairs in {clock.Elapsed.TotalSeconds:F0} s (kept in {ReferenceFile})");
             AtomicFile.WriteText(path, JsonSerializer.Serialize(stored, Json.Compact));
         }
@@ -199,6 +202,7 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         int pad = tokenizer.Special.Pad;
         log.WriteLine($"dpo: {train.Count} training pairs, {heldOut.Count} held out; beta {config.Beta}, loss {OptionNames.Of(config.LossType)}");
+        config.ApplyTo(policy, log);                                          // gradient_checkpointing, bf16
         using var optimizer = NewOptimizer?.Invoke(policy) ?? (OptimizerHelper)Optimization.AdamW(policy, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, policy, optimizer, _guard, new LoraMotion(log, "dpo", config.Lr));
         DpoEval? eval = null;

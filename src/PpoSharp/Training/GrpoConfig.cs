@@ -110,6 +110,7 @@ public sealed record GrpoConfig : RolloutKeys
         Temperature = Temperature, TopK = TopK, TopP = TopP, ResponseLength = MaxCompletionLength, ChatTemplateKwargs = ChatTemplateKwargs,
         Device = Device, Seed = Seed, CheckpointEvery = CheckpointEvery, KeepCheckpoints = KeepCheckpoints, MaxSkippedSteps = MaxSkippedSteps,
         WhitenAdvantages = false, NormalizeReward = false, AdaptiveKl = false, LoraR = LoraR, LoraAlpha = LoraAlpha, LoraDropout = LoraDropout, LoraTargetModules = LoraTargetModules,
+        GradientCheckpointing = GradientCheckpointing, Bf16 = Bf16,
     };
 
     public GrpoConfig Validate()

@@ -15,7 +15,8 @@ public static class MemoryCheck
     /// <list type="bullet">
     /// <item>activations kept for the backward pass, per layer s b h (34 + 5 a s / h) bytes with 16-bit activations
     /// (Korthikanti et al. 2022, arXiv 2205.05198, eq. 1: s = T, b = B, h = d_model, a = heads), doubled for fp32;</item>
-    /// <item>with <paramref name="logits"/>, the (B, T, V) logits in fp32, their log-softmax and their gradient: 3 x 4 B T V;</item>
+    /// <item>with <paramref name="logits"/>, the logits in fp32, their log-softmax and their gradient: 3 x 4 B T V, or 3 chunks of
+    /// <see cref="Algorithms.LogProbs.ChunkBytes"/> where that is less (the log-probs are taken a chunk of positions at a time);</item>
     /// <item>gradients and AdamW's two moments of the <paramref name="trainable"/> parameters: 3 x 4 bytes each.</item>
     /// </list>
     /// </summary>
@@ -23,7 +24,7 @@ public static class MemoryCheck
     {
         double s = length, b = sequences, h = spec.DModel, a = spec.NHead;
         double activations = spec.NLayer * s * b * h * (34 + 5 * a * s / h) * 2;
-        double head = logits ? 3.0 * 4 * b * s * spec.VocabSize : 0;
+        double head = logits ? 3.0 * Math.Min(4 * b * s * spec.VocabSize, Algorithms.LogProbs.ChunkBytes) : 0;
         return activations + head + 12.0 * trainable;
     }
 

@@ -109,6 +109,7 @@ public sealed partial class PpoTrainer : IDisposable
             _reference.eval();
             foreach (var p in _reference.parameters()) p.requires_grad = false;
         }
+        foreach (var model in new nn.Module?[] { actor, critic, reference }) if (model is not null) config.ApplyTo(model, log);   // the reference too: its log-probs take the actor's path
         (_prompts, _encodedPrompts) = EncodePrompts(prompts, tokenizer, actor.Config.ContextLength, invalid ?? new InvalidRecords(skip: false));
         var parameters = critic is null ? actor.parameters().ToList() : actor.parameters().Concat(critic.parameters()).Distinct().ToList();
         _optimizer = optim.AdamW(parameters, lr: config.Lr, weight_decay: config.WeightDecay);
@@ -374,8 +375,7 @@ public sealed partial class PpoTrainer : IDisposable
         double generateSeconds = pending.Seconds;
         var clock = Stopwatch.StartNew();
 
-        var (logits, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);
-        var oldLogProbs = LogProbs.OfActions(logits, responses);                        // (B, N)
+        var (oldLogProbs, _, hidden, positions) = ResponseScoring.Forward(_actor, sequences, mask, p, _config.Temperature);   // (B, N) ...
         var refLogProbs = _reference is null ? null : ResponseScoring.LogProbs(_reference, sequences, mask, p, _config.Temperature);   // (B, N)
         var values = _critic?.Values(hidden, sequences, positions, mask, p - 1, n);     // (B, N)
         Tensor? isWeights = null;                                                       // (B, N)
@@ -500,12 +500,11 @@ public sealed partial class PpoTrainer : IDisposable
                 using var scope = NewDisposeScope();
                 using var m = e.Select(order.narrow(0, mb * miniBatch, Math.Min(miniBatch, b - mb * miniBatch)));
                 var responses = m.Sequences.narrow(1, p, n);                                          // (M, N)
-                var (logits, hidden, positions) = ResponseScoring.Forward(_actor, m.Sequences, m.AttentionMask, p, _config.Temperature);   // (M, N, V)
-                var logp = LogProbs.OfActions(logits, responses);                                     // (M, N)
+                var (logp, tokenEntropy, hidden, positions) = ResponseScoring.Forward(_actor, m.Sequences, m.AttentionMask, p, _config.Temperature, entropy: true);   // (M, N) x2
                 var lossMask = m.LossMask ?? m.ResponseMask;                                          // (M, N)
                 var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, lossMask, policyLossOptions,
                     policyLossOptions.Beta > 0 ? m.RefLogProbs : null, isWeights: m.IsWeights);
-                var entropy = Masked.Mean(LogProbs.Entropy(logits), lossMask);
+                var entropy = Masked.Mean(tokenEntropy!, lossMask);
                 Tensor loss, valueLoss;
                 double valueClipFrac;
                 if (_critic is not null)

@@ -105,6 +105,7 @@ public sealed class RewardTrainer(RmConfig config, TextWriter log)
     {
         var (train, heldOut) = HeldOut.Split(pairs, config.EvalFraction, config.Seed);
         log.WriteLine($"rm: {train.Count} training pairs, {heldOut.Count} held out");
+        config.ApplyTo(model, log);                                          // gradient_checkpointing, bf16
         using var optimizer = NewOptimizer?.Invoke(model) ?? (OptimizerHelper)Optimization.AdamW(model, config.Lr, config.WeightDecay, 0.9, 0.99);
         var run = new SupervisedRun(config, model, optimizer, _guard, new LoraMotion(log, "rm", config.Lr));
         PairEval? eval = null;

@@ -106,14 +106,26 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
     }
 
     /// <summary>
-    /// Mean cross-entropy over the target positions that are not <see cref="IgnoreIndex"/>; with <paramref name="targetCount"/>,
-    /// the sum over them divided by that count instead (a micro-batch's share of a step's mean over all its targets).
+    /// Mean cross-entropy -log pi(target | prefix) over the target positions that are not <see cref="IgnoreIndex"/>
+    /// (cross_entropy's ignore_index mean); with <paramref name="targetCount"/>, the sum over them divided by that count
+    /// instead (a micro-batch's share of a step's mean over all its targets). The LM head runs on those positions only,
+    /// a chunk at a time.
     /// </summary>
     public static Tensor Loss(Decoder model, Tensor inputs, Tensor targets, long? targetCount = null)
     {
-        var logits = model.forward(inputs);                                                   // (B, T, V)
-        if (targetCount is not long n) return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex);
-        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index: IgnoreIndex, reduction: nn.Reduction.Sum) / n;
+        var logProbs = TargetLogProbs(model, inputs, targets).LogProbs;                        // (K)
+        return targetCount is long n ? -logProbs.sum() / n : -logProbs.mean();
+    }
+
+    /// <summary>
+    /// log pi(target | prefix) (K) of the K targets (B, T) that are not <see cref="IgnoreIndex"/>, with their flat
+    /// indices (K) into B x T: the LM head runs on those positions only, a chunk of positions at a time.
+    /// </summary>
+    public static (Tensor LogProbs, Tensor Rows) TargetLogProbs(Decoder model, Tensor inputs, Tensor targets)
+    {
+        var rows = targets.flatten().ne(IgnoreIndex).nonzero().squeeze(1);                    // (K)
+        var hidden = model.Hidden(inputs).flatten(0, 1).index_select(0, rows);                // (K, C)
+        return (model.TokenLogProbs(hidden, targets.flatten().index_select(0, rows)).LogProbs, rows);
     }
 
     /// <summary>Positions of <paramref name="batch"/> the loss covers: next tokens marked trained (what <see cref="Collate"/> makes targets).</summary>
@@ -136,6 +148,7 @@ public sealed class SftTrainer(SftConfig config, TextWriter log)
         var (train, heldOut) = HeldOut.Split(examples, config.EvalFraction, config.Seed);
         log.WriteLine($"sft: {train.Count} training records, {heldOut.Count} held out, {model.parameters().Sum(p => p.numel()):N0} parameters");
 
+        config.ApplyTo(model, log);                                          // gradient_checkpointing, bf16
         using var optimizer = NewOptimizer?.Invoke(model) ?? (OptimizerHelper)Optimization.AdamW(model, config.Lr, config.WeightDecay, config.Beta1, config.Beta2);
         var run = new SupervisedRun(config, model, optimizer, _guard, new LoraMotion(log, "sft", config.Lr));
         var clock = Stopwatch.StartNew();

@@ -1,0 +1,50 @@
+using PpoSharp.Models;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Training;
+
+/// <summary>
+/// The keys of every trainer's config that trade compute for memory or precision for speed (TRL's names). They sit
+/// under <see cref="LoraKeys"/>, so each trainer's config declares them once.
+/// </summary>
+public abstract record ComputeKeys
+{
+    /// <summary>
+    /// TRL's gradient_checkpointing (default false): each decoder block keeps only its input for the backward pass and
+    /// recomputes its activations there: less memory for about one more forward pass of time.
+    /// </summary>
+    public bool GradientCheckpointing { get; init; }
+
+    /// <summary>
+    /// TRL's bf16: the decoder's matrix products (forward and backward) in bfloat16 from fp32 master weights, which the
+    /// optimizer and its AdamW moments keep in fp32; norms, attention softmax, log-probs, losses, advantages and the value
+    /// head stay fp32. Default (null): on where the device computes bf16 fast (a GPU, or a CPU with AVX512-BF16 or AMX),
+    /// else off.
+    /// </summary>
+    public bool? Bf16 { get; init; }
+
+    private static bool _said;
+
+    /// <summary>
+    /// Whether bf16 runs, from the key and whether the device is fast at it, and the one line to say about it: why an
+    /// unset key left it off, or that a set one will be slow; null when there is nothing to say.
+    /// </summary>
+    public static (bool On, string? Note) ResolveBf16(bool? key, bool fast) => (key, fast) switch
+    {
+        (null, false) => (false, "bf16: off: this CPU has no AVX512-BF16 or AMX, where bf16 matrix products are slower than fp32 (bf16=true forces it)"),
+        (true, false) => (true, "bf16: warning: this CPU has no AVX512-BF16 or AMX: bf16 matrix products will be much slower than fp32 here"),
+        _ => (key ?? fast, null),
+    };
+
+    /// <summary>
+    /// Applies these keys to the decoders that <paramref name="trained"/> runs (itself and its submodules), and says once
+    /// per process on <paramref name="log"/> what <see cref="ResolveBf16"/> has to say.
+    /// </summary>
+    internal void ApplyTo(nn.Module trained, TextWriter log)
+    {
+        var (on, note) = ResolveBf16(Bf16, ComputeDtypes.FastBf16(trained.parameters().FirstOrDefault()?.device ?? CPU));
+        if (note is not null && !_said) { log.WriteLine(note); _said = true; }
+        foreach (var decoder in trained.modules().Prepend(trained).OfType<Decoder>())
+            (decoder.GradientCheckpointing, decoder.MatmulDtype) = (GradientCheckpointing, on ? ScalarType.BFloat16 : null);
+    }
+}

@@ -1,0 +1,94 @@
+using PpoSharp.Data;
+using PpoSharp.Models;
+using PpoSharp.Rewards;
+using PpoSharp.Training;
+using static TorchSharp.torch;
+
+namespace PpoSharp.Tests;
+
+/// <summary>A fact that runs only when PPOSHARP_BF16_TRAINING is set: training runs in bf16 take minutes on a CPU without AVX512-BF16 or AMX.</summary>
+public sealed class Bf16TrainingFactAttribute : FactAttribute
+{
+    public Bf16TrainingFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable("PPOSHARP_BF16_TRAINING") is null) Skip = "set PPOSHARP_BF16_TRAINING=1 to train in bf16 (minutes on an AVX2-only CPU)";
+    }
+}
+
+/// <summary>TRL's bf16 key: when it turns on, and that bf16 matrix products train like fp32 from fp32 master weights.</summary>
+public class Bf16Tests
+{
+    [Theory]
+    [InlineData(null, true, true, null)]
+    [InlineData(null, false, false, "bf16: off")]
+    [InlineData(true, false, true, "slower than fp32 here")]
+    [InlineData(false, true, false, null)]
+    [InlineData(true, true, true, null)]
+    public void ResolveBf16_KeyAndDevice_OnWhereFastAndSaysWhy(bool? key, bool fast, bool on, string? note)
+    {
+        var (resolved, said) = ComputeKeys.ResolveBf16(key, fast);
+        Assert.Equal(on, resolved);
+        if (note is null) Assert.Null(said);
+        else Assert.Contains(note, said);
+    }
+
+    /// <summary>
+    /// The same batch with fp32 and with bf16 products: the loss moves by bf16's rounding (8 mantissa bits: above 0 and
+    /// within 1%), the weights and their gradients stay fp32, and the gradients point the same way (cosine above 0.99).
+    /// </summary>
+    [Fact]
+    public void MatmulDtype_Bf16_LossNearFp32_GradientsFp32AndAligned()
+    {
+        var model = TestSupport.TinyModel(vocab: 40);
+        model.train();
+        using var g = new Generator(3);
+        var inputs = randint(0, 40, [4, 16], generator: g);
+        var targets = randint(0, 40, [4, 16], generator: g);
+        (double Loss, Tensor Grad) Run(ScalarType? matmul)
+        {
+            model.MatmulDtype = matmul;
+            model.zero_grad();
+            var loss = SftTrainer.Loss(model, inputs, targets);
+            loss.backward();
+            var grads = model.parameters().Select(p => p.grad!).ToList();
+            Assert.All(grads, gr => Assert.Equal(ScalarType.Float32, gr.dtype));
+            return (loss.item<float>(), cat(grads.Select(gr => gr.flatten()).ToList()).clone());
+        }
+        var (fp32, g32) = Run(null);
+        var (bf16, g16) = Run(ScalarType.BFloat16);
+        Assert.NotEqual(fp32, bf16);
+        Assert.True(Math.Abs(bf16 - fp32) < 0.01 * fp32, $"fp32 {fp32} bf16 {bf16}");
+        double cosine = (g32 * g16).sum().item<float>() / (g32.norm().item<float>() * g16.norm().item<float>());
+        Assert.True(cosine > 0.99, $"cosine {cosine}");
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
+    }
+
+    /// <summary>100 SFT steps of the sort task's tiny model: the final loss with bf16=true is within 2% of fp32's.</summary>
+    [Bf16TrainingFact]
+    public void Sft_Bf16_100Steps_LossWithin2PercentOfFp32()
+    {
+        var dir = TestSupport.TempDir();
+        TaskData.Write(new SortLettersTask(), Path.Combine(dir, "data"), 400, 10, 0, seed: 3);
+        var records = Jsonl.ReadChat(Path.Combine(dir, "data", TaskData.SftFile)).Records;
+        var config = TestSupport.TinySft(100) with { BatchSize = 16, DModel = 32 };
+        double fp32 = Demo.RunSft(records, null, Path.Combine(dir, "fp32"), config with { Bf16 = false }, TextWriter.Null).FinalLoss;
+        double bf16 = Demo.RunSft(records, null, Path.Combine(dir, "bf16"), config with { Bf16 = true }, TextWriter.Null).FinalLoss;
+        Assert.True(Math.Abs(bf16 - fp32) <= 0.02 * fp32, $"final loss fp32 {fp32:F4}, bf16 {bf16:F4}");
+    }
+
+    /// <summary>PPO with bf16: old log-probs and the update's come from the same bf16 path, so the first minibatch's ratio is 1 within 1e-2.</summary>
+    [Bf16TrainingFact]
+    public void Ppo_Bf16_FirstRatioMeanWithinOnePercentOfOne()
+    {
+        var dir = TestSupport.FlawedSortModel;
+        var prompts = Jsonl.ReadPrompts(Path.Combine(dir, "data", TaskData.PromptsFile)).Records;
+        var outDir = Path.Combine(TestSupport.TempDir(), "ppo");
+        var config = new PpoConfig { Iterations = 2, BatchSize = 16, NumMiniBatches = 2, NumPpoEpochs = 1, Lr = 3e-4, ResponseLength = 8, Seed = 5, Bf16 = true };
+        using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(dir, "model"), new EditDistance(), prompts, config, TextWriter.Null);
+        Assert.Equal(ScalarType.BFloat16, trainer.Actor.MatmulDtype);
+        trainer.Train(outDir);
+        var rows = MetricsWriter.Read(Path.Combine(outDir, MetricsWriter.FileName));
+        Assert.Equal(2, rows.Count);
+        Assert.All(rows, r => Assert.InRange(r["first_ratio_mean"].GetDouble(), 0.99, 1.01));
+    }
+}
