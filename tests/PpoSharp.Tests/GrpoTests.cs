@@ -10,7 +10,6 @@ namespace PpoSharp.Tests;
 /// <summary>The critic-free trainers (GRPO, RLOO, REINFORCE++) on PPO's rollout path.</summary>
 public class GrpoTests
 {
-    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors", "elapsed_seconds", "threads"];
 
     private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
     private static string PromptsFile => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile);
@@ -129,7 +128,7 @@ public class GrpoTests
         var actual = Rows(dir);
         Assert.Equal(expected.Count, actual.Count);
         for (int i = 0; i < expected.Count; i++)
-            foreach (var (key, value) in expected[i].Where(kv => !Timing.Contains(kv.Key)))
+            foreach (var (key, value) in expected[i].Where(kv => !TestSupport.IsTiming(kv.Key)))
                 Assert.True(actual[i].TryGetValue(key, out var other) && other.ToString() == value.ToString(), $"row {i + 1} '{key}': {value} vs {other}");
         Assert.Equal(File.ReadAllLines(Path.Combine(Uninterrupted.Value, PpoTrainer.CompletionsFile)), File.ReadAllLines(Path.Combine(dir, PpoTrainer.CompletionsFile)));
         Assert.Equal(File.ReadAllBytes(Path.Combine(Uninterrupted.Value, "model.safetensors")), File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));

@@ -10,7 +10,6 @@ namespace PpoSharp.Tests;
 public class ReliabilityTests
 {
     /// <summary>Metrics that measure time or memory differ between runs; every other key must match exactly.</summary>
-    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "live_tensors", "elapsed_seconds", "threads"];
 
     private static string Init => Path.Combine(TestSupport.FlawedSortModel, "model");
     private static string Prompts => Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.PromptsFile);
@@ -28,7 +27,7 @@ public class ReliabilityTests
         var actual = Rows(actualDir);
         Assert.Equal(expected.Count, actual.Count);
         for (int i = 0; i < expected.Count; i++)
-            foreach (var (key, value) in expected[i].Where(kv => !Timing.Contains(kv.Key)))
+            foreach (var (key, value) in expected[i].Where(kv => !TestSupport.IsTiming(kv.Key)))
                 Assert.True(actual[i].TryGetValue(key, out var other) && other.ToString() == value.ToString(),
                     $"row {i + 1} '{key}': {value} vs {(actual[i].TryGetValue(key, out var o) ? o.ToString() : "missing")}");
     }

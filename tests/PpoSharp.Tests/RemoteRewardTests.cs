@@ -89,10 +89,9 @@ public class RemoteRewardTests
 
     private static PpoConfig Ppo(int iterations) => new() { Iterations = iterations, BatchSize = 8, NumMiniBatches = 2, NumPpoEpochs = 1, ResponseLength = 8, Seed = 5, CheckpointEvery = 1 };
 
-    private static readonly HashSet<string> Timing = ["rollout_seconds", "generate_seconds", "forward_seconds", "reward_seconds", "update_seconds", "tokens_per_second", "elapsed_seconds", "threads", "live_tensors"];
 
     private static List<string> Figures(string dir) => MetricsWriter.Read(Path.Combine(dir, MetricsWriter.FileName))
-        .Select(r => string.Join(",", r.Where(kv => !Timing.Contains(kv.Key) && !kv.Key.StartsWith("extra_logs/")).Select(kv => $"{kv.Key}={kv.Value}"))).ToList();
+        .Select(r => string.Join(",", r.Where(kv => !TestSupport.IsTiming(kv.Key) && !kv.Key.StartsWith("extra_logs/")).Select(kv => $"{kv.Key}={kv.Value}"))).ToList();
 
     [Fact]
     public async Task Ppo_RemoteExactMatchServer_SameRunAsLocalExactMatch_SameSeed()

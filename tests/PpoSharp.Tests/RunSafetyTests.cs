@@ -120,19 +120,28 @@ public class RunSafetyTests
     }
 
     [Fact]
-    public void Sft_BatchWhoseLogitsCannotFit_RefusedBeforeAnythingIsWritten()
+    public async Task Sft_BatchThatCannotFit_RefusedBeforeAnythingIsWritten()
     {
-        // tiny-llama3 has Llama 3's vocabulary, V = 128256: 1024 sequences of about 60 tokens hold 1024 x 60 x 128256 x 12 bytes
-        // = 94 GB of logits, log-softmax and gradient, far above what a test machine has available.
+        // tiny-llama3 (L = 2, h = 32, a = 4, V = 128256), 64 sequences of about 60 tokens: activations alone are
+        // 2 x 60 x 64 x 32 x (34 + 5 x 4 x 60 / 32) x 2 = 17.6 MB, far above the 1 MB the child is told it has.
         var dir = TestSupport.TempDir();
         var line = File.ReadAllText(HfChat).Trim().Replace("Hello", string.Join(' ', Enumerable.Repeat("hello there", 20)));
-        var data = TestSupport.WriteLines(dir, "chat.jsonl", [.. Enumerable.Repeat(line, 1024)]);
+        var data = TestSupport.WriteLines(dir, "chat.jsonl", [.. Enumerable.Repeat(line, 64)]);
         var outDir = Path.Combine(dir, "out");
-        var (code, _, errors) = Run("sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir,
-            "--set", "batch_size=1024", "--set", "eval_fraction=0");
-        Assert.True(code == 2, errors);
-        Assert.Contains("batch_size 1024 (1024 sequences of up to", errors);
-        Assert.Contains("it cannot fit (lower batch_size", errors);
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        start.Environment[MemoryCheck.AvailableVariable] = "1000000";
+        foreach (var a in (string[])[TestSupport.CliDll, "sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir,
+            "--set", "batch_size=64", "--set", "eval_fraction=0"])
+            start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = await process.StandardError.ReadToEndAsync();
+        await output;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await process.WaitForExitAsync(timeout.Token);
+        Assert.True(process.ExitCode == 2, errors);
+        Assert.Contains("batch_size 64 (64 sequences of up to", errors);
+        Assert.Contains("and 0.0 GiB is available: it cannot fit (lower batch_size", errors);
         Assert.False(Directory.Exists(outDir));
     }
 

@@ -43,6 +43,13 @@ public static class TestSupport
     /// A new empty folder for the running test, deleted once the test has passed and its class has finished, kept when
     /// it fails (see <see cref="TempFolders"/>). Data built once for a class (a static Lazy) may live here too.
     /// </summary>
+    /// <summary>
+    /// Metrics that measure the machine, not the run (wall-clock phases, throughput, live tensors, threads): the keys
+    /// a resumed run may not reproduce.
+    /// </summary>
+    public static bool IsTiming(string key) =>
+        key.EndsWith("_seconds", StringComparison.Ordinal) || key is "tokens_per_second" or "live_tensors" or "threads";
+
     public static string TempDir() => TempFolders.New();
 
     /// <summary>

@@ -21,7 +21,7 @@ public sealed class Checkpoint : autograd.MultiTensorFunction<Checkpoint>
     /// </summary>
     public static Tensor[] Run(Func<Tensor?[], Tensor[]> function, params Tensor?[] inputs)
     {
-        if (!is_grad_enabled() || !inputs.Any(t => t is not null && t.requires_grad)) return function(inputs);
+        if (!is_grad_enabled() || !inputs.Any(t => t is not null && t.requires_grad)) return Scoped(function, inputs);
         ReleaseHandedOver();
         return [.. apply([new Call(function, inputs.Length), .. inputs])];
     }
@@ -39,7 +39,17 @@ public sealed class Checkpoint : autograd.MultiTensorFunction<Checkpoint>
         ctx.save_data("grad", inputs.Select(t => t is not null && t.requires_grad).ToArray());
         using (var state = torch.random.get_rng_state()) ctx.save_data("rng", state.bytes.ToArray());
         ctx.set_materialize_grads(false);
-        return [.. call.Function(inputs)];
+        return [.. Scoped(call.Function, inputs)];
+    }
+
+    /// <summary>
+    /// The function's outputs, its intermediates freed on return: they would otherwise live in the caller's dispose scope
+    /// until the step ends, which for a loop of chunks is the whole (B, T, V) this class exists to avoid.
+    /// </summary>
+    private static Tensor[] Scoped(Func<Tensor?[], Tensor[]> function, Tensor?[] inputs)
+    {
+        using var scope = NewDisposeScope();
+        return [.. function(inputs).Select(t => t.MoveToOuterDisposeScope())];
     }
 
     /// <summary>

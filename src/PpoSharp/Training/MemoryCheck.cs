@@ -28,9 +28,16 @@ public static class MemoryCheck
         return activations + head + 12.0 * trainable;
     }
 
-    /// <summary>Memory the machine can still give: MemAvailable of /proc/meminfo, else what the runtime reports.</summary>
+    /// <summary>Environment variable that sets the bytes the check takes as available (a container whose /proc/meminfo shows the host's).</summary>
+    public const string AvailableVariable = "PPOSHARP_MEMORY_AVAILABLE";
+
+    /// <summary>
+    /// Memory the machine can still give: <see cref="AvailableVariable"/> where it is set to a positive byte count, else
+    /// MemAvailable of /proc/meminfo, else what the runtime reports.
+    /// </summary>
     public static long AvailableBytes()
     {
+        if (long.TryParse(Environment.GetEnvironmentVariable(AvailableVariable), out long set) && set > 0) return set;
         const string meminfo = "/proc/meminfo";
         if (File.Exists(meminfo))
             foreach (var line in File.ReadLines(meminfo))
