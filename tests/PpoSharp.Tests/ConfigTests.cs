@@ -34,7 +34,7 @@ public class ConfigTests
         var e = Assert.Throws<PpoSharpException>(() => Load(null, "warmup=1"));
         Assert.StartsWith("--set warmup=1: unknown key 'warmup' (did you mean ", e.Message);
         Assert.Contains("'warmup_steps'", e.Message.Split("; allowed")[0]);
-        Assert.Contains("?); allowed: steps, batch_size, lr", e.Message);
+        Assert.Contains("?); allowed: steps, batch_size, gradient_accumulation_steps, num_train_epochs, lr", e.Message);
     }
 
     [Theory]

@@ -77,6 +77,7 @@ public class HostileFolderTests
         File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 80));  // 76 training records after the 5 % eval split: more than one batch of 64
         var outDir = Path.Combine(TestSupport.TempDir(), "run");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        start.Environment[FaultPoint.Variable] = "iteration:2";                    // the second step blocks: the signals land inside a step
         foreach (var a in new[] { TestSupport.CliDll, "sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
@@ -84,10 +85,9 @@ public class HostileFolderTests
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Add(e.Data); };
         process.BeginErrorReadLine();
         _ = process.StandardOutput.ReadToEndAsync();
-        var metrics = Path.Combine(outDir, Training.MetricsWriter.FileName);
-        var clock = Stopwatch.StartNew();
-        while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 1) && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(20);
-        Assert.False(process.HasExited, string.Join("\n", lines));
+        var before = new List<string>();
+        while (lines.TryTake(out var first, TimeSpan.FromMinutes(2)) && !first.StartsWith(FaultPoint.Variable, StringComparison.Ordinal)) before.Add(first);
+        Assert.False(process.HasExited, string.Join("\n", before));
         Signal(process.Id);
         var seen = new List<string>();
         while (lines.TryTake(out var line, TimeSpan.FromSeconds(30)) && !line.StartsWith("stopping after this step", StringComparison.Ordinal)) seen.Add(line);
