@@ -214,7 +214,7 @@ public class FaultInjectionTests
     /// </summary>
     private static double RunChild(string[] args, double? killAfter)
     {
-        using var process = ReliabilityTests.StartCli(args);
+        using var process = TestSupport.StartCli(args);
         process.ErrorDataReceived += (_, _) => { };
         process.BeginErrorReadLine();
         var metrics = Path.Combine(args[Array.IndexOf(args, "--out") + 1], MetricsWriter.FileName);

@@ -76,15 +76,11 @@ public class HostileFolderTests
         var data = Path.Combine(TestSupport.TempDir(), "chat.jsonl");
         File.WriteAllLines(data, Enumerable.Repeat(File.ReadAllLines(Chat)[0], 80));  // 76 training records after the 5 % eval split: more than one batch of 64
         var outDir = Path.Combine(TestSupport.TempDir(), "run");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        start.Environment[FaultPoint.Variable] = "iteration:2";                    // the second step blocks: the signals land inside a step
-        foreach (var a in new[] { TestSupport.CliDll, "sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64" })
-            start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
+        using var process = TestSupport.StartCli(["sft", "--init", Copy("tiny-gpt2"), "--data", data, "--out", outDir, "--set", "steps=100000", "--set", "batch_size=64"],
+            new Dictionary<string, string> { [FaultPoint.Variable] = "iteration:2" });   // the second step blocks: the signals land inside a step
         var lines = new System.Collections.Concurrent.BlockingCollection<string>();
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Add(e.Data); };
         process.BeginErrorReadLine();
-        _ = process.StandardOutput.ReadToEndAsync();
         var before = new List<string>();
         while (lines.TryTake(out var first, TimeSpan.FromMinutes(2)) && !first.StartsWith(FaultPoint.Variable, StringComparison.Ordinal)) before.Add(first);
         Assert.False(process.HasExited, string.Join("\n", before));

@@ -207,7 +207,7 @@ public class ReliabilityTests
         var dir = Path.Combine(TestSupport.TempDir(), "terminated");
         string[] args = ["ppo", "--data", Prompts, "--init", Init, "--reward", "edit-distance", "--out", dir,
             .. PpoSets.Select(s => s.Replace("iterations=6", "iterations=200")).SelectMany(s => new[] { "--set", s })];
-        using var process = StartCli(args);
+        using var process = TestSupport.StartCli(args);
         var metrics = Path.Combine(dir, MetricsWriter.FileName);
         var clock = Stopwatch.StartNew();
         while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 1) && clock.Elapsed < TimeSpan.FromMinutes(2)) Thread.Sleep(20);
@@ -271,7 +271,7 @@ public class ReliabilityTests
     /// </summary>
     internal static void KillAt(string[] args, string moment)
     {
-        using var process = StartCli(args, moment);
+        using var process = TestSupport.StartCli(args, new Dictionary<string, string> { [FaultPoint.Variable] = moment });
         var blocked = Task.Run(() =>
         {
             for (string? line; (line = process.StandardError.ReadLine()) != null;)
@@ -284,17 +284,6 @@ public class ReliabilityTests
         Assert.True(reached, $"the run ended (exit code {process.ExitCode}) without reaching {moment}");
     }
 
-    internal static Process StartCli(string[] args, string? blockAt = null)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        if (blockAt is not null) start.Environment[FaultPoint.Variable] = blockAt;
-        start.ArgumentList.Add(TestSupport.CliDll);
-        foreach (var a in args) start.ArgumentList.Add(a);
-        var process = Process.Start(start)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.BeginOutputReadLine();
-        return process;
-    }
 
     private static (int Code, string Out, string Err) RunInProcess(string[] args)
     {

@@ -128,15 +128,9 @@ public class RunSafetyTests
         var line = File.ReadAllText(HfChat).Trim().Replace("Hello", string.Join(' ', Enumerable.Repeat("hello there", 20)));
         var data = TestSupport.WriteLines(dir, "chat.jsonl", [.. Enumerable.Repeat(line, 64)]);
         var outDir = Path.Combine(dir, "out");
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        start.Environment[MemoryCheck.AvailableVariable] = "1000000";
-        foreach (var a in (string[])[TestSupport.CliDll, "sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir,
-            "--set", "batch_size=64", "--set", "eval_fraction=0"])
-            start.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
+        using var process = TestSupport.StartCli(["sft", "--init", TestSupport.HfModel("tiny-llama3"), "--data", data, "--out", outDir,
+            "--set", "batch_size=64", "--set", "eval_fraction=0"], new Dictionary<string, string> { [MemoryCheck.AvailableVariable] = "1000000" });
         var errors = await process.StandardError.ReadToEndAsync();
-        await output;
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         await process.WaitForExitAsync(timeout.Token);
         Assert.True(process.ExitCode == 2, errors);

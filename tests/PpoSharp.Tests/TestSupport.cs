@@ -68,6 +68,22 @@ public static class TestSupport
     }
 
     /// <summary>Runs the <c>ppo-sharp</c> command line in-process: its exit code, standard output and standard error.</summary>
+    /// <summary>
+    /// The CLI started as a child process (<see cref="CliDll"/>) with <paramref name="args"/> and the extra
+    /// <paramref name="environment"/> variables; its stdout is drained, its stderr left to the caller.
+    /// </summary>
+    public static System.Diagnostics.Process StartCli(string[] args, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
+        start.ArgumentList.Add(CliDll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        var process = System.Diagnostics.Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        return process;
+    }
+
     public static (int Code, string Out, string Err) RunCli(params string[] args)
     {
         var (stdout, stderr) = (new StringWriter(), new StringWriter());
