@@ -4,7 +4,9 @@ namespace PpoSharp.Text;
 
 /// <summary>
 /// One token per character (Unicode code point), for small tasks. Ids: 0 = unknown character, 1..5 = the special
-/// tokens, then the alphabet in ordinal order. The alphabet is built from a data set and saved with the model.
+/// tokens, then the alphabet in ordinal order. The alphabet is built from a data set and saved with the model as a
+/// Hugging Face WordLevel <c>tokenizer.json</c> (<see cref="CharTokenizerFiles"/>); older runs' <c>{"type": "char"}</c>
+/// files still load.
 /// </summary>
 public sealed class CharTokenizer : ITokenizer
 {
@@ -21,9 +23,9 @@ public sealed class CharTokenizer : ITokenizer
         Chat = new RoleTokenChat(this, Roles);
     }
 
-    /// <summary>A tokenizer whose alphabet is every character of <paramref name="texts"/>.</summary>
+    /// <summary>A tokenizer whose alphabet is every character of <paramref name="texts"/> but U+FFFD, the unknown symbol.</summary>
     public static CharTokenizer FromTexts(IEnumerable<string> texts) =>
-        new(texts.SelectMany(CodePoints));
+        new(texts.SelectMany(CodePoints).Where(c => c != CharTokenizerFiles.UnknownSymbol));
 
     public int VocabSize => _symbols.Length;
     public RoleTokenIds Roles { get; }
@@ -31,7 +33,31 @@ public sealed class CharTokenizer : ITokenizer
     public IChatFormat Chat { get; }
     public TokenizerSpec Spec => new("char", string.Concat(_symbols.Skip(1 + SpecialTokens.All.Length)));
 
-    public void Save(string directory) => Tokenizers.SaveSpec(Spec, directory);
+    /// <summary>The token's text: U+FFFD for the unknown id, a role token's string, or a character.</summary>
+    public string Symbol(int id) => _symbols[id];
+
+    public void Save(string directory) => CharTokenizerFiles.Save(this, directory);
+
+    /// <summary>
+    /// Text to ids as Hugging Face tools encode it with the saved tokenizer.json: a role token's string is that role
+    /// token (<see cref="Encode"/> keeps it as characters, so that user text never yields one).
+    /// </summary>
+    public IReadOnlyList<int> EncodeWithRoleTokens(string text)
+    {
+        var ids = new List<int>();
+        int start = 0;
+        for (int i = 0; i < text.Length; i++)
+        {
+            var role = Array.FindIndex(SpecialTokens.All, t => string.CompareOrdinal(text, i, t, 0, t.Length) == 0);
+            if (role < 0) continue;
+            ids.AddRange(Encode(text[start..i]));
+            ids.Add(Roles.Pad + role);
+            i += SpecialTokens.All[role].Length - 1;
+            start = i + 1;
+        }
+        ids.AddRange(Encode(text[start..]));
+        return ids;
+    }
 
     public IReadOnlyList<int> Encode(string text) => CodePoints(text).Select(c =>
     {

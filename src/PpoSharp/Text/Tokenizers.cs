@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace PpoSharp.Text;
 
@@ -12,10 +13,15 @@ public static class Tokenizers
 
     /// <summary>
     /// Plain text to ids as transformers' <c>tokenizer(text)</c> gives them: with a Hugging Face tokenizer's post-processing
-    /// (its BOS); a built-in tokenizer adds nothing.
+    /// (its BOS), and the character tokenizer's role-token strings as role tokens, as its saved tokenizer.json gives them;
+    /// a built-in tokenizer adds nothing.
     /// </summary>
-    public static IReadOnlyList<int> EncodeText(ITokenizer tokenizer, string text) =>
-        tokenizer is HfTokenizer hf ? hf.EncodeWithSpecialTokens(text) : tokenizer.Encode(text);
+    public static IReadOnlyList<int> EncodeText(ITokenizer tokenizer, string text) => tokenizer switch
+    {
+        HfTokenizer hf => hf.EncodeWithSpecialTokens(text),
+        CharTokenizer c => c.EncodeWithRoleTokens(text),
+        _ => tokenizer.Encode(text),
+    };
 
     public static ITokenizer FromSpec(TokenizerSpec spec, string source) => spec.Type switch
     {
@@ -35,32 +41,53 @@ public static class Tokenizers
     {
         if (directory is not null && Training.RunDirectory.CheckpointRun(directory) is string run) directory = run;    // a checkpoint: its run's tokenizer
         var path = directory is null ? null : Path.Combine(directory, FileName);
-        try { return path is not null && File.Exists(path) && IsHfFile(path); }
+        try { return path is not null && File.Exists(path) && Kind(path) == FileKind.HuggingFace; }
         catch (Exception e) when (e is JsonException or PpoSharpException) { return false; }   // reported when the model loads
     }
 
+    private enum FileKind { BuiltInSpec, HuggingFace, CharTokenizer }
+
     /// <summary>
-    /// A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not. Read with a
-    /// forward-only reader that skips each value (these files reach tens of MB; the tokenizer library parses them anyway).
+    /// A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not. A WordLevel
+    /// model in the character tokenizer's form is the character tokenizer. Read with a forward-only reader that skips
+    /// each value (these files reach tens of MB; the tokenizer library parses them anyway).
     /// </summary>
-    private static bool IsHfFile(string path)
+    private static FileKind Kind(string path)
     {
-        var reader = new Utf8JsonReader(SafeFile.ReadBytes(path, SafeFile.TokenizerMax));
+        var bytes = SafeFile.ReadBytes(path, SafeFile.TokenizerMax);
+        var reader = new Utf8JsonReader(bytes);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return FileKind.BuiltInSpec;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (reader.ValueTextEquals("model"))
+                return IsWordLevel(ref reader) && ReadChar(bytes) is not null ? FileKind.CharTokenizer : FileKind.HuggingFace;
+            reader.Skip();                                         // the property's value
+        }
+        return FileKind.BuiltInSpec;
+    }
+
+    /// <summary>Whether the "model" object the reader is at has "type": "WordLevel" (HF writes "type" first).</summary>
+    private static bool IsWordLevel(ref Utf8JsonReader reader)
+    {
         if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals("model")) return true;
-            reader.Skip();                                         // the property's value
+            if (reader.ValueTextEquals("type")) return reader.Read() && reader.ValueTextEquals("WordLevel");
+            reader.Skip();
         }
         return false;
     }
+
+    private static CharTokenizer? ReadChar(byte[] bytes) =>
+        JsonNode.Parse(bytes) is JsonObject root ? CharTokenizerFiles.TryRead(root) : null;
 
     public static void SaveSpec(TokenizerSpec spec, string directory) =>
         File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(spec, Json.Options));
 
     /// <summary>
-    /// The tokenizer of a model directory: a Hugging Face <c>tokenizer.json</c> (it has a "model" section) through
-    /// <see cref="HfTokenizer"/>, with <paramref name="chatKwargs"/> for its chat template; else a built-in tokenizer's spec.
+    /// The tokenizer of a model directory: the character tokenizer's WordLevel <c>tokenizer.json</c>; another Hugging Face
+    /// <c>tokenizer.json</c> (it has a "model" section) through <see cref="HfTokenizer"/>, with <paramref name="chatKwargs"/>
+    /// for its chat template; else a built-in tokenizer's spec (<c>{"type": "char"}</c> of older runs, <c>gpt2</c>).
     /// </summary>
     public static ITokenizer Load(string directory, IReadOnlyDictionary<string, object?>? chatKwargs = null)
     {
@@ -68,7 +95,11 @@ public static class Tokenizers
         if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         try
         {
-            if (IsHfFile(path)) return HfTokenizer.Load(directory, chatKwargs);
+            switch (Kind(path))
+            {
+                case FileKind.CharTokenizer: return ReadChar(SafeFile.ReadBytes(path, SafeFile.TokenizerMax))!;
+                case FileKind.HuggingFace: return HfTokenizer.Load(directory, chatKwargs);
+            }
             var spec = JsonSerializer.Deserialize<TokenizerSpec>(SafeFile.ReadText(path, SafeFile.TokenizerMax), Json.Options);
             return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
         }
