@@ -9,12 +9,12 @@ namespace PpoSharp;
 /// descheduled partner needs, and two runs that each use every core took 4.8x to 10x their time alone (fair share:
 /// 2x). A shorter spin would cure that and cost a small model's batch-1 generation half its speed alone.
 /// <para>
-/// So the thread count follows the machine instead: with no <c>--threads</c> and no <c>PPOSHARP_THREADS</c>, a run
-/// starts on every core and, at step boundaries, gives up as many threads as other processes keep cores busy (and takes
-/// them back when they stop). On an idle machine nothing changes. A fixed count (the option or the variable) never
-/// changes: use it for bit-identical reruns, since float sums split over another number of threads differ in their
-/// last bits. The generation workers always follow the budget, not the current count, so the samples of a seed never
-/// depend on the load.
+/// So with no <c>--threads</c> and no <c>PPOSHARP_THREADS</c>, a training run chooses its count once, when it starts:
+/// every core less those that other processes keep busy (<see cref="ForRun"/>). The count then stays fixed for the whole
+/// run, and a <c>--resume</c> takes the count recorded in the run's <c>job.json</c>, since float sums split over another
+/// number of threads differ in their last bits: a run is bit-identical to itself resumed, whatever the load. A fixed
+/// count (the option or the variable) never changes. The generation workers always follow the budget, not the current
+/// count, so the samples of a seed never depend on the load.
 /// </para>
 /// </summary>
 public static class CpuThreads
@@ -22,17 +22,13 @@ public static class CpuThreads
     /// <summary>The environment variable that sets the thread count when --threads is not given.</summary>
     public const string ThreadsVariable = "PPOSHARP_THREADS";
 
-    /// <summary>Seconds between two looks at the machine's load (shorter windows are noise at 10 ms ticks).</summary>
-    public const double WindowSeconds = 1.0;
-
     private static int? _budget;
     private static bool _adaptive;
-    private static CpuSample? _last;
 
     /// <summary>The most threads this process uses: as configured, else torch's current count (library use).</summary>
     public static int Budget => _budget ?? get_num_threads();
 
-    /// <summary>Whether the count follows the load (no fixed count was given).</summary>
+    /// <summary>Whether a run chooses its count by the load at its start (no fixed count was given).</summary>
     public static bool Adaptive => _adaptive;
 
     /// <summary>
@@ -42,31 +38,55 @@ public static class CpuThreads
     public static int Configure(int? option)
     {
         var env = Environment.GetEnvironmentVariable(ThreadsVariable);
-        int? fromEnv = env is null ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
+        int? fromEnv = string.IsNullOrEmpty(env) ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
         int threads = option ?? fromEnv ?? Environment.ProcessorCount;
         if (threads < 1) throw new PpoSharpException($"{(option is null ? ThreadsVariable : "--threads")} must be at least 1 (got {threads})");
-        (_budget, _adaptive, _last) = (threads, option is null && fromEnv is null && OperatingSystem.IsLinux(), null);
+        (_budget, _adaptive) = (threads, option is null && fromEnv is null);
         set_num_threads(threads);
         return threads;
     }
 
+    /// <summary>A test seam: the cores other processes keep busy, as <see cref="ForRun"/> would measure them.</summary>
+    public const string BusyCoresVariable = "PPOSHARP_TEST_BUSY_CORES";
+
+    /// <summary>Seconds over which <see cref="ForRun"/> measures what other processes keep busy.</summary>
+    public const double StartWindowSeconds = 0.2;
+
     /// <summary>
-    /// Called on the training thread between steps: once per <see cref="WindowSeconds"/>, sets torch's count to
-    /// <see cref="Share"/> of the cores that other processes left idle. No-op for a fixed count. Returns the count.
+    /// Fixes the thread count of a training run, once, at its start: on a <c>--resume</c> the count the run
+    /// <paramref name="recorded"/> (unless --threads or PPOSHARP_THREADS gives another: that one is used, with a warning
+    /// that the run is then not bit-identical to an uninterrupted one); else a fixed count as configured; else
+    /// <see cref="Share"/> of the cores that other processes leave idle, measured over <see cref="StartWindowSeconds"/>.
+    /// Returns the count, which the caller records.
     /// </summary>
-    public static int Adapt()
+    public static int ForRun(int? recorded, TextWriter log)
     {
-        if (!_adaptive) return get_num_threads();
-        var now = CpuSample.Read();
-        if (_last is null || now.Seconds - _last.Seconds < WindowSeconds)
+        int threads = (recorded, _adaptive) switch
         {
-            _last ??= now;
-            return get_num_threads();
-        }
-        int threads = Share(Budget, now.OtherBusyCores(_last));
-        _last = now;
+            (int r, true) => r,
+            (int r, false) when r != Budget => Warn(r, log),
+            (_, true) => Share(Budget, OtherBusyCores()),
+            _ => Budget,
+        };
         if (threads != get_num_threads()) set_num_threads(threads);
         return threads;
+    }
+
+    private static int Warn(int recorded, TextWriter log)
+    {
+        log.WriteLine($"warning: this run started with {recorded} threads and resumes with {Budget} (--threads or {ThreadsVariable}): "
+            + $"it continues, but is not bit-identical to an uninterrupted run (resume without them to keep {recorded})");
+        return Budget;
+    }
+
+    private static double OtherBusyCores()
+    {
+        var seam = Environment.GetEnvironmentVariable(BusyCoresVariable);
+        if (!string.IsNullOrEmpty(seam)) return double.Parse(seam, System.Globalization.CultureInfo.InvariantCulture);
+        if (!OperatingSystem.IsLinux()) return 0;
+        var before = CpuSample.Read();
+        Thread.Sleep(TimeSpan.FromSeconds(StartWindowSeconds));
+        return CpuSample.Read().OtherBusyCores(before);
     }
 
     /// <summary>

@@ -164,7 +164,7 @@ public class CliTests
     }
 
     [LinuxMultiCoreFact]
-    public void Adapt_GivesAThreadBackWhileAnotherProcessKeepsACoreBusy_AndAFixedCountNeverMoves()
+    public void ForRun_ChoosesFewerThreadsBesideABusyCore_AResumeTakesTheRecordedCount_AnExplicitOtherCountWarns()
     {
         var before = Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable);
         using var busy = System.Diagnostics.Process.Start("sh", ["-c", "while :; do :; done"]);
@@ -173,17 +173,20 @@ public class CliTests
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
             CpuThreads.Configure(null);
             Assert.True(CpuThreads.Adaptive);
-            CpuThreads.Adapt();                                                     // first look: starts the window
-            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
-            int threads = CpuThreads.Adapt();
+            var log = new StringWriter();
+            int threads = CpuThreads.ForRun(null, log);
             Assert.True(threads < Environment.ProcessorCount, $"{threads} threads beside a busy core, of {Environment.ProcessorCount}");
             Assert.Equal(threads, TorchSharp.torch.get_num_threads());
             Assert.Equal(Environment.ProcessorCount, CpuThreads.Budget);             // generation workers keep the budget
+            Assert.Equal(Environment.ProcessorCount, CpuThreads.ForRun(Environment.ProcessorCount, log));   // recorded, whatever the load
+            Assert.Equal(Environment.ProcessorCount, TorchSharp.torch.get_num_threads());
+            Assert.Empty(log.ToString());
 
             CpuThreads.Configure(2);
-            Assert.False(CpuThreads.Adaptive);
-            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
-            Assert.Equal(2, CpuThreads.Adapt());
+            Assert.Equal(2, CpuThreads.ForRun(null, log));
+            Assert.Equal(2, CpuThreads.ForRun(1, log));                              // the explicit count, with a warning
+            Assert.Contains("started with 1 threads and resumes with 2", log.ToString());
+            Assert.Contains("not bit-identical", log.ToString());
         }
         finally
         {

@@ -183,7 +183,8 @@ public class ReliabilityTests
     /// <summary>
     /// The README's DPO promise: the reference log-probs are computed once and read back by <c>--resume</c>, so a run
     /// killed with 1 thread and resumed with the machine's count uses the first part's very values (the file is
-    /// neither rewritten nor changed). Bit-identical weights are promised only for the same count (the test above).
+    /// neither rewritten nor changed). Bit-identical weights are promised only for the same count (the test above): a
+    /// resume given another fixed count than the one job.json recorded says so.
     /// </summary>
     [Fact]
     public void Dpo_ResumedWithAnotherThreadCount_ReadsBackTheFirstPartsReferenceLogps()
@@ -195,6 +196,7 @@ public class ReliabilityTests
         Assert.Equal(1, Rows(dir)[0]["threads"].GetInt32());
         var (code, _, errors) = RunInProcess([.. RunArgs("dpo", dir), "--resume"]);       // PPOSHARP_THREADS: every core
         Assert.True(code == 0, errors);
+        if (Environment.ProcessorCount > 1) Assert.Contains("started with 1 threads and resumes with", errors);   // another count, said
         Assert.Equal(bytes, File.ReadAllBytes(reference));
         Assert.Equal(written, File.GetLastWriteTimeUtc(reference));
         Assert.Equal(Environment.ProcessorCount, Rows(dir)[^1]["threads"].GetInt32());
@@ -256,6 +258,40 @@ public class ReliabilityTests
         Assert.True(trainer.Actor.parameters().All(p => p.isfinite().all().item<bool>()));
     }
 
+    /// <summary>
+    /// The default thread count is chosen once, when a run starts, recorded in job.json and taken back by --resume: an
+    /// SFT run started while another process kept a core busy (the seam PPOSHARP_TEST_BUSY_CORES=1 stands for the load),
+    /// SIGKILLed, then resumed on an idle machine (0: the fresh choice would be every core) ends with the metrics and model
+    /// bytes of a run never stopped. This run's weights differ with 1 and with 2 threads, so the count is what is tested.
+    /// </summary>
+    [CliTests.LinuxMultiCoreFact]
+    public void AdaptiveThreads_ResumedUnderAnotherLoad_KeepTheRunsCount_IdenticalToUninterrupted()
+    {
+        var root = TestSupport.TempDir();
+        var data = Path.Combine(root, TaskData.SftFile);
+        File.WriteAllLines(data, File.ReadLines(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.SftFile)).Take(200));
+        string[] Args(string dir) => ["sft", "--data", data, "--out", dir, .. new[] { "steps=8", "batch_size=8", "d_model=16", "n_layer=1",
+            "n_head=2", "context_length=32", "warmup_steps=2", "checkpoint_every=2" }.SelectMany(s => new[] { "--set", s })];
+        Dictionary<string, string> Load(int busyCores) => new() { [CpuThreads.ThreadsVariable] = "", [CpuThreads.BusyCoresVariable] = $"{busyCores}" };
+        var full = Path.Combine(root, "full");
+        RunChild(Args(full), Load(1));
+        var dir = Path.Combine(root, "killed");
+        KillAt(Args(dir), "iteration:6", Load(1));                                       // steps 1-5 done, checkpoint at 4
+        RunChild([.. Args(dir), "--resume"], Load(0));
+        FaultInjectionTests.AssertSameRun(full, dir);
+        int underLoad = CpuThreads.Share(Environment.ProcessorCount, 1);
+        Assert.All(Rows(dir), row => Assert.Equal(underLoad, row["threads"].GetInt32()));
+        Assert.Equal(underLoad, RunJob.RecordedThreads(dir));
+    }
+
+    private static void RunChild(string[] args, IReadOnlyDictionary<string, string> environment)
+    {
+        using var process = TestSupport.StartCli(args, environment);
+        var errors = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, errors);
+    }
+
     [Fact]
     public void Resume_WithoutCheckpoint_IsAClearError()
     {
@@ -269,9 +305,9 @@ public class ReliabilityTests
     /// Runs the CLI in a child process that blocks at <paramref name="moment"/> (the test seam <see cref="FaultPoint"/>,
     /// e.g. <c>iteration:6</c>: before iteration 6 starts) and SIGKILLs it there, so the kill point cannot race the run.
     /// </summary>
-    internal static void KillAt(string[] args, string moment)
+    internal static void KillAt(string[] args, string moment, IReadOnlyDictionary<string, string>? environment = null)
     {
-        using var process = TestSupport.StartCli(args, new Dictionary<string, string> { [FaultPoint.Variable] = moment });
+        using var process = TestSupport.StartCli(args, new Dictionary<string, string>(environment ?? new Dictionary<string, string>()) { [FaultPoint.Variable] = moment });
         var blocked = Task.Run(() =>
         {
             for (string? line; (line = process.StandardError.ReadLine()) != null;)

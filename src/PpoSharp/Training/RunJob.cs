@@ -81,6 +81,20 @@ public sealed class RunJob
         return this;
     }
 
+    public const string ThreadsKey = "threads";
+
+    /// <summary>The run's CPU thread count (<see cref="CpuThreads.ForRun"/>), recorded for --resume; not part of what a resume compares.</summary>
+    public int Threads { set => _fields[ThreadsKey] = value; }
+
+    /// <summary>The thread count recorded in <paramref name="dir"/>'s job.json, or null (none, or a run from before it was recorded).</summary>
+    public static int? RecordedThreads(string dir)
+    {
+        var path = Path.Combine(dir, FileName);
+        if (!File.Exists(path)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(path))?[ThreadsKey] is JsonValue v && v.TryGetValue(out int n) && n >= 1 ? n : null; }
+        catch (System.Text.Json.JsonException) { return null; }                                // CheckSameJob reports it
+    }
+
     public void Write(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), _fields.ToJsonString(Json.Options));
 
     /// <summary>Refuses a resume whose job differs from the recorded one or whose run is finished (<see cref="FinishedAt"/>).</summary>
@@ -111,7 +125,7 @@ public sealed class RunJob
     /// <summary>The first key whose value differs, as "KEY was A, now B".</summary>
     private static string? Difference(JsonObject was, JsonObject now, string prefix)
     {
-        foreach (var key in was.Select(p => p.Key).Union(now.Select(p => p.Key)))
+        foreach (var key in was.Select(p => p.Key).Union(now.Select(p => p.Key)).Where(k => prefix.Length > 0 || k != ThreadsKey))
         {
             var (a, b) = (was[key], now[key]);
             if (a is JsonObject oa && b is JsonObject ob)
