@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { toJson } from './json-out.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dataDir = path.join(here, '..', '..', 'tests', 'PpoSharp.Tests', 'HfData');
@@ -85,19 +86,6 @@ if (unk !== 0 || !out.strings.some((s) => s.ids.includes(0))) throw new Error(`u
 const plain = out.strings[0];
 if (plain.ids.length !== [...plain.text].length) throw new Error('plain text is not one id per character');
 
-function toJson(value, indent = '') {
-    const inner = indent + '  ';
-    if (Array.isArray(value)) {
-        if (value.length === 0) return '[]';
-        if (value.every((v) => typeof v === 'number')) return '[' + value.join(', ') + ']';
-        return '[\n' + value.map((v) => inner + toJson(v, inner)).join(',\n') + '\n' + indent + ']';
-    }
-    if (value !== null && typeof value === 'object') {
-        const keys = Object.keys(value);
-        return '{\n' + keys.map((k) => inner + JSON.stringify(k) + ': ' + toJson(value[k], inner)).join(',\n') + '\n' + indent + '}';
-    }
-    return JSON.stringify(value);
-}
 fs.writeFileSync(path.join(dataDir, 'reference', 'char.json'), toJson(out) + '\n');
 fs.rmSync(stage, { recursive: true, force: true });
 console.log(`char: ${out.strings.length} strings, ${out.chats.length} chats -> HfData/reference/char.json`);

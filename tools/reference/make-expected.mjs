@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { toJson } from './json-out.mjs';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -57,26 +58,6 @@ const generator =
     'tools/reference/make-expected.mjs with ' + generatorPackages.map((p) => `${p}@${pkgVersion(p)}`).join(' ');
 
 // ---- JSON output: pretty, but arrays of numbers on one line -------------------------------
-function toJson(value, indent = '') {
-    const inner = indent + '  ';
-    if (Array.isArray(value)) {
-        if (value.length === 0) return '[]';
-        if (value.every((v) => typeof v === 'number')) return '[' + value.join(', ') + ']';
-        return '[\n' + value.map((v) => inner + toJson(v, inner)).join(',\n') + '\n' + indent + ']';
-    }
-    if (value !== null && typeof value === 'object') {
-        const keys = Object.keys(value);
-        if (keys.length === 0) return '{}';
-        return (
-            '{\n' +
-            keys.map((k) => inner + JSON.stringify(k) + ': ' + toJson(value[k], inner)).join(',\n') +
-            '\n' +
-            indent +
-            '}'
-        );
-    }
-    return JSON.stringify(value);
-}
 function writeJson(file, value) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, toJson(value) + '\n');
