@@ -107,7 +107,7 @@ public static class Report
         Directory.CreateDirectory(Path.Combine(runDir, PlotDir));
         var html = new StringBuilder();
         html.Append($"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>PpoSharp report: {E(Path.GetFileName(Path.GetFullPath(runDir)))}</title>");
-        html.Append("<style>.warning{color:#a40000;font-weight:bold}body{font-family:sans-serif;max-width:1340px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
+        html.Append("<style>.warning{color:#a40000;font-weight:bold}body{font-family:sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;overflow-wrap:break-word}table{border-collapse:collapse;margin:1em 0}"
             + "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;overflow-wrap:anywhere}td.n{text-align:right}td.k{color:#555}"
             + ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}.plots img{width:100%;height:auto}"
             + ".ok{color:#070}.no{color:#a00}</style></head><body>");
