@@ -25,7 +25,7 @@ public static class Cli
         var root = new RootCommand("PpoSharp: RLHF for causal language models on TorchSharp: SFT, reward models, PPO, GRPO (RLOO, REINFORCE++), DPO, LoRA adapters; generate, eval, export (Hugging Face folders, GGUF) and serve (OpenAI and SGLang routes)");
         var threads = new Option<int?>("--threads")
         {
-            Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else a training run's share of the cores other processes leave idle at its start, kept for the run and its --resume)",
+            Description = $"CPU threads for torch and the generation workers (default: ${CpuThreads.ThreadsVariable}, else every core, given back while other processes keep cores busy); a fixed count gives bit-identical reruns, and --resume takes a run's fixed count back",
             Recursive = true,
         };
         root.Options.Add(threads);
@@ -183,7 +183,7 @@ internal sealed class TrainingOptions
         var records = read(r.GetValue(data)!, r.GetValue(SkipInvalid));
         InvalidRecords.Report(records.Skipped, errors);
         RunDirectory.CheckOutput(dir, r.GetValue(Force), resume);
-        job.Threads = CpuThreads.ForRun(resume ? RunJob.RecordedThreads(dir) : null, errors);      // fixed for the whole run
+        job.Threads = CpuThreads.ForRun(resume ? RunJob.RecordedThreads(dir) : null, errors);      // a fixed count, recorded for --resume
         if (Note is not null) job.Note = $"{job.Command}: {Note}";
         using var stop = StopSignal.Listen();
         try { RunDirectory.CleanUpFailedStart(dir, resume, () => { train(records.Records, dir, stop); return 0; }); }

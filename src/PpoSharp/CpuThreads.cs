@@ -9,12 +9,13 @@ namespace PpoSharp;
 /// descheduled partner needs, and two runs that each use every core took 4.8x to 10x their time alone (fair share:
 /// 2x). A shorter spin would cure that and cost a small model's batch-1 generation half its speed alone.
 /// <para>
-/// So with no <c>--threads</c> and no <c>PPOSHARP_THREADS</c>, a training run chooses its count once, when it starts:
-/// every core less those that other processes keep busy (<see cref="ForRun"/>). The count then stays fixed for the whole
-/// run, and a <c>--resume</c> takes the count recorded in the run's <c>job.json</c>, since float sums split over another
-/// number of threads differ in their last bits: a run is bit-identical to itself resumed, whatever the load. A fixed
-/// count (the option or the variable) never changes. The generation workers always follow the budget, not the current
-/// count, so the samples of a seed never depend on the load.
+/// So with no <c>--threads</c> and no <c>PPOSHARP_THREADS</c>, a run starts on every core less those that other
+/// processes keep busy and, at step boundaries, gives up as many threads as other processes keep cores busy (and takes
+/// them back when they stop). On an idle machine nothing changes. A fixed count (the option or the variable) never
+/// changes: float sums split over another number of threads differ in their last bits, so only a fixed count gives
+/// bit-identical reruns and resumes. A training run records its fixed count in <c>job.json</c>, and <c>--resume</c>
+/// takes it back (<see cref="ForRun"/>). The generation workers always follow the budget, not the current count, so the
+/// samples of a seed never depend on the load.
 /// </para>
 /// </summary>
 public static class CpuThreads
@@ -22,13 +23,17 @@ public static class CpuThreads
     /// <summary>The environment variable that sets the thread count when --threads is not given.</summary>
     public const string ThreadsVariable = "PPOSHARP_THREADS";
 
+    /// <summary>Seconds between two looks at the machine's load (shorter windows are noise at 10 ms ticks).</summary>
+    public const double WindowSeconds = 1.0;
+
     private static int? _budget;
     private static bool _adaptive;
+    private static CpuSample? _last;
 
     /// <summary>The most threads this process uses: as configured, else torch's current count (library use).</summary>
     public static int Budget => _budget ?? get_num_threads();
 
-    /// <summary>Whether a run chooses its count by the load at its start (no fixed count was given).</summary>
+    /// <summary>Whether the count follows the load (no fixed count was given).</summary>
     public static bool Adaptive => _adaptive;
 
     /// <summary>
@@ -41,7 +46,7 @@ public static class CpuThreads
         int? fromEnv = string.IsNullOrEmpty(env) ? null : int.TryParse(env, out var n) ? n : throw new PpoSharpException($"{ThreadsVariable}={env}: expected a whole number of threads");
         int threads = option ?? fromEnv ?? Environment.ProcessorCount;
         if (threads < 1) throw new PpoSharpException($"{(option is null ? ThreadsVariable : "--threads")} must be at least 1 (got {threads})");
-        (_budget, _adaptive) = (threads, option is null && fromEnv is null);
+        (_budget, _adaptive, _last) = (threads, option is null && fromEnv is null, null);
         set_num_threads(threads);
         return threads;
     }
@@ -53,30 +58,53 @@ public static class CpuThreads
     public const double StartWindowSeconds = 0.2;
 
     /// <summary>
-    /// Fixes the thread count of a training run, once, at its start: on a <c>--resume</c> the count the run
-    /// <paramref name="recorded"/> (unless --threads or PPOSHARP_THREADS gives another: that one is used, with a warning
-    /// that the run is then not bit-identical to an uninterrupted one); else a fixed count as configured; else
-    /// <see cref="Share"/> of the cores that other processes leave idle, measured over <see cref="StartWindowSeconds"/>.
-    /// Returns the count, which the caller records.
+    /// A training run's count at its start. On a <c>--resume</c> of a run that <paramref name="recorded"/> a fixed
+    /// count: that count, fixed again (unless --threads or PPOSHARP_THREADS gives another: that one is used, with a
+    /// warning that the run is then not bit-identical to an uninterrupted one). Else a fixed count as configured; else
+    /// (adaptive) <see cref="Share"/> of the cores that other processes leave idle, measured over
+    /// <see cref="StartWindowSeconds"/>, and <see cref="Adapt"/> follows the load from there. Returns the fixed count,
+    /// which the caller records, or null for an adaptive run.
     /// </summary>
-    public static int ForRun(int? recorded, TextWriter log)
+    public static int? ForRun(int? recorded, TextWriter log)
     {
-        int threads = (recorded, _adaptive) switch
+        if (recorded is int r && _adaptive)
         {
-            (int r, true) => r,
-            (int r, false) when r != Budget => Warn(r, log),
-            (_, true) => Share(Budget, OtherBusyCores()),
-            _ => Budget,
-        };
-        if (threads != get_num_threads()) set_num_threads(threads);
-        return threads;
+            (_budget, _adaptive) = (r, false);
+            set_num_threads(r);
+            return r;
+        }
+        if (!_adaptive)
+        {
+            if (recorded is int was && was != Budget) Warn(was, log);
+            set_num_threads(Budget);
+            return Budget;
+        }
+        set_num_threads(Share(Budget, OtherBusyCores()));
+        _last = null;
+        return null;
     }
 
-    private static int Warn(int recorded, TextWriter log)
-    {
+    private static void Warn(int recorded, TextWriter log) =>
         log.WriteLine($"warning: this run started with {recorded} threads and resumes with {Budget} (--threads or {ThreadsVariable}): "
             + $"it continues, but is not bit-identical to an uninterrupted run (resume without them to keep {recorded})");
-        return Budget;
+
+    /// <summary>
+    /// Called on the training thread between steps: once per <see cref="WindowSeconds"/>, sets torch's count to
+    /// <see cref="Share"/> of the cores that other processes left idle. No-op for a fixed count. Returns the count.
+    /// </summary>
+    public static int Adapt()
+    {
+        if (!_adaptive || !OperatingSystem.IsLinux()) return get_num_threads();
+        var now = CpuSample.Read();
+        if (_last is null || now.Seconds - _last.Seconds < WindowSeconds)
+        {
+            _last ??= now;
+            return get_num_threads();
+        }
+        int threads = Share(Budget, now.OtherBusyCores(_last));
+        _last = now;
+        if (threads != get_num_threads()) set_num_threads(threads);
+        return threads;
     }
 
     private static double OtherBusyCores()

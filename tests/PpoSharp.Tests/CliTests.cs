@@ -164,7 +164,7 @@ public class CliTests
     }
 
     [LinuxMultiCoreFact]
-    public void ForRun_ChoosesFewerThreadsBesideABusyCore_AResumeTakesTheRecordedCount_AnExplicitOtherCountWarns()
+    public void Adapt_GivesAThreadBackWhileAnotherProcessKeepsACoreBusy_AndAFixedCountNeverMoves()
     {
         var before = Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable);
         using var busy = System.Diagnostics.Process.Start("sh", ["-c", "while :; do :; done"]);
@@ -173,24 +173,51 @@ public class CliTests
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
             CpuThreads.Configure(null);
             Assert.True(CpuThreads.Adaptive);
-            var log = new StringWriter();
-            int threads = CpuThreads.ForRun(null, log);
+            Assert.Null(CpuThreads.ForRun(null, TextWriter.Null));                  // adaptive: nothing to record
+            Assert.True(TorchSharp.torch.get_num_threads() < Environment.ProcessorCount, "the start gives a thread back");
+            CpuThreads.Adapt();                                                     // first look: starts the window
+            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
+            int threads = CpuThreads.Adapt();
             Assert.True(threads < Environment.ProcessorCount, $"{threads} threads beside a busy core, of {Environment.ProcessorCount}");
             Assert.Equal(threads, TorchSharp.torch.get_num_threads());
             Assert.Equal(Environment.ProcessorCount, CpuThreads.Budget);             // generation workers keep the budget
-            Assert.Equal(Environment.ProcessorCount, CpuThreads.ForRun(Environment.ProcessorCount, log));   // recorded, whatever the load
-            Assert.Equal(Environment.ProcessorCount, TorchSharp.torch.get_num_threads());
+
+            CpuThreads.Configure(2);
+            Assert.False(CpuThreads.Adaptive);
+            Assert.Equal(2, CpuThreads.ForRun(null, TextWriter.Null));
+            Thread.Sleep(TimeSpan.FromSeconds(CpuThreads.WindowSeconds * 1.5));
+            Assert.Equal(2, CpuThreads.Adapt());
+        }
+        finally
+        {
+            busy.Kill();
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, before);
+            CpuThreads.Configure(Environment.ProcessorCount);
+        }
+    }
+
+    [Fact]
+    public void ForRun_AResumeTakesTheRecordedFixedCount_AnExplicitOtherCountWarns()
+    {
+        var before = Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, null);
+            CpuThreads.Configure(null);
+            var log = new StringWriter();
+            Assert.Equal(1, CpuThreads.ForRun(1, log));                              // the run's recorded count, fixed again
+            Assert.False(CpuThreads.Adaptive);
+            Assert.Equal(1, CpuThreads.Budget);
+            Assert.Equal(1, TorchSharp.torch.get_num_threads());
             Assert.Empty(log.ToString());
 
             CpuThreads.Configure(2);
-            Assert.Equal(2, CpuThreads.ForRun(null, log));
             Assert.Equal(2, CpuThreads.ForRun(1, log));                              // the explicit count, with a warning
             Assert.Contains("started with 1 threads and resumes with 2", log.ToString());
             Assert.Contains("not bit-identical", log.ToString());
         }
         finally
         {
-            busy.Kill();
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, before);
             CpuThreads.Configure(Environment.ProcessorCount);
         }

@@ -259,29 +259,28 @@ public class ReliabilityTests
     }
 
     /// <summary>
-    /// The default thread count is chosen once, when a run starts, recorded in job.json and taken back by --resume: an
-    /// SFT run started while another process kept a core busy (the seam PPOSHARP_TEST_BUSY_CORES=1 stands for the load),
-    /// SIGKILLed, then resumed on an idle machine (0: the fresh choice would be every core) ends with the metrics and model
-    /// bytes of a run never stopped. This run's weights differ with 1 and with 2 threads, so the count is what is tested.
+    /// A fixed thread count is recorded in job.json and taken back by --resume: an SFT run with PPOSHARP_THREADS=1,
+    /// SIGKILLed, then resumed with the variable unset on an idle machine (the seam PPOSHARP_TEST_BUSY_CORES=0: a fresh
+    /// choice would take every core) ends with the metrics and model bytes of a run never stopped. This run's weights
+    /// differ with 1 and with 2 threads, so the count is what is tested.
     /// </summary>
     [CliTests.LinuxMultiCoreFact]
-    public void AdaptiveThreads_ResumedUnderAnotherLoad_KeepTheRunsCount_IdenticalToUninterrupted()
+    public void FixedThreads_ResumedWithoutThem_KeepTheRunsCount_IdenticalToUninterrupted()
     {
         var root = TestSupport.TempDir();
         var data = Path.Combine(root, TaskData.SftFile);
         File.WriteAllLines(data, File.ReadLines(Path.Combine(TestSupport.FlawedSortModel, "data", TaskData.SftFile)).Take(200));
         string[] Args(string dir) => ["sft", "--data", data, "--out", dir, .. new[] { "steps=8", "batch_size=8", "d_model=16", "n_layer=1",
             "n_head=2", "context_length=32", "warmup_steps=2", "checkpoint_every=2" }.SelectMany(s => new[] { "--set", s })];
-        Dictionary<string, string> Load(int busyCores) => new() { [CpuThreads.ThreadsVariable] = "", [CpuThreads.BusyCoresVariable] = $"{busyCores}" };
+        Dictionary<string, string> Threads(string count) => new() { [CpuThreads.ThreadsVariable] = count, [CpuThreads.BusyCoresVariable] = "0" };
         var full = Path.Combine(root, "full");
-        RunChild(Args(full), Load(1));
+        RunChild(Args(full), Threads("1"));
         var dir = Path.Combine(root, "killed");
-        KillAt(Args(dir), "iteration:6", Load(1));                                       // steps 1-5 done, checkpoint at 4
-        RunChild([.. Args(dir), "--resume"], Load(0));
+        KillAt(Args(dir), "iteration:6", Threads("1"));                                  // steps 1-5 done, checkpoint at 4
+        RunChild([.. Args(dir), "--resume"], Threads(""));
         FaultInjectionTests.AssertSameRun(full, dir);
-        int underLoad = CpuThreads.Share(Environment.ProcessorCount, 1);
-        Assert.All(Rows(dir), row => Assert.Equal(underLoad, row["threads"].GetInt32()));
-        Assert.Equal(underLoad, RunJob.RecordedThreads(dir));
+        Assert.All(Rows(dir), row => Assert.Equal(1, row["threads"].GetInt32()));
+        Assert.Equal(1, RunJob.RecordedThreads(dir));
     }
 
     private static void RunChild(string[] args, IReadOnlyDictionary<string, string> environment)

@@ -80,7 +80,7 @@ public static partial class Bench
 
     /// <summary>
     /// Starts this program again with <paramref name="args"/> (<c>bench --as-copy</c>, a LoRA bench case), with
-    /// <c>--threads N</c> when this one has a fixed count (else the child chooses its count as this one does): the same
+    /// <c>--threads N</c> when this one has a fixed count (else the child follows the load as this one does): the same
     /// executable, or `dotnet` with the same entry assembly.
     /// </summary>
     public static Process StartSelf(string[] args)

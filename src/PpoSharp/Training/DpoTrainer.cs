@@ -144,6 +144,7 @@ public sealed class DpoTrainer(DpoConfig config, TextWriter log)
         var (chosen, rejected) = (new float[pairs.Count], new float[pairs.Count]);
         for (int i = 0; i < pairs.Count; i += batchSize)
         {
+            CpuThreads.Adapt();                          // a long pass: give cores back to busy neighbours as the step loop does
             using var scope = NewDisposeScope();
             var batch = pairs.Skip(i).Take(batchSize).ToList();
             var logps = SequenceLogProbs(reference, Rows(batch), pad, lengthAverage).cpu().data<float>().ToArray();

@@ -531,6 +531,7 @@ public sealed partial class PpoTrainer : IDisposable
                     continue;
                 }
                 _optimizer.step();
+                CpuThreads.Adapt();                                  // between minibatches: give cores back early
 
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
                 double[] values9 = [policyLoss.item<float>(), valueLoss.item<float>(), entropy.item<float>(), ps.ApproxKl, ps.ClipFrac, valueClipFrac, ps.RatioMean, ps.RatioMax, gradNorm];

@@ -62,6 +62,7 @@ public sealed record ResumableLoop(string Title, int Total, string OutDir, int C
                 var row = step(i);
                 row[ElapsedKey] = elapsed = before + clock.Elapsed.TotalSeconds;
                 row["threads"] = TorchSharp.torch.get_num_threads();
+                CpuThreads.Adapt();
                 metrics.Write(row);
                 report(i, status(row));
                 var reason = failure();

@@ -83,8 +83,15 @@ public sealed class RunJob
 
     public const string ThreadsKey = "threads";
 
-    /// <summary>The run's CPU thread count (<see cref="CpuThreads.ForRun"/>), recorded for --resume; not part of what a resume compares.</summary>
-    public int Threads { set => _fields[ThreadsKey] = value; }
+    /// <summary>The run's fixed CPU thread count (<see cref="CpuThreads.ForRun"/>; null: adaptive), recorded for --resume; not part of what a resume compares.</summary>
+    public int? Threads
+    {
+        set
+        {
+            if (value is int n) _fields[ThreadsKey] = n;
+            else _fields.Remove(ThreadsKey);
+        }
+    }
 
     /// <summary>The thread count recorded in <paramref name="dir"/>'s job.json, or null (none, or a run from before it was recorded).</summary>
     public static int? RecordedThreads(string dir)
