@@ -306,9 +306,9 @@ def forward(w, m, input_ids, attention_mask=None, position_ids=None):
 # ------------------------------------------------------------------------------------------------------------------
 # Reference figures and self-checks
 # ------------------------------------------------------------------------------------------------------------------
-def sequences(seed):
+def sequences(seed, vocab_size=COMMON["vocab_size"]):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, COMMON["vocab_size"], (n,), generator=g).tolist() for n in SEQ_LENGTHS]
+    return [torch.randint(0, vocab_size, (n,), generator=g).tolist() for n in SEQ_LENGTHS]
 
 
 def positions_of(logits, ids, probe_ids=PROBE_IDS):
@@ -329,7 +329,7 @@ def top2_gap(logits_row):
     return float(top[0] - top[1])
 
 
-def check_padded_batch(w, m, seqs, single_logits):
+def check_padded_batch(w, m, seqs, single_logits, forward=forward):
     """Left-padded batch with attention mask and position_ids = cumsum(mask) - 1 (pads get position 1, as
     GenerationMixin does) must reproduce each unpadded sequence's logits."""
     t = max(len(s) for s in seqs)
@@ -350,34 +350,14 @@ def check_padded_batch(w, m, seqs, single_logits):
 def check_against_llama3(models_dir):
     """Checks this implementation against figures it did not produce: tiny-llama3/expected.json came from llama2.c's
     model.py (see HfData/models/README.md). With no biases, no q/k norm and no window, the code above is a
-    LlamaForCausalLM, so it must reproduce that file from tiny-llama3's config.json and bf16 model.safetensors."""
-    folder = os.path.join(models_dir, "tiny-llama3")
-    if not os.path.exists(os.path.join(folder, "expected.json")):
+    LlamaForCausalLM, so rebuild_expected.py, which runs it on tiny-llama3's config.json and bf16 model.safetensors,
+    must reproduce that file."""
+    if not os.path.exists(os.path.join(models_dir, "tiny-llama3", "expected.json")):
         print("tiny-llama3 not found: cross-check skipped")
         return
-    c = json.load(open(os.path.join(folder, "config.json")))
-    assert c["architectures"] == ["LlamaForCausalLM"] and c.get("rope_scaling") is None
-    assert not c.get("attention_bias") and not c.get("mlp_bias") and c.get("hidden_act") == "silu"
-    m = dict(c, head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], qkv_bias=False,
-             qk_norm=False, sliding_window=None)
-    w = read_safetensors(os.path.join(folder, "model.safetensors"))
-    exp = json.load(open(os.path.join(folder, "expected.json")))
-    worst = 0.0
-    with torch.no_grad():
-        for s in exp["sequences"]:
-            ids = s["input_ids"]
-            got = positions_of(forward(w, m, torch.tensor([ids]))[0], ids, exp["probe_ids"])
-            for g, e in zip(got, s["positions"], strict=True):
-                assert g["argmax"] == e["argmax"]
-                worst = max([worst, abs(g["logsumexp"] - e["logsumexp"])]
-                            + [abs(a - b) for a, b in zip(g["probe_logits"], e["probe_logits"], strict=True)]
-                            + ([abs(g["next_token_logprob"] - e["next_token_logprob"])] if "next_token_logprob" in e else []))
-        ids = list(exp["greedy"]["prompt_ids"])
-        for want in exp["greedy"]["new_ids"]:
-            ids.append(int(torch.argmax(forward(w, m, torch.tensor([ids]))[0, -1])))
-            assert ids[-1] == want, "greedy continuation differs from tiny-llama3/expected.json"
-    assert worst <= 1e-4, f"tiny-llama3: off by {worst}"
-    print(f"tiny-llama3 cross-check (LlamaForCausalLM, llama2.c-derived figures): max |diff| {worst:.2e}, greedy equal")
+    import rebuild_expected  # here, not at the top: it imports this module
+    result, _, _ = rebuild_expected.expected("tiny-llama3", models_dir)
+    rebuild_expected.check("tiny-llama3", models_dir, result)
 
 
 def build(name, m, out_dir):
