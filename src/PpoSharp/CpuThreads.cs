@@ -95,10 +95,11 @@ public static class CpuThreads
     public static int Adapt()
     {
         if (!_adaptive || !OperatingSystem.IsLinux()) return get_num_threads();
+        if (_last is not null && CpuSample.Now() - _last.Seconds < WindowSeconds) return get_num_threads();   // cheap between looks: a decode step calls it too
         var now = CpuSample.Read();
-        if (_last is null || now.Seconds - _last.Seconds < WindowSeconds)
+        if (_last is null)
         {
-            _last ??= now;
+            _last = now;
             return get_num_threads();
         }
         int threads = Share(Budget, now.OtherBusyCores(_last));
@@ -138,6 +139,8 @@ public static class CpuThreads
             return total <= 0 ? 0 : Math.Max(0, MachineBusy - before.MachineBusy - (Own - before.Own)) * (double)Cores / total;
         }
 
+        public static double Now() => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
+
         public static CpuSample Read()
         {
             var lines = File.ReadAllLines("/proc/stat");
@@ -147,7 +150,7 @@ public static class CpuThreads
             var self = File.ReadAllText("/proc/self/stat");
             var fields = self[(self.LastIndexOf(')') + 2)..].Split(' ');                  // from field 3 (state) on
             long own = long.Parse(fields[11]) + long.Parse(fields[12]);                      // utime, stime (fields 14, 15)
-            return new CpuSample(Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency, busy, busy + f[3] + f[4],
+            return new CpuSample(Now(), busy, busy + f[3] + f[4],
                 own, lines.Count(l => l.StartsWith("cpu", StringComparison.Ordinal) && char.IsAsciiDigit(l[3])));
         }
     }

@@ -124,7 +124,7 @@ public static partial class Bench
     {
         var table = new Spectre.Console.Table().AddColumn("figure").AddColumn(new Spectre.Console.TableColumn("value").RightAligned());
         foreach (var (key, value) in figures)
-            table.AddRow(key, value is double d ? d.ToString(Math.Abs(d) >= 100 ? "F0" : "F3", System.Globalization.CultureInfo.InvariantCulture) : value.ToString()!);
+            table.AddRow(key, value is double d ? d.ToString(Math.Abs(d) >= 100 ? "F0" : "F3", System.Globalization.CultureInfo.InvariantCulture) : value?.ToString() ?? "-");   // null: not measurable here (bf16 rows without AVX512-BF16)
         Reporting.Consoles.For(log).Write(table);
     }
 

@@ -122,7 +122,7 @@ public static class Sampling
         long b = prompts.shape[0], p = prompts.shape[1];
         int n = (int)Math.Min(o.MaxNewTokens, model.Config.ContextLength - p);
         if (n <= 0) throw new PpoSharpException($"prompt of {p} tokens leaves no room to generate within context_length {model.Config.ContextLength}");
-        if (workers <= 1) return GenerateRows(model, prompts, promptMask, o with { MaxNewTokens = n }, special, generator, useCache);
+        if (workers <= 1) return GenerateRows(model, prompts, promptMask, o with { MaxNewTokens = n }, special, generator, useCache, adapt: true);
 
         using var seeds = randint(0, long.MaxValue, [workers], generator: generator);
         var seed = seeds.data<long>().ToArray();
@@ -161,7 +161,7 @@ public static class Sampling
         try
         {
             using var generator = new Generator(seed);
-            using var share = GenerateRows(model, prompts, promptMask, o, special, generator, useCache);
+            using var share = GenerateRows(model, prompts, promptMask, o, special, generator, useCache, adapt: false);
             long length = share.Responses.shape[1];
             responses.narrow(1, 0, length).copy_(share.Responses);
             mask.narrow(1, 0, length).copy_(share.Mask);
@@ -178,9 +178,14 @@ public static class Sampling
             return view.clone();
     }
 
-    /// <summary>Generation on the calling thread; the caller has checked that n = o.MaxNewTokens fits the context.</summary>
+    /// <summary>
+    /// Generation on the calling thread; the caller has checked that n = o.MaxNewTokens fits the context. With
+    /// <paramref name="adapt"/> (one share, torch's own threads) each step calls <see cref="CpuThreads.Adapt"/>: a
+    /// decode step is hundreds of small parallel regions, and under load the profile of a SmolLM2-shape batch-1 decode
+    /// was 58% libgomp spin-waiting for a descheduled partner thread (0.5 tokens/s against llama.cpp's 5.6 in the same run).
+    /// </summary>
     private static Generation GenerateRows(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
-        Generator? generator, bool useCache)
+        Generator? generator, bool useCache, bool adapt)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
@@ -206,6 +211,7 @@ public static class Sampling
             alive.Add(finished.logical_not());
             finished = finished.logical_or(IsEos(token, special.Eos));
             if (step == n - 1 || finished.all().item<bool>()) break;
+            if (adapt) CpuThreads.Adapt();                                                   // no-op for a fixed thread count
 
             var keys = allKeys.narrow(1, 0, p + step + 1);                                  // (B, L)
             var column = token.view(b, 1);                                                  // (B, 1)

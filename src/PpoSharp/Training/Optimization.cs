@@ -19,7 +19,7 @@ public static class Optimization
             new AdamW.ParamGroup(parameters.Where(p => p.dim() >= 2), new AdamW.Options { weight_decay = weightDecay }),
             new AdamW.ParamGroup(parameters.Where(p => p.dim() < 2), new AdamW.Options { weight_decay = 0.0 }),
         };
-        return optim.AdamW(groups, lr: lr, beta1: beta1, beta2: beta2);
+        return new LeanAdamW(groups, lr, beta1, beta2);
     }
 
     /// <summary>
