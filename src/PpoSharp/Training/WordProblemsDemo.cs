@@ -24,9 +24,10 @@ public static class WordProblemsDemo
     public static DemoConfig Defaults => new()
     {
         Task = Task,
+        TrainRecords = 900,
         Methods = "grpo",
-        Sft = new SftConfig { ContextLength = 128, Steps = 800 },
-        Grpo = new GrpoConfig { Iterations = 40, MaxCompletionLength = 40, Lr = 1e-4 },
+        Sft = new SftConfig { ContextLength = 128, Steps = 600 },
+        Grpo = new GrpoConfig { Iterations = 40, MaxCompletionLength = 40, Lr = 5e-5 },
     };
 
     public static DemoResult Run(DemoConfig c, string outDir, bool force, TextWriter log)
