@@ -76,7 +76,7 @@ public class WordProblemsTests
                 Assert.Equal(step.Groups[2].Value switch { "+" => x + y, "-" => x - y, _ => x * y }, z);
             }
         }
-        Assert.Equal("<think>3*8=24 24+5=29</think>#### 29", Task.Flawed("Ana has 3 boxes of 8 eggs and breaks 5. How many are left?", ""));
+        Assert.Equal("<think>8*3=24 24+5=29</think>#### 29", Task.Flawed("Ana has 8 boxes of 3 eggs and breaks 5. How many are left?", ""));
         Assert.Equal("<think>4+3=7 30-7=23</think>#### 23", Task.Flawed("Cal has 30 cards and gives 3 friends 4 each. How many are left?", ""));
     }
 

@@ -4,7 +4,7 @@ using System.Text.RegularExpressions;
 namespace PpoSharp.Data;
 
 /// <summary>
-/// "Ana has 3 boxes of 8 eggs and breaks 5. How many are left?" -> "&lt;think&gt;3*8=24 24-5=19&lt;/think&gt;#### 19":
+/// "Ana has 8 boxes of 3 eggs and breaks 5. How many are left?" -> "&lt;think&gt;8*3=24 24-5=19&lt;/think&gt;#### 19":
 /// two-step arithmetic word problems of three templates (about 1,200 distinct questions), numbers under 60, a worked answer in TRL's think format that
 /// ends in GSM8K's <c>#### N</c>. Flawed demonstrations take the wrong operation at one step of each template (eggs
 /// broken are added, pens found are taken away, cards given to each friend are added instead of multiplied), so the
