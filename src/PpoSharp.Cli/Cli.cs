@@ -260,8 +260,14 @@ internal static partial class Commands
             if (!r.GetValue(force) && Directory.Exists(r.GetValue(outDir)) && Directory.EnumerateFileSystemEntries(r.GetValue(outDir)!).Any())
                 throw new PpoSharpException($"{r.GetValue(outDir)}: output directory is not empty (use --force to write into it, or another --out)");
             var kind = r.GetValue(pairs) switch { "mixed" => PairKind.Mixed, "one-letter" => PairKind.OneLetter, var p => throw new PpoSharpException($"--pairs: '{p}' is not a kind (mixed, one-letter)") };
-            if (t is WordProblemsTask) TaskDataset.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
-            else TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed), kind);
+            if (t is WordProblemsTask)
+            {
+                var (n, m) = TaskDataset.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
+                output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}: {n} training and {m} held-out questions" +
+                    (n < r.GetValue(train) || m < r.GetValue(eval) ? " (fewer than asked: the task has no more distinct questions)" : ""));
+                return 0;
+            }
+            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed), kind);
             output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}");
             return 0;
         });

@@ -21,7 +21,8 @@ public static class TaskDataset
     /// <summary>The options that read the folder's question/answer splits as prompts with a label.</summary>
     public static DataOptions Options(string split) => new() { PromptColumn = PromptColumn, SolutionColumn = SolutionColumn, Split = split };
 
-    public static void Write(BuiltinTask task, string directory, int trainCount, int evalCount, double noise, int seed)
+    /// <summary>Writes the folder; returns the questions written, fewer than asked when the task has no more distinct ones.</summary>
+    public static (int Train, int Eval) Write(BuiltinTask task, string directory, int trainCount, int evalCount, double noise, int seed)
     {
         var rng = new Random(seed);
         var (train, eval) = TaskData.Draw(task, rng, trainCount, evalCount);
@@ -32,6 +33,7 @@ public static class TaskDataset
         Save(Path.Combine(directory, TrainFile), train.Select(QaRow.Of));
         Save(Path.Combine(directory, TestFile), eval.Select(QaRow.Of));
         Save(Path.Combine(directory, SftFile), demonstrations);
+        return (train.Count, eval.Count);
     }
 
     private static void Save<T>(string path, IEnumerable<T> rows) where T : new()

@@ -18,7 +18,7 @@ public static class WordProblemsDemo
     public const string Task = "word-problems", RewardText = "math,format:0.2";
 
     /// <summary>
-    /// The demo's defaults for this task: a context of 128 characters (prompt and worked answer are ~100), SFT 800 steps,
+    /// The demo's defaults for this task: a context of 128 characters (prompt and worked answer are ~100), SFT 600 steps,
     /// GRPO 40 iterations of 16 questions x 8 completions of up to 40 characters; GRPO only.
     /// </summary>
     public static DemoConfig Defaults => new()
@@ -27,7 +27,7 @@ public static class WordProblemsDemo
         TrainRecords = 900,
         Methods = "grpo",
         Sft = new SftConfig { ContextLength = 128, Steps = 600 },
-        Grpo = new GrpoConfig { Iterations = 40, MaxCompletionLength = 40, Lr = 5e-5 },
+        Grpo = new GrpoConfig { Iterations = 40, MaxCompletionLength = 40, Lr = 1e-4 },
     };
 
     public static DemoResult Run(DemoConfig c, string outDir, bool force, TextWriter log)
@@ -35,9 +35,9 @@ public static class WordProblemsDemo
         RunDirectory.PrepareOutput(outDir, force);
         var task = BuiltinTask.Get(c.Task);
         var dataDir = Path.Combine(outDir, "data");
-        TaskDataset.Write(task, dataDir, c.TrainRecords, c.EvalPrompts, c.Noise, c.Seed);
-        log.WriteLine($"data: task '{task.Name}' ({task.Description}); {c.TrainRecords} demonstrations, {c.Noise:P0} of them with the wrong operation; " +
-            $"{c.EvalPrompts} held-out questions -> {dataDir} (Parquet: {TaskDataset.TrainFile}, {TaskDataset.TestFile}, {TaskDataset.SftFile})");
+        var (n, m) = TaskDataset.Write(task, dataDir, c.TrainRecords, c.EvalPrompts, c.Noise, c.Seed);
+        log.WriteLine($"data: task '{task.Name}' ({task.Description}); {n} demonstrations, {c.Noise:P0} of them with the wrong operation; " +
+            $"{m} held-out questions -> {dataDir} (Parquet: {TaskDataset.TrainFile}, {TaskDataset.TestFile}, {TaskDataset.SftFile})");
 
         var sftDir = Path.Combine(outDir, "sft");
         var sft = Demo.RunSft(Jsonl.ReadChat(Path.Combine(dataDir, TaskDataset.SftFolder)).Records, null, sftDir, c.Sft, log);
