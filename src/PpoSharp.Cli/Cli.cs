@@ -155,7 +155,12 @@ internal sealed class TrainingOptions
 
     public GrpoConfig Grpo(ParseResult r, string init) => Load(r, Tokenizers.IsPretrained(init) ? GrpoConfig.Pretrained : new GrpoConfig(), c => c.Validate());
 
-    public DemoConfig Demo(ParseResult r) => Load(r, new DemoConfig(), c => c.Validate());
+    /// <summary>The demo's config on the defaults of <paramref name="task"/> (--task), else of the task --config or --set names.</summary>
+    public DemoConfig Demo(ParseResult r, string? task)
+    {
+        var config = Load(r, DemoConfig.For(task), c => c.Validate());
+        return task is null && config.Task != new DemoConfig().Task ? Load(r, DemoConfig.For(config.Task), c => c.Validate()) : config;
+    }
 
     public RmConfig Rm(ParseResult r, string init, IEnumerable<string> sets) => Load(r, Tokenizers.IsPretrained(init) ? RmConfig.Pretrained : new RmConfig(), c => c.Validate(), sets);
 
@@ -228,8 +233,7 @@ internal static partial class Commands
         opts.AddTo(c);
         c.SetAction(r =>
         {
-            var config = opts.Demo(r);
-            if (r.GetValue(task) is string t) config = (config with { Task = t }).Validate();
+            var config = opts.Demo(r, r.GetValue(task));
             if (r.GetValue(methods) is string m) config = (config with { Methods = m }).Validate();
             Training.Demo.Run(config, r.GetValue(outDir)!, r.GetValue(opts.Force), output);
             return 0;
@@ -239,11 +243,11 @@ internal static partial class Commands
 
     private static Command Data(TextWriter output)
     {
-        var outDir = Required("--out", "directory for sft.jsonl, prompts.jsonl, eval.jsonl, preferences.jsonl");
+        var outDir = Required("--out", "directory for sft.jsonl, prompts.jsonl, eval.jsonl, preferences.jsonl (word-problems: a Hugging Face dataset folder of Parquet files, data/{train,test}-00000-of-00001.parquet with question and answer, sft/train-00000-of-00001.parquet with messages)");
         var task = new Option<string>("--task") { Description = "built-in task: " + string.Join(", ", BuiltinTask.All.Select(t => t.Name)), DefaultValueFactory = _ => "sort" };
         var train = new Option<int>("--train") { Description = "training records", DefaultValueFactory = _ => 4000 };
         var eval = new Option<int>("--eval") { Description = "held-out prompts", DefaultValueFactory = _ => 200 };
-        var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with the task's systematic flaw (sort: descending; add: no carries)", DefaultValueFactory = _ => 0.0 };
+        var noise = new Option<double>("--noise") { Description = "share of SFT demonstrations with the task's systematic flaw (sort: descending; add: no carries; word-problems: the wrong operation at one step)", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
         var force = new Option<bool>("--force") { Description = "write into a non-empty --out directory" };
         var pairs = new Option<string>("--pairs") { Description = "rejected answers of preferences.jsonl: mixed (half the task's flaw, half one letter wrong) or one-letter (all one letter wrong: hard to rank)", DefaultValueFactory = _ => "mixed" };
@@ -256,8 +260,15 @@ internal static partial class Commands
             Check.InRange(r.GetValue(noise), 0, 1, "--noise");
             if (!r.GetValue(force) && Directory.Exists(r.GetValue(outDir)) && Directory.EnumerateFileSystemEntries(r.GetValue(outDir)!).Any())
                 throw new PpoSharpException($"{r.GetValue(outDir)}: output directory is not empty (use --force to write into it, or another --out)");
-            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed),
-                r.GetValue(pairs) switch { "mixed" => PairKind.Mixed, "one-letter" => PairKind.OneLetter, var p => throw new PpoSharpException($"--pairs: '{p}' is not a kind (mixed, one-letter)") });
+            var kind = r.GetValue(pairs) switch { "mixed" => PairKind.Mixed, "one-letter" => PairKind.OneLetter, var p => throw new PpoSharpException($"--pairs: '{p}' is not a kind (mixed, one-letter)") };
+            if (t is WordProblemsTask)
+            {
+                var (n, m) = TaskDataset.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed));
+                output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}: {n} training and {m} held-out questions" +
+                    (n < r.GetValue(train) || m < r.GetValue(eval) ? " (fewer than asked: the task has no more distinct questions)" : ""));
+                return 0;
+            }
+            TaskData.Write(t, r.GetValue(outDir)!, r.GetValue(train), r.GetValue(eval), r.GetValue(noise), r.GetValue(seed), kind);
             output.WriteLine($"wrote task '{t.Name}' ({t.Description}) to {r.GetValue(outDir)}");
             return 0;
         });

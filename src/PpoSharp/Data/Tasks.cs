@@ -24,7 +24,7 @@ public abstract class BuiltinTask
     /// </summary>
     public abstract string Flawed(string prompt, string answer);
 
-    public static IReadOnlyList<BuiltinTask> All { get; } = [new SortLettersTask(), new AddNumbersTask()];
+    public static IReadOnlyList<BuiltinTask> All { get; } = [new SortLettersTask(), new AddNumbersTask(), new WordProblemsTask()];
 
     public static BuiltinTask Get(string name) =>
         All.FirstOrDefault(t => t.Name == name)
@@ -110,9 +110,7 @@ public static class TaskData
     {
         Directory.CreateDirectory(directory);
         var rng = new Random(seed);
-        var seen = new HashSet<string>();
-        var eval = Unique(evalCount);
-        var train = Unique(trainCount);
+        var (train, eval) = Draw(task, rng, trainCount, evalCount);
         Jsonl.Write(Path.Combine(directory, SftFile), train.Select(p =>
             ChatJson(p.Prompt, rng.NextDouble() < noise ? task.Flawed(p.Prompt, p.Answer) : p.Answer)));
         Jsonl.Write(Path.Combine(directory, PromptsFile), train.Select(p => PromptJson(p.Prompt, p.Answer)));
@@ -122,6 +120,17 @@ public static class TaskData
         // Mixed: half the rejected answers carry the systematic flaw, half a random corruption; never the correct answer.
         string Rejected(string prompt, string answer) =>
             pairs == PairKind.Mixed && rng.NextDouble() < 0.5 && task.Flawed(prompt, answer) is var flawed && flawed != answer ? flawed : task.Corrupt(answer, rng);
+    }
+
+    /// <summary>
+    /// Training and held-out samples of <paramref name="task"/>, every prompt distinct (the held-out ones drawn first),
+    /// fewer when the task runs out of new prompts.
+    /// </summary>
+    public static (List<(string Prompt, string Answer)> Train, List<(string Prompt, string Answer)> Eval) Draw(BuiltinTask task, Random rng, int trainCount, int evalCount)
+    {
+        var seen = new HashSet<string>();
+        var eval = Unique(evalCount);
+        return (Unique(trainCount), eval);
 
         List<(string Prompt, string Answer)> Unique(int count)
         {

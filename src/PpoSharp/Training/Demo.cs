@@ -42,6 +42,9 @@ public sealed record DemoConfig
 
     public static readonly string[] AllMethods = ["ppo", "grpo", "dpo", "rm", "ppo-lora", "grpo-lora"];
 
+    /// <summary>The demo's defaults for <paramref name="task"/>: the word-problems demo's own (<see cref="WordProblemsDemo.Defaults"/>), else these.</summary>
+    public static DemoConfig For(string? task) => task == WordProblemsDemo.Task ? WordProblemsDemo.Defaults : new DemoConfig { Task = task ?? "sort" };
+
     /// <summary>The methods to run, in the order given; the reward model whenever the reward is the model.</summary>
     public IReadOnlyList<string> MethodList
     {
@@ -64,6 +67,8 @@ public sealed record DemoConfig
         if (MethodList.Count == 0) throw new PpoSharpException($"methods: give at least one of {string.Join(", ", AllMethods)}");
         if (MethodList.FirstOrDefault(m => !AllMethods.Contains(m)) is string bad)
             throw new PpoSharpException($"methods: '{bad}' is not a method (allowed: {string.Join(", ", AllMethods)})");
+        if (Task == WordProblemsDemo.Task && MethodList is not ["grpo"])
+            throw new PpoSharpException($"methods: the {Task} demo runs SFT then GRPO with {WordProblemsDemo.RewardText} (got '{Methods}'; leave --methods out)");
         Sft.Validate();
         Rm.Validate();
         Ppo.Validate();
@@ -120,6 +125,7 @@ public static class Demo
 {
     public static DemoResult Run(DemoConfig c, string outDir, bool force, TextWriter log)
     {
+        if (c.Task == WordProblemsDemo.Task) return WordProblemsDemo.Run(c, outDir, force, log);
         RunDirectory.PrepareOutput(outDir, force);
         var task = BuiltinTask.Get(c.Task);
         var dataDir = Path.Combine(outDir, "data");
@@ -379,17 +385,23 @@ public static class Demo
 
     private static void PrintSummary(DemoResult r, TextWriter log)
     {
-        var console = Consoles.For(log);
-        var table = new Table().Title($"held-out prompts (n = {r.Models[0].Eval.N}, greedy)").AddColumn("metric");
-        foreach (var name in r.Columns()) table.AddColumn(new TableColumn(name).RightAligned());
-        foreach (var row in r.Table()) table.AddRow([Markup.Escape(row.Metric), .. row.Values]);
-        console.Write(table);
-        var samples = new Table().Title("samples").AddColumn("prompt").AddColumn("solution");
-        foreach (var name in r.Columns()) samples.AddColumn(name);
-        foreach (var s in r.Samples(8))
-            samples.AddRow([Markup.Escape(s.Prompt), Markup.Escape(s.Solution), .. s.Answers.Select(a => Mark(a.Text, a.Ok))]);
-        console.Write(samples);
+        PrintTables($"held-out prompts (n = {r.Models[0].Eval.N}, greedy)", r.Columns(), r.Table(), r.Samples(8), log);
         if (r.RewardModel is PairEval rm) log.WriteLine($"reward model: held-out pair accuracy {rm.Accuracy:P1}, margin {rm.RewardMargin:F3}");
+    }
+
+    /// <summary>The held-out table (a metric a row, a model a column) and the samples side by side, each answer marked "ok" when right.</summary>
+    internal static void PrintTables(string title, List<string> columns, List<TableRow> rows, IEnumerable<DemoSample> samples, TextWriter log)
+    {
+        var console = Consoles.For(log);
+        var table = new Table().Title(title).AddColumn("metric");
+        foreach (var name in columns) table.AddColumn(new TableColumn(name).RightAligned());
+        foreach (var row in rows) table.AddRow([Markup.Escape(row.Metric), .. row.Values]);
+        console.Write(table);
+        var sampleTable = new Table().Title("samples").AddColumn("prompt").AddColumn("solution");
+        foreach (var name in columns) sampleTable.AddColumn(name);
+        foreach (var s in samples)
+            sampleTable.AddRow([Markup.Escape(s.Prompt), Markup.Escape(s.Solution), .. s.Answers.Select(a => Mark(a.Text, a.Ok))]);
+        console.Write(sampleTable);
 
         static string Mark(string text, bool ok) => Markup.Escape(text) + (ok ? " ok" : "");
     }
