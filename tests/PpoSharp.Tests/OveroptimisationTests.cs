@@ -215,7 +215,7 @@ public class OveroptimisationTests
         {
             var dir = TestSupport.TempDir();
             var best = new BestPolicy(dir, new HeldOutEval([], new EditDistance(), byGold, 1, 8, KlBudget: 1.0), tokenizer, new { }, resume: false);
-            foreach (var (iteration, reward, kl) in evaluations) best.Offer(model, iteration, 10, kl, null, Result(reward));
+            foreach (var (iteration, reward, kl) in evaluations) best.Offer(model, iteration, 10, () => kl, null, Result(reward));
             var info = BestPolicy.ReadInfo(dir)!;
             Assert.True(File.Exists(Path.Combine(dir, BestPolicy.Folder, "config.json")));
             return $"{info.Iteration}:{info.Reward}";

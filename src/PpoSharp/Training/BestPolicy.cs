@@ -45,12 +45,13 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
     /// </summary>
     /// <paramref name="known"/>: the evaluation of this very model when the caller has made it already. Returns the
     /// evaluation, or null when none was due.
-    public EvalResult? Offer(Decoder policy, int iteration, int total, double kl, Dictionary<string, object>? row, EvalResult? known = null)
+    /// <paramref name="kl"/>: the evaluated model's KL to the reference, asked for only where it decides (no gold).
+    public EvalResult? Offer(Decoder policy, int iteration, int total, Func<double> kl, Dictionary<string, object>? row, EvalResult? known = null)
     {
         if (iteration == 0 ? _best is not null : iteration % eval.Every != 0 && iteration != total) return null;
         var result = known ?? Evaluator.Evaluate(policy, tokenizer, eval.Prompts, eval.Reward, eval.MaxNewTokens);
         if (row is not null) (row["eval_reward"], row["eval_exact_match"]) = (result.RewardMean, result.ExactMatch);
-        bool counts = eval.ByGold || iteration == 0 || kl <= eval.KlBudget;
+        bool counts = eval.ByGold || iteration == 0 || WithinBudget(kl(), row);
         if (!counts || _best is not null && result.RewardMean <= _best.Reward) return result;
         _best = new Info(iteration, result.RewardMean, result.ExactMatch, eval.ByGold ? $"held-out {eval.Reward.Name} (gold)" : $"held-out {eval.Reward.Name} at kl <= {eval.KlBudget:G}");
         AtomicFile.ReplaceFolder(Path.Combine(outDir, Folder), tmp =>
@@ -59,5 +60,11 @@ public sealed class BestPolicy(string outDir, HeldOutEval eval, ITokenizer token
             Json.WriteFile(Path.Combine(tmp, InfoFile), _best);                               // last: the marker
         });
         return result;
+    }
+
+    private bool WithinBudget(double kl, Dictionary<string, object>? row)
+    {
+        if (row is not null) row["eval_kl"] = kl;
+        return kl <= eval.KlBudget;
     }
 }

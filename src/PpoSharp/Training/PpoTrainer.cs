@@ -160,12 +160,12 @@ public sealed partial class PpoTrainer : IDisposable
             _sync = new WeightSync(_rollout, _rollout.WeightSyncDir.Length > 0 ? _rollout.WeightSyncDir : Path.Combine(outDir, "weight_sync"),
                 server, _tokenizer, (object?)_grpo ?? _config, _log);
         var best = HeldOut is null ? null : new BestPolicy(outDir, HeldOut, _tokenizer, (object?)_grpo ?? _config, resume);
-        best?.Offer(_actor, 0, _config.Iterations, 0, null, InitialHeldOut);              // the initial model: the first candidate
+        best?.Offer(_actor, 0, _config.Iterations, () => 0, null, InitialHeldOut);              // the initial model: the first candidate
         double seconds = new ResumableLoop(_title, _config.Iterations, outDir, _config.CheckpointEvery, _config.KeepCheckpoints, _log).Run(resume, stop,
             i =>
             {
                 var row = Iteration(i);
-                var eval = best?.Offer(_actor, i, _config.Iterations, row.TryGetValue("kl", out var kl) ? (double)kl : 0, row);
+                var eval = best?.Offer(_actor, i, _config.Iterations, () => HeldOutKl(i, row), row);
                 if (i == _config.Iterations) LastHeldOut = eval;
                 return row;
             },
@@ -640,5 +640,17 @@ public sealed partial class PpoTrainer : IDisposable
         _engine.Dispose();
         _optimizer.Dispose();
         _generator.Dispose();
+    }
+
+    /// <summary>
+    /// The KL to the reference of the model just updated (what a held-out evaluation without a gold is held to): sampled
+    /// on the held-out prompts with a generator seeded by (seed, iteration), so a resume draws the same. Without a
+    /// reference model (critic-free, beta 0), the rollout's KL of this iteration, measured before its update.
+    /// </summary>
+    private double HeldOutKl(int iteration, Dictionary<string, object> row)
+    {
+        if (_reference is null) return row.TryGetValue("kl", out var kl) ? (double)kl : 0;
+        using var generator = new Generator((ulong)_config.Seed + (ulong)iteration);
+        return Evaluator.KlToReference(_actor, _reference, _tokenizer, HeldOut!.Prompts, HeldOut.MaxNewTokens, generator);
     }
 }
