@@ -16,6 +16,14 @@ public sealed class LeanAdamW : AdamW
         : base(groups, lr, beta1, beta2, weight_decay: weightDecay) { }
 
     /// <summary>
+    /// One group of <paramref name="parameters"/> with every option set here: a group built without options takes
+    /// TorchSharp's defaults (lr 1e-3), not the constructor's.
+    /// </summary>
+    public static LeanAdamW For(IEnumerable<Parameter> parameters, double lr, double beta1, double beta2, double weightDecay) =>
+        new([new ParamGroup(parameters, new Options { LearningRate = lr, InitialLearningRate = lr, beta1 = beta1, beta2 = beta2, weight_decay = weightDecay })],
+            lr, beta1, beta2, weightDecay);
+
+    /// <summary>
     /// One AdamW step (Loshchilov and Hutter 2019, decoupled decay): θ ← θ(1 - lr λ); m ← β₁m + (1-β₁)g; v ← β₂v + (1-β₂)g²;
     /// θ ← θ - lr / (1-β₁ᵗ) · m / (sqrt(v) / sqrt(1-β₂ᵗ) + ε), in TorchSharp's order of operations (bit-identical).
     /// </summary>

@@ -112,7 +112,7 @@ public sealed partial class PpoTrainer : IDisposable
         foreach (var model in new nn.Module?[] { actor, critic, reference }) if (model is not null) config.ApplyTo(model, log);   // the reference too: its log-probs take the actor's path
         (_prompts, _encodedPrompts) = EncodePrompts(prompts, tokenizer, actor.Config.ContextLength, invalid ?? new InvalidRecords(skip: false));
         var parameters = critic is null ? actor.parameters().ToList() : actor.parameters().Concat(critic.parameters()).Distinct().ToList();
-        _optimizer = new LeanAdamW([new AdamW.ParamGroup(parameters)], config.Lr, 0.9, 0.99, config.WeightDecay);   // TorchSharp's optim.AdamW defaults (beta2 0.99)
+        _optimizer = LeanAdamW.For(parameters, config.Lr, 0.9, 0.99, config.WeightDecay);   // TorchSharp's optim.AdamW defaults (beta2 0.99)
         _kl = new KlController(config.KlCoef, config.AdaptiveKl ?? RewardSpec.HasModel(reward) ? config.KlTarget : null, config.KlHorizon);
         _generator = new Generator((ulong)config.Seed);
         _guard = new NonFiniteGuard(config.MaxSkippedSteps, log, _title);
