@@ -41,29 +41,33 @@ public static class Tokenizers
     {
         if (directory is not null && Training.RunDirectory.CheckpointRun(directory) is string run) directory = run;    // a checkpoint: its run's tokenizer
         var path = directory is null ? null : Path.Combine(directory, FileName);
-        try { return path is not null && File.Exists(path) && Kind(path) == FileKind.HuggingFace; }
+        try { return path is not null && File.Exists(path) && Read(path).HuggingFace; }
         catch (Exception e) when (e is JsonException or PpoSharpException) { return false; }   // reported when the model loads
     }
 
-    private enum FileKind { BuiltInSpec, HuggingFace, CharTokenizer }
+    /// <summary>A tokenizer.json's bytes, and what they hold: the character tokenizer (read), another Hugging Face tokenizer, or neither (a built-in spec).</summary>
+    private readonly record struct TokenizerFile(byte[] Bytes, bool HuggingFace, CharTokenizer? Char);
 
     /// <summary>
     /// A Hugging Face tokenizer.json has a top-level "model" section; a built-in tokenizer's spec does not. A WordLevel
     /// model in the character tokenizer's form is the character tokenizer. Read with a forward-only reader that skips
     /// each value (these files reach tens of MB; the tokenizer library parses them anyway).
     /// </summary>
-    private static FileKind Kind(string path)
+    private static TokenizerFile Read(string path)
     {
         var bytes = SafeFile.ReadBytes(path, SafeFile.TokenizerMax);
         var reader = new Utf8JsonReader(bytes);
-        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return FileKind.BuiltInSpec;
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return new(bytes, false, null);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             if (reader.ValueTextEquals("model"))
-                return IsWordLevel(ref reader) && ReadChar(bytes) is not null ? FileKind.CharTokenizer : FileKind.HuggingFace;
+            {
+                var chars = IsWordLevel(ref reader) ? ReadChar(bytes) : null;
+                return new(bytes, chars is null, chars);
+            }
             reader.Skip();                                         // the property's value
         }
-        return FileKind.BuiltInSpec;
+        return new(bytes, false, null);
     }
 
     /// <summary>Whether the "model" object the reader is at has "type": "WordLevel" (HF writes "type" first).</summary>
@@ -95,12 +99,10 @@ public static class Tokenizers
         if (!SafeFile.Present(path)) throw new PpoSharpException($"{path}: missing (a model directory needs its tokenizer)");
         try
         {
-            switch (Kind(path))
-            {
-                case FileKind.CharTokenizer: return ReadChar(SafeFile.ReadBytes(path, SafeFile.TokenizerMax))!;
-                case FileKind.HuggingFace: return HfTokenizer.Load(directory, chatKwargs);
-            }
-            var spec = JsonSerializer.Deserialize<TokenizerSpec>(SafeFile.ReadText(path, SafeFile.TokenizerMax), Json.Options);
+            var file = Read(path);
+            if (file.Char is not null) return file.Char;
+            if (file.HuggingFace) return HfTokenizer.Load(directory, chatKwargs);
+            var spec = JsonSerializer.Deserialize<TokenizerSpec>(file.Bytes, Json.Options);
             return FromSpec(spec ?? throw new PpoSharpException($"{path}: empty tokenizer file"), path);
         }
         catch (JsonException e) { throw new PpoSharpException($"{path}: not a valid tokenizer file ({e.Message.Split(". ")[0]})"); }

@@ -160,8 +160,7 @@ public static class Demo
         }
         var result = new DemoResult(models, rm);
         PrintSummary(result, log);
-        var summary = new DemoSummary(task.Name, heldOut.Count, reward.Name, result.Columns(), result.Table(), result.Samples(12));
-        File.WriteAllText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        WriteSummary(outDir, new DemoSummary(task.Name, heldOut.Count, reward.Name, result.Columns(), result.Table(), result.Samples(12)));
         log.WriteLine($"report: {Report.Write(outDir)}");
         return result;
     }
@@ -379,9 +378,12 @@ public static class Demo
             new("exact match", [$"{before.ExactMatch:P1}", $"{after.ExactMatch:P1}"]),
             new("response length (tokens)", [$"{before.ResponseLength:F1}", $"{after.ResponseLength:F1}"]),
         ];
-        var summary = new DemoSummary($"{command} --eval", after.N, reward, ["initial model", $"after {command}"], table, DemoResult.SideBySide([before, after], 12));
-        AtomicFile.WriteText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        WriteSummary(outDir, new DemoSummary($"{command} --eval", after.N, reward, ["initial model", $"after {command}"], table, DemoResult.SideBySide([before, after], 12)));
     }
+
+    /// <summary>The held-out comparison as <c>summary.json</c>, which the report shows.</summary>
+    internal static void WriteSummary(string outDir, DemoSummary summary) =>
+        AtomicFile.WriteText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
 
     private static void PrintSummary(DemoResult r, TextWriter log)
     {

@@ -56,34 +56,31 @@ public static class WordProblemsDemo
         log.WriteLine(training.Summary(grpoDir));
         var after = Evaluator.Evaluate(trainer.Actor, tokenizer, heldOut, reward, maxNew);
 
-        var models = new List<MethodResult> { new("SFT", ByMath(before, reward), 0, sft.Seconds, 0), new("GRPO", ByMath(after, reward), 0, training.Seconds, training.GeneratedTokens) };
-        var table = Table(models, reward);
+        var parts = new[] { Parts(before, reward), Parts(after, reward) };                       // each function's scores, per model
+        var models = new List<MethodResult> { new("SFT", ByMath(before, parts[0]), 0, sft.Seconds, 0), new("GRPO", ByMath(after, parts[1]), 0, training.Seconds, training.GeneratedTokens) };
+        var table = Table(models, parts, reward);
         var samples = DemoResult.SideBySide(models.Select(m => m.Eval).ToList(), 12);
         Demo.PrintTables($"held-out questions (n = {heldOut.Count}, greedy)", [.. models.Select(m => m.Name)], table, samples.Take(8), log);
         log.WriteLine("ok: the math reward is 1 (the final answer after #### equals the label's)");
-        var summary = new DemoSummary(task.Name, heldOut.Count, reward.Name, [.. models.Select(m => m.Name)], table, samples);
-        File.WriteAllText(Path.Combine(outDir, Report.SummaryFile), System.Text.Json.JsonSerializer.Serialize(summary, Json.Options));
+        Demo.WriteSummary(outDir, new DemoSummary(task.Name, heldOut.Count, reward.Name, [.. models.Select(m => m.Name)], table, samples));
         log.WriteLine($"report: {Report.Write(outDir)}");
         return new DemoResult(models, null);
     }
 
     /// <summary>The evaluation with each sample marked correct when its <c>math</c> reward is 1, and its label shown as the final answer only.</summary>
-    private static EvalResult ByMath(EvalResult e, CompositeReward reward)
+    private static EvalResult ByMath(EvalResult e, Dictionary<string, double[]> parts)
     {
-        var math = Parts(e, reward)["math"];
-        var samples = e.Samples.Select((s, i) => s with { ExactMatch = math[i] == 1, Solutions = [.. s.Solutions.Select(FinalAnswer)] }).ToList();
+        var math = parts["math"];
+        var samples = e.Samples.Select((s, i) => s with { ExactMatch = math[i] == 1, Solutions = [.. s.Solutions.Select(l => MathAnswer.Extract(l) ?? l)] }).ToList();
         return e with { ExactMatch = math.Average(), Samples = samples };
-
-        static string FinalAnswer(string label) => label[(label.LastIndexOf("####", StringComparison.Ordinal) + 4)..].Trim();
     }
 
     /// <summary>Each reward function's scores of an evaluation's responses.</summary>
     private static Dictionary<string, double[]> Parts(EvalResult e, CompositeReward reward) =>
         reward.ScoreParts(e.Samples.Select(s => new RewardInput([new ChatMessage(Role.User, s.Prompt)], s.Response, s.Solutions, default)).ToList()).Parts;
 
-    private static List<TableRow> Table(List<MethodResult> models, CompositeReward reward)
+    private static List<TableRow> Table(List<MethodResult> models, Dictionary<string, double[]>[] parts, CompositeReward reward)
     {
-        var parts = models.Select(m => Parts(m.Eval, reward)).ToList();
         List<TableRow> rows = [new("accuracy (math = 1)", [.. models.Select(m => $"{m.Eval.ExactMatch:P1}")])];
         foreach (var (f, w) in reward.Parts)
             rows.Add(new($"{f.Name} reward (weight {w:G})", [.. parts.Select(p => $"{p[f.Name].Average():F3}")]));

@@ -279,13 +279,19 @@ def attention(w, a, x, cos, sin, mask, m):
     return F.linear(out, w[a + "o_proj.weight"])  # o_proj never has a bias in these three architectures
 
 
-def forward(w, m, input_ids, attention_mask=None, position_ids=None):
-    """Logits (batch, seq, vocab) in fp32: {Qwen2,Qwen3,Mistral}ForCausalLM.forward -> *Model.forward."""
+def unpadded_defaults(input_ids, attention_mask, position_ids):
+    """(B, T) and, where not given, the mask and position ids of unpadded sequences: all ones, and 0..T-1 per row."""
     b, t = input_ids.shape
     if attention_mask is None:
         attention_mask = torch.ones(b, t, dtype=torch.int64)
     if position_ids is None:
         position_ids = torch.arange(t)[None].expand(b, t)
+    return b, t, attention_mask, position_ids
+
+
+def forward(w, m, input_ids, attention_mask=None, position_ids=None):
+    """Logits (batch, seq, vocab) in fp32: {Qwen2,Qwen3,Mistral}ForCausalLM.forward -> *Model.forward."""
+    b, t, attention_mask, position_ids = unpadded_defaults(input_ids, attention_mask, position_ids)
     eps = m["rms_norm_eps"]
     h = w["model.embed_tokens.weight"][input_ids]
     cos, sin = rope_cos_sin(position_ids, m["head_dim"], m["rope_theta"])

@@ -71,11 +71,7 @@ def gpt2_attention(w, a, x, mask, n_head):
 
 def gpt2_forward(w, m, input_ids, attention_mask=None, position_ids=None):
     """Logits (B, T, V): GPT2LMHeadModel.forward -> GPT2Model.forward. Keys carry GPT2LMHeadModel's "transformer."."""
-    b, t = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones(b, t, dtype=torch.int64)
-    if position_ids is None:
-        position_ids = torch.arange(t)[None].expand(b, t)
+    b, t, attention_mask, position_ids = hf.unpadded_defaults(input_ids, attention_mask, position_ids)
     eps, p = m["layer_norm_epsilon"], "transformer."
     # Learned absolute positions: inputs_embeds + position_embeds (wpe).
     h = w[p + "wte.weight"][input_ids] + w[p + "wpe.weight"][position_ids]            # (B, T, n_embd)
