@@ -63,6 +63,28 @@ public class Bf16Tests
         Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
     }
 
+    [Fact]
+    public void DefaultVariable_SetsTheDefault_NotASetKey_AndRejectsOtherValues()
+    {
+        var was = Environment.GetEnvironmentVariable(ComputeKeys.DefaultVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(ComputeKeys.DefaultVariable, "1");
+            Assert.True(ComputeKeys.DefaultFromEnvironment());
+            var model = TestSupport.TinyModel(seed: 2);
+            new SftConfig().ApplyTo(model, TextWriter.Null);
+            Assert.Equal(ScalarType.BFloat16, model.MatmulDtype);                                  // unset key: the variable's 1
+            new SftConfig { Bf16 = false }.ApplyTo(model, TextWriter.Null);
+            Assert.Null(model.MatmulDtype);                                                        // a set key wins
+            Environment.SetEnvironmentVariable(ComputeKeys.DefaultVariable, "0");
+            new SftConfig().ApplyTo(model, TextWriter.Null);
+            Assert.Null(model.MatmulDtype);
+            Environment.SetEnvironmentVariable(ComputeKeys.DefaultVariable, "yes");
+            Assert.Equal("PPOSHARP_BF16=yes: expected 0 or 1", Assert.Throws<PpoSharpException>(() => ComputeKeys.DefaultFromEnvironment()).Message);
+        }
+        finally { Environment.SetEnvironmentVariable(ComputeKeys.DefaultVariable, was); }
+    }
+
     /// <summary>100 SFT steps of the sort task's tiny model: the final loss with bf16=true is within 2% of fp32's.</summary>
     [Bf16TrainingFact]
     public void Sft_Bf16_100Steps_LossWithin2PercentOfFp32()

@@ -11,7 +11,9 @@ namespace PpoSharp.Tests;
 /// <summary>Temporary directories and small models for tests.</summary>
 /// <summary>
 /// Tests that run the CLI get a fixed thread count (as if PPOSHARP_THREADS were set), so that no test's results depend on
-/// what else the machine runs; the one test of the adaptive count unsets it for itself.
+/// what else the machine runs; the one test of the adaptive count unsets it for itself. Every test process also takes
+/// bf16 off by default (PPOSHARP_BF16=0): bf16's default follows the CPU (on with AVX512-BF16), and the tests that hold
+/// runs, gradients or logits equal in fp32 must hold on either kind of machine; the bf16 tests set the key themselves.
 /// </summary>
 internal static class TestProcess
 {
@@ -20,6 +22,8 @@ internal static class TestProcess
     {
         if (Environment.GetEnvironmentVariable(CpuThreads.ThreadsVariable) is null)
             Environment.SetEnvironmentVariable(CpuThreads.ThreadsVariable, Environment.ProcessorCount.ToString());
+        if (Environment.GetEnvironmentVariable(ComputeKeys.DefaultVariable) is null)
+            Environment.SetEnvironmentVariable(ComputeKeys.DefaultVariable, "0");
     }
 }
 

@@ -18,12 +18,27 @@ public abstract record ComputeKeys
     /// <summary>
     /// TRL's bf16: the decoder's matrix products (forward and backward) in bfloat16 from fp32 master weights, which the
     /// optimizer and its AdamW moments keep in fp32; norms, attention softmax, log-probs, losses, advantages and the value
-    /// head stay fp32. Default (null): on where the device computes bf16 fast (a GPU, or a CPU with AVX512-BF16 or AMX),
-    /// else off.
+    /// head stay fp32. Default (null): <see cref="DefaultVariable"/> where it is set, else on where the device computes
+    /// bf16 fast (a GPU, or a CPU with AVX512-BF16 or AMX), else off.
     /// </summary>
     public bool? Bf16 { get; init; }
 
     private static bool _said;
+
+    /// <summary>
+    /// The environment variable that sets bf16's default (0 or 1) for configs that leave the key unset, in place of the
+    /// device's speed at it: for example fp32 everywhere on a mixed set of machines.
+    /// </summary>
+    public const string DefaultVariable = "PPOSHARP_BF16";
+
+    /// <summary>The default that <see cref="DefaultVariable"/> sets, or null where it is unset; any other value than 0, 1, false or true is a user error.</summary>
+    public static bool? DefaultFromEnvironment() => Environment.GetEnvironmentVariable(DefaultVariable) switch
+    {
+        null or "" => null,
+        "0" or "false" => false,
+        "1" or "true" => true,
+        var v => throw new PpoSharpException($"{DefaultVariable}={v}: expected 0 or 1"),
+    };
 
     /// <summary>
     /// Whether bf16 runs, from the key and whether the device is fast at it, and the one line to say about it: why an
@@ -42,7 +57,7 @@ public abstract record ComputeKeys
     /// </summary>
     internal void ApplyTo(nn.Module trained, TextWriter log)
     {
-        var (on, note) = ResolveBf16(Bf16, ComputeDtypes.FastBf16(trained.parameters().FirstOrDefault()?.device ?? CPU));
+        var (on, note) = ResolveBf16(Bf16 ?? DefaultFromEnvironment(), ComputeDtypes.FastBf16(trained.parameters().FirstOrDefault()?.device ?? CPU));
         if (note is not null && !_said) { log.WriteLine(note); _said = true; }
         foreach (var decoder in trained.modules().Prepend(trained).OfType<Decoder>())
             (decoder.GradientCheckpointing, decoder.MatmulDtype) = (GradientCheckpointing, on ? ScalarType.BFloat16 : null);
