@@ -50,6 +50,7 @@ public static class Cli
         }
         try
         {
+            NativeHeap.KeepFreedMemory();                 // a step's freed tensors stay for the next, not unmapped and zeroed again
             CpuThreads.Configure(parsed.GetValue(threads));
             if (parsed.GetValue(baseDir) is string b) Models.Hf.PeftAdapter.UseBase(Commands.AdapterArgument(parsed) ?? throw new PpoSharpException("--base goes with an --init or --model that is a LoRA adapter folder"), b);
             foreach (var (flag, path) in Commands.Outputs(parsed)) OutputGuard.Check(flag, path, Commands.Inputs(parsed));
