@@ -94,17 +94,27 @@ public static class CpuThreads
     /// </summary>
     public static int Adapt()
     {
-        if (!_adaptive || !OperatingSystem.IsLinux()) return get_num_threads();
-        if (_last is not null && CpuSample.Now() - _last.Seconds < WindowSeconds) return get_num_threads();   // cheap between looks: a decode step calls it too
+        int threads = Target(get_num_threads());
+        if (threads != get_num_threads()) set_num_threads(threads);
+        return threads;
+    }
+
+    /// <summary>
+    /// What <see cref="Adapt"/> would set, without setting it: <paramref name="current"/> for a fixed count or between
+    /// looks, else <see cref="Share"/> of the cores other processes left idle over the last window.
+    /// </summary>
+    public static int Target(int current)
+    {
+        if (!_adaptive || !OperatingSystem.IsLinux()) return current;
+        if (_last is not null && CpuSample.Now() - _last.Seconds < WindowSeconds) return current;   // cheap between looks: a decode step calls it too
         var now = CpuSample.Read();
         if (_last is null)
         {
             _last = now;
-            return get_num_threads();
+            return current;
         }
         int threads = Share(Budget, now.OtherBusyCores(_last));
         _last = now;
-        if (threads != get_num_threads()) set_num_threads(threads);
         return threads;
     }
 

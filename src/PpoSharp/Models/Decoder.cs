@@ -120,7 +120,8 @@ public sealed class Decoder : Module<Tensor, Tensor>
     }
 
     /// <summary>LM head: hidden (..., C) to logits (..., V).</summary>
-    public Tensor Logits(Tensor hidden) => functional.linear(hidden, HeadWeight);
+    public Tensor Logits(Tensor hidden) =>
+        SmallMatmul.Applies(hidden, HeadWeight) ? SmallMatmul.Forward(hidden, HeadWeight, null) : functional.linear(hidden, HeadWeight);
 
     /// <summary>The LM head's weight (V, C): its own, or the embedding table when tied.</summary>
     public Parameter HeadWeight => _base?.Model.HeadWeight ?? lm_head?.weight ?? embed.weight!;

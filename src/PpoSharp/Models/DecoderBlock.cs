@@ -46,6 +46,7 @@ internal sealed class DecoderBlock : Module
     {
         var y = matmul is { } t && t != x.dtype
             ? functional.linear(x.to(t), linear.weight!.to(t), linear.bias?.to(t)).to(x.dtype)   // (..., out) from bf16 products
+            : SmallMatmul.Applies(x, linear.weight!) ? SmallMatmul.Forward(x, linear.weight!, linear.bias)   // a decode step's few rows
             : linear.forward(x);
         return lora is null ? y : lora.Add(_layer, name, x, y);
     }

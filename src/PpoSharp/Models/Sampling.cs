@@ -179,10 +179,20 @@ public static class Sampling
     }
 
     /// <summary>
+    /// Whether a one-share CPU generation runs its decode steps on one torch thread with the matrix products split over
+    /// the cores (<see cref="SmallMatmul.Parts"/>): fp32 throughout, and rows that <see cref="SmallMatmul"/> takes. A step's other operations are too small to share
+    /// out, and torch's second thread spun through them (<c>perf</c>: 40% of a batch-1 decode's samples).
+    /// </summary>
+    private static bool SplitsProducts(Decoder model, Tensor prompts) =>
+        prompts.device_type == DeviceType.CPU && prompts.shape[0] <= SmallMatmul.MaxRows && model.Embeddings.dtype == ScalarType.Float32 && model.MatmulDtype is null;
+
+    /// <summary>
     /// Generation on the calling thread; the caller has checked that n = o.MaxNewTokens fits the context. With
     /// <paramref name="adapt"/> (one share, torch's own threads) each step calls <see cref="CpuThreads.Adapt"/>: a
     /// decode step is hundreds of small parallel regions, and under load the profile of a SmolLM2-shape batch-1 decode
     /// was 58% libgomp spin-waiting for a descheduled partner thread (0.5 tokens/s against llama.cpp's 5.6 in the same run).
+    /// Where <see cref="SplitsProducts"/>, the decode steps run torch on one thread instead, and the step's matrix
+    /// products follow the load over the cores (<see cref="CpuThreads.Target"/>).
     /// </summary>
     private static Generation GenerateRows(Decoder model, Tensor prompts, Tensor promptMask, SamplingOptions o, SpecialTokenIds special,
         Generator? generator, bool useCache, bool adapt)
@@ -204,26 +214,41 @@ public static class Sampling
         var finished = zeros(b, ScalarType.Bool, prompts.device);                            // (B)
         var tokens = new List<Tensor>();
         var alive = new List<Tensor>();
-        for (long step = 0; step < n; step++)
+        int cores = get_num_threads();
+        bool split = adapt && useCache && SplitsProducts(model, prompts);
+        if (split) set_num_threads(1);
+        try
         {
-            var token = NextToken(logits, o, generator).masked_fill(finished, special.Pad);   // (B)
-            tokens.Add(token);
-            alive.Add(finished.logical_not());
-            finished = finished.logical_or(IsEos(token, special.Eos));
-            if (step == n - 1 || finished.all().item<bool>()) break;
-            if (adapt) CpuThreads.Adapt();                                                   // no-op for a fixed thread count
-
-            var keys = allKeys.narrow(1, 0, p + step + 1);                                  // (B, L)
-            var column = token.view(b, 1);                                                  // (B, 1)
-            Tensor hidden;
-            if (useCache) hidden = model.Hidden(column, nextPos.view(b, 1), padded ? keys : null, cache);  // (B, 1, C)
-            else
+            for (long step = 0; step < n; step++)
             {
-                sequence = cat([sequence, column], 1);
-                hidden = model.Hidden(sequence, PositionIds(keys), keys);                  // (B, L, C)
+                var token = NextToken(logits, o, generator).masked_fill(finished, special.Pad);   // (B)
+                tokens.Add(token);
+                alive.Add(finished.logical_not());
+                finished = finished.logical_or(IsEos(token, special.Eos));
+                if (step == n - 1 || finished.all().item<bool>()) break;
+                if (split) SmallMatmul.Parts = cores = CpuThreads.Target(cores);             // the products' threads follow the load
+                else if (adapt) CpuThreads.Adapt();                                              // no-op for a fixed thread count
+
+                var keys = allKeys.narrow(1, 0, p + step + 1);                                  // (B, L)
+                var column = token.view(b, 1);                                                  // (B, 1)
+                Tensor hidden;
+                if (useCache) hidden = model.Hidden(column, nextPos.view(b, 1), padded ? keys : null, cache);  // (B, 1, C)
+                else
+                {
+                    sequence = cat([sequence, column], 1);
+                    hidden = model.Hidden(sequence, PositionIds(keys), keys);                  // (B, L, C)
+                }
+                logits = model.Logits(hidden.select(1, -1)).to(ScalarType.Float32);             // (B, V)
+                nextPos = nextPos + 1;
             }
-            logits = model.Logits(hidden.select(1, -1)).to(ScalarType.Float32);             // (B, V)
-            nextPos = nextPos + 1;
+        }
+        finally
+        {
+            if (split)
+            {
+                SmallMatmul.Parts = 1;
+                set_num_threads(cores);
+            }
         }
         var responses = stack(tokens, 1).MoveToOuterDisposeScope();                         // (B, N)
         var mask = stack(alive, 1).MoveToOuterDisposeScope();                               // (B, N)
