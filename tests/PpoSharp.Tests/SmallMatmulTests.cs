@@ -33,6 +33,28 @@ public class SmallMatmulTests
         finally { SmallMatmul.Parts = 1; }
     }
 
+    [Theory]
+    [InlineData(1, 576, 1030, true, 2)]
+    [InlineData(8, 64, 9, false, 1)]
+    public void Forward_Bf16_EqualsLinearInFp32OfTheSameValues_RoundedToBf16(int rows, int k, int n, bool bias, int parts)
+    {
+        using var _ = no_grad();
+        manual_seed(rows + n);
+        var x = randn(rows, 1, k).to(ScalarType.BFloat16);
+        var w = randn(n, k).to(ScalarType.BFloat16);
+        var b = bias ? randn(n).to(ScalarType.BFloat16) : null;
+        var expected = nn.functional.linear(x.to(ScalarType.Float32), w.to(ScalarType.Float32), b?.to(ScalarType.Float32));   // (M, 1, N) in fp32
+        SmallMatmul.Parts = parts;
+        try
+        {
+            var y = SmallMatmul.Forward(x, w, b);
+            Assert.Equal(ScalarType.BFloat16, y.dtype);
+            var gap = (y.to(ScalarType.Float32) - expected).abs();
+            Assert.True(gap.le(expected.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"max gap {gap.max().item<float>()}");   // bf16's half ulp (2^-8), and fp32 sums' order
+        }
+        finally { SmallMatmul.Parts = 1; }
+    }
+
     [Fact]
     public void Forward_ReadsAStridedInput()
     {
@@ -51,7 +73,8 @@ public class SmallMatmulTests
             Assert.True(SmallMatmul.Applies(randn(8, 16), w));
             Assert.False(SmallMatmul.Applies(randn(9, 16), w));                                       // more rows than a decode step
             Assert.False(SmallMatmul.Applies(randn(2, 12), randn(4, 12)));                             // K not a multiple of 8
-            Assert.False(SmallMatmul.Applies(randn(2, 16).to(ScalarType.BFloat16), w.to(ScalarType.BFloat16)));
+            Assert.True(SmallMatmul.Applies(randn(2, 16).to(ScalarType.BFloat16), w.to(ScalarType.BFloat16)));
+            Assert.False(SmallMatmul.Applies(randn(2, 16), w.to(ScalarType.BFloat16)));                  // mixed dtypes
             Assert.False(SmallMatmul.Applies(randn(2, 16), randn(16, 4).t()));                         // a transposed weight
         }
         Assert.False(SmallMatmul.Applies(randn(2, 16), w));                                            // autograd on

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 namespace PpoSharp.Models;
 
 /// <summary>
-/// y = x Wᵀ + b for a decode step's few rows (at most <see cref="MaxRows"/>) on the CPU in fp32 without autograd: each
-/// weight row is read once, against up to eight input rows at a time (256-bit fused multiply-adds). At these shapes libtorch's BLAS (MKL) spends its time elsewhere: <c>perf</c> of a SmolLM2-shape
+/// y = x Wᵀ + b for a decode step's few rows (at most <see cref="MaxRows"/>) on the CPU in fp32 or bf16 without
+/// autograd: each weight row is read once, against up to eight input rows at a time (256-bit fused multiply-adds in
+/// fp32). At these shapes libtorch's BLAS (MKL) spends its time elsewhere: <c>perf</c> of a SmolLM2-shape
 /// decode put a batch-1 step 35% in MKL's generic <c>sgemv</c> on one thread (about 8 GB/s, while the second torch
 /// thread spun), and a batch-8 share 47% in copying the weights into MKL's packed layout before 24% of arithmetic.
 /// SmolLM2's LM head (49,152 x 576) at one row: 5.0 ms here against libtorch's 12.1 (one thread each); at eight rows
@@ -24,26 +25,36 @@ internal static unsafe class SmallMatmul
     /// <summary>Threads that share a product's weight rows, for products called on this thread (default 1: this thread only).</summary>
     public static int Parts { get => Math.Max(1, t_parts); set => t_parts = value; }
 
-    /// <summary>Whether <see cref="Forward"/> applies: fp32 on the CPU, no autograd, few rows, K a multiple of 8, a contiguous weight (N, K).</summary>
+    /// <summary>
+    /// Whether <see cref="Forward"/> applies: fp32 or bf16 (input and weight alike) on the CPU, no autograd, few rows, K a
+    /// multiple of 8, a contiguous weight (N, K).
+    /// </summary>
     public static bool Applies(Tensor x, Tensor weight) =>
-        x.device_type == TorchSharp.DeviceType.CPU && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32
+        x.device_type == TorchSharp.DeviceType.CPU && x.dtype == weight.dtype && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
         && weight.dim() == 2 && x.shape[^1] == weight.shape[1] && weight.shape[1] % Vector256<float>.Count == 0
         && x.numel() <= MaxRows * weight.shape[1] && weight.is_contiguous()
         && Avx.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported && !is_grad_enabled();
 
-    /// <summary>x (..., K), weight (N, K), bias (N) or none: y (..., N).</summary>
+    /// <summary>
+    /// x (..., K), weight (N, K), bias (N) or none: y (..., N) in x's dtype. bf16 weights are widened to fp32 as they
+    /// are read (half the bytes of fp32), the input rows once, and the sums (fp32) rounded to bf16 at the end, as
+    /// libtorch's bf16 products do.
+    /// </summary>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
-        using var xc = x.contiguous();
-        using var bc = bias?.contiguous();
+        using var xc = x.to(ScalarType.Float32).contiguous();
+        using var bc = bias?.to(ScalarType.Float32).contiguous();
         int k = (int)weight.shape[1], n = (int)weight.shape[0], m = (int)(xc.numel() / k);
         var y = empty([.. x.shape[..^1], n], ScalarType.Float32);
-        nint px = Pointer(xc), pw = Pointer(weight), pb = bc is null ? 0 : Pointer(bc), py = Pointer(y);
+        nint px = Pointer(xc), pw = WeightPointer(weight), pb = bc is null ? 0 : Pointer(bc), py = Pointer(y);
         int parts = Math.Min(Parts, n / 256 + 1);
-        if (parts <= 1) Rows((float*)px, m, k, (float*)pw, (float*)pb, (float*)py, n, 0, n);
-        else SpinTeam.Shared.Run(parts, i =>
-            Rows((float*)px, m, k, (float*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts));
-        return y;
+        Action<int> part = weight.dtype == ScalarType.BFloat16
+            ? i => Rows<Bf16Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
+            : i => Rows<Fp32Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
+        if (parts <= 1) part(0);
+        else SpinTeam.Shared.Run(parts, part);
+        if (x.dtype == ScalarType.Float32) return y;
+        using (y) return y.to(x.dtype);
     }
 
     private static nint Pointer(Tensor t)
@@ -52,34 +63,58 @@ internal static unsafe class SmallMatmul
         return (nint)((float*)storage.data_ptr() + t.storage_offset());
     }
 
+    private static nint WeightPointer(Tensor w)
+    {
+        if (w.dtype == ScalarType.Float32) return Pointer(w);
+        fixed (byte* bits = w.bytes) return (nint)bits;            // a span over the tensor's own memory (bf16 has no storage type)
+    }
+
+    /// <summary>How a kernel reads eight weights as fp32: the JIT compiles one copy of the kernel per reader.</summary>
+    private interface IWeightRows
+    {
+        /// <summary>The weights at index <paramref name="i"/> .. i + 7 of <paramref name="w"/>, as fp32.</summary>
+        static abstract Vector256<float> Load(void* w, long i);
+    }
+
+    private readonly struct Fp32Rows : IWeightRows
+    {
+        public static Vector256<float> Load(void* w, long i) => Vector256.Load((float*)w + i);
+    }
+
+    /// <summary>bf16 is the upper half of an fp32: widen each 16-bit value and shift it up.</summary>
+    private readonly struct Bf16Rows : IWeightRows
+    {
+        public static Vector256<float> Load(void* w, long i) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)w + i), 16).AsSingle();
+    }
+
     /// <summary>
     /// Output columns [<paramref name="from"/>, <paramref name="to"/>) of y (M, N), one weight row at a time: a single
     /// stream through memory (four rows read side by side streamed at 13 GB/s where one row at a time reached 21, as
     /// fast as a plain sum), against eight input rows at a time, then four, then one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows(float* x, int m, int k, float* w, float* bias, float* y, int n, int from, int to)
+    private static void Rows<TW>(float* x, int m, int k, void* w, float* bias, float* y, int n, int from, int to) where TW : struct, IWeightRows
     {
         for (int j = from; j < to; j++)
         {
-            float* wj = w + (long)j * k;
+            long wj = (long)j * k;
             float b = bias is null ? 0 : bias[j];
             int i = 0;
-            for (; i + 8 <= m; i += 8) Dot8(x + i * k, k, wj, y + i * n + j, n, b);
-            for (; i + 4 <= m; i += 4) Dot4(x + i * k, k, wj, y + i * n + j, n, b);
-            for (; i < m; i++) y[i * n + j] = Dot(x + i * k, wj, k) + b;
+            for (; i + 8 <= m; i += 8) Dot8<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
+            for (; i + 4 <= m; i += 4) Dot4<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
+            for (; i < m; i++) y[i * n + j] = Dot<TW>(x + i * k, w, wj, k) + b;
         }
     }
 
     /// <summary>y[r * n] = x_r · w + b for eight input rows x_r (stride k) and one weight row w: eight independent sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot8(float* x, int k, float* w, float* y, int n, float b)
+    private static void Dot8<TW>(float* x, int k, void* w, long wi, float* y, int n, float b) where TW : struct, IWeightRows
     {
         float* x0 = x, x1 = x0 + k, x2 = x1 + k, x3 = x2 + k, x4 = x3 + k, x5 = x4 + k, x6 = x5 + k, x7 = x6 + k;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         for (int c = 0; c < k; c += 8)
         {
-            var wc = Vector256.Load(w + c);
+            var wc = TW.Load(w, wi + c);
             a0 = Fma(Vector256.Load(x0 + c), wc, a0);
             a1 = Fma(Vector256.Load(x1 + c), wc, a1);
             a2 = Fma(Vector256.Load(x2 + c), wc, a2);
@@ -95,13 +130,13 @@ internal static unsafe class SmallMatmul
 
     /// <summary>y[r * n] = x_r · w + b for four input rows x_r (stride k) and one weight row w.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4(float* x, int k, float* w, float* y, int n, float b)
+    private static void Dot4<TW>(float* x, int k, void* w, long wi, float* y, int n, float b) where TW : struct, IWeightRows
     {
         float* x0 = x, x1 = x0 + k, x2 = x1 + k, x3 = x2 + k;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int c = 0; c < k; c += 8)
         {
-            var wc = Vector256.Load(w + c);
+            var wc = TW.Load(w, wi + c);
             a0 = Fma(Vector256.Load(x0 + c), wc, a0);
             a1 = Fma(Vector256.Load(x1 + c), wc, a1);
             a2 = Fma(Vector256.Load(x2 + c), wc, a2);
@@ -123,18 +158,18 @@ internal static unsafe class SmallMatmul
 
     /// <summary>x · w over k (a multiple of 8): four independent sums over 32 columns at a time, then 8.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot(float* x, float* w, int k)
+    private static float Dot<TW>(float* x, void* w, long wi, int k) where TW : struct, IWeightRows
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         int c = 0;
         for (; c + 32 <= k; c += 32)
         {
-            a0 = Fma(Vector256.Load(x + c), Vector256.Load(w + c), a0);
-            a1 = Fma(Vector256.Load(x + c + 8), Vector256.Load(w + c + 8), a1);
-            a2 = Fma(Vector256.Load(x + c + 16), Vector256.Load(w + c + 16), a2);
-            a3 = Fma(Vector256.Load(x + c + 24), Vector256.Load(w + c + 24), a3);
+            a0 = Fma(Vector256.Load(x + c), TW.Load(w, wi + c), a0);
+            a1 = Fma(Vector256.Load(x + c + 8), TW.Load(w, wi + c + 8), a1);
+            a2 = Fma(Vector256.Load(x + c + 16), TW.Load(w, wi + c + 16), a2);
+            a3 = Fma(Vector256.Load(x + c + 24), TW.Load(w, wi + c + 24), a3);
         }
-        for (; c < k; c += 8) a0 = Fma(Vector256.Load(x + c), Vector256.Load(w + c), a0);
+        for (; c < k; c += 8) a0 = Fma(Vector256.Load(x + c), TW.Load(w, wi + c), a0);
         return Vector256.Sum(a0 + a1 + (a2 + a3));
     }
 

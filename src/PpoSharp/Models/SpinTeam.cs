@@ -84,7 +84,7 @@ internal sealed class SpinTeam
     /// <summary>Sleeps until a call wakes this helper, unless one came in while it was getting ready to.</summary>
     private void Sleep(Helper helper, long seen)
     {
-        Volatile.Write(ref helper.Sleeping, 1);
+        Interlocked.Exchange(ref helper.Sleeping, 1);           // a full fence: the read of the call below may not pass this write
         if (Volatile.Read(ref _call).Epoch != seen && Interlocked.Exchange(ref helper.Sleeping, 0) == 1) return;   // not woken: nothing to take
         helper.Wake.Wait();                                                                                  // woken (a release is or will be there)
     }
