@@ -7,10 +7,10 @@ namespace PpoSharp.Tests;
 public class SmallMatmulTests
 {
     [Theory]
-    [InlineData(1, 8, 4, false, 1)]       // one row, one block of four weight rows
-    [InlineData(3, 16, 7, true, 1)]       // rows below a block of four; three weight rows left after a block
-    [InlineData(4, 64, 33, true, 1)]      // one 4x4 block row and one weight row left
-    [InlineData(7, 24, 12, false, 1)]     // a 4-row block and three rows
+    [InlineData(1, 8, 4, false, 1)]       // one row, K below the single-row sum's 32 columns
+    [InlineData(3, 16, 7, true, 1)]       // rows one at a time
+    [InlineData(4, 64, 33, true, 1)]      // K a multiple of 32
+    [InlineData(7, 24, 12, false, 1)]     // rows one at a time, up to the block of eight
     [InlineData(8, 72, 1030, true, 3)]    // the most rows (one 8-row block), the weight rows split over three threads
     [InlineData(5, 40, 9, true, 2)]       // K not a multiple of 32 (the single-row sum's 8-column tail); two threads
     [InlineData(1, 576, 49152, false, 2)] // SmolLM2's LM head at batch 1 over two threads (values about 24 in size: fp32 sums in another order differ by 3e-5)

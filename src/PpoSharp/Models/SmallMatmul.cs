@@ -7,7 +7,7 @@ namespace PpoSharp.Models;
 
 /// <summary>
 /// y = x Wᵀ + b for a decode step's few rows (at most <see cref="MaxRows"/>) on the CPU in fp32 or bf16 without
-/// autograd: each weight row is read once, against up to eight input rows at a time (256-bit fused multiply-adds in
+/// autograd: each weight row is read once, against eight input rows at a time or one (256-bit fused multiply-adds in
 /// fp32). At these shapes libtorch's BLAS (MKL) spends its time elsewhere: <c>perf</c> of a SmolLM2-shape
 /// decode put a batch-1 step 35% in MKL's generic <c>sgemv</c> on one thread (about 8 GB/s, while the second torch
 /// thread spun), and a batch-8 share 47% in copying the weights into MKL's packed layout before 24% of arithmetic.
@@ -90,7 +90,7 @@ internal static unsafe class SmallMatmul
     /// <summary>
     /// Output columns [<paramref name="from"/>, <paramref name="to"/>) of y (M, N), one weight row at a time: a single
     /// stream through memory (four rows read side by side streamed at 13 GB/s where one row at a time reached 21, as
-    /// fast as a plain sum), against eight input rows at a time, then four, then one.
+    /// fast as a plain sum), against eight input rows at a time, then one (the weight row then comes from the L1 cache).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows<TW>(float* x, int m, int k, void* w, float* bias, float* y, int n, int from, int to) where TW : struct, IWeightRows
@@ -101,7 +101,6 @@ internal static unsafe class SmallMatmul
             float b = bias is null ? 0 : bias[j];
             int i = 0;
             for (; i + 8 <= m; i += 8) Dot8<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
-            for (; i + 4 <= m; i += 4) Dot4<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
             for (; i < m; i++) y[i * n + j] = Dot<TW>(x + i * k, w, wj, k) + b;
         }
     }
@@ -126,23 +125,6 @@ internal static unsafe class SmallMatmul
         }
         Store(Sums(a0, a1, a2, a3) + Vector128.Create(b), y, n);
         Store(Sums(a4, a5, a6, a7) + Vector128.Create(b), y + 4 * n, n);
-    }
-
-    /// <summary>y[r * n] = x_r · w + b for four input rows x_r (stride k) and one weight row w.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4<TW>(float* x, int k, void* w, long wi, float* y, int n, float b) where TW : struct, IWeightRows
-    {
-        float* x0 = x, x1 = x0 + k, x2 = x1 + k, x3 = x2 + k;
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int c = 0; c < k; c += 8)
-        {
-            var wc = TW.Load(w, wi + c);
-            a0 = Fma(Vector256.Load(x0 + c), wc, a0);
-            a1 = Fma(Vector256.Load(x1 + c), wc, a1);
-            a2 = Fma(Vector256.Load(x2 + c), wc, a2);
-            a3 = Fma(Vector256.Load(x3 + c), wc, a3);
-        }
-        Store(Sums(a0, a1, a2, a3) + Vector128.Create(b), y, n);
     }
 
     /// <summary>The four horizontal sums [Σa0, Σa1, Σa2, Σa3].</summary>
