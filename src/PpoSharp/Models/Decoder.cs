@@ -91,7 +91,11 @@ public sealed class Decoder : Module<Tensor, Tensor>
         (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), x.dtype);                // (B, T, 1, hd) x2
         bool causal = mask is null && t > 1;
         for (int i = 0; i < layers.Count; i++)
-            x = checkpointing && cache is null ? Checkpointed(i, x, mask, causal, rope, adapter, matmul) : layers[i].Forward(x, mask, causal, cache, rope, adapter, matmul);
+        {
+            using var layer = NewDisposeScope();         // a block's temporaries go when it ends, not when the whole pass does (autograd keeps what it saved)
+            x = (checkpointing && cache is null ? Checkpointed(i, x, mask, causal, rope, adapter, matmul) : layers[i].Forward(x, mask, causal, cache, rope, adapter, matmul))
+                .MoveToOuterDisposeScope();              // (B, T, C)
+        }
         cache?.Advance((int)t);
         return norm.forward(x).MoveToOuterDisposeScope();                                            // (B, T, C)
     }
