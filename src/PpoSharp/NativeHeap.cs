@@ -36,6 +36,19 @@ public static partial class NativeHeap
         return _configured;
     }
 
+    /// <summary>
+    /// Hands the heap's free pages back to the kernel (glibc's malloc_trim), where <see cref="KeepFreedMemory"/> is set:
+    /// called where a run moves from one kind of work to another (after loading, between a PPO rollout and its update),
+    /// so that what one phase freed, scattered between live blocks, does not add to the next phase's peak.
+    /// </summary>
+    public static void Trim()
+    {
+        if (_configured) malloc_trim(0);
+    }
+
+    [LibraryImport("libc", EntryPoint = "malloc_trim")]
+    private static partial int malloc_trim(nuint pad);
+
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int mallopt(int parameter, int value);
 }

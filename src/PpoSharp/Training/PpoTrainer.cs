@@ -249,6 +249,7 @@ public sealed partial class PpoTrainer : IDisposable
         var rollout = BuildExperience(pending);                   // tensors owned by this iteration's scope
         double rolloutSeconds = clock.Elapsed.TotalSeconds;
         var experience = ComputeAdvantages(rollout);
+        NativeHeap.Trim();                                        // the rollout's freed memory back before the update's peak
         var update = Update(experience);
         double updateSeconds = clock.Elapsed.TotalSeconds - rolloutSeconds;
         _fleetStats.Wait = WaitAhead();                          // the batches ahead are done before the servers get new weights
@@ -531,6 +532,7 @@ public sealed partial class PpoTrainer : IDisposable
                     continue;
                 }
                 _optimizer.step();
+                NativeHeap.Trim();                                   // the minibatch's activations and gradients' temporaries back
                 CpuThreads.Adapt();                                  // between minibatches: give cores back early
 
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
