@@ -402,7 +402,7 @@ internal static partial class Commands
         var json = new Option<string?>("--json") { Description = "also write the figures to this JSON file" };
         var quick = new Option<bool>("--quick") { Description = "fewer repeats and a shorter soak (under 2 minutes)" };
         var asCopy = new Option<bool>("--as-copy") { Description = "run only the competing copy's PPO loop (started by bench itself)", Hidden = true };
-        var loraCase = new Option<string?>("--lora-case") { Description = "run only one case (full or lora) of the LoRA figure (started by bench itself)", Hidden = true };
+        var loraCase = new Option<string?>("--lora-case") { Description = "run only one case (full, lora, lora_checkpointing or bf16) of the LoRA figure (started by bench itself)", Hidden = true };
         var loraDir = new Option<string?>("--lora-dir") { Hidden = true };
         var loraIterations = new Option<int>("--lora-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
         var c = new Command("bench", "speed and memory figures against the machine's measured fp32 GEMM throughput, alone and beside a copy of itself") { json, quick, asCopy, loraCase, loraDir, loraIterations };

@@ -28,7 +28,7 @@ public static partial class Bench
         try
         {
             LoraSetup(dir);
-            foreach (var mode in CpuHasBf16 ? new[] { "full", "lora", "bf16" } : ["full", "lora"])
+            foreach (var mode in CpuHasBf16 ? new[] { "full", "lora", "lora_checkpointing", "bf16" } : ["full", "lora", "lora_checkpointing"])
             {
                 using var child = startSelf(["bench", "--lora-case", mode, "--lora-dir", dir, "--lora-iterations", iterations.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
                 child.StandardInput.Close();
@@ -46,7 +46,8 @@ public static partial class Bench
             r["smollm2_ppo_lora_time_ratio"] = (double)r["smollm2_ppo_lora_iteration_seconds"] / (double)r["smollm2_ppo_full_iteration_seconds"];
             log.WriteLine($"bench: SmolLM2-135M shape, PPO iteration with a reward model (batch 8, 16 new tokens): full weights {r["smollm2_ppo_full_iteration_seconds"]:F1} s, "
                 + $"peak RSS {r["smollm2_ppo_full_peak_rss_mb"]:F0} MB; LoRA r 16 all-linear {r["smollm2_ppo_lora_iteration_seconds"]:F1} s, peak RSS {r["smollm2_ppo_lora_peak_rss_mb"]:F0} MB "
-                + $"({r["smollm2_ppo_lora_rss_ratio"]:P0} of full)");
+                + $"({r["smollm2_ppo_lora_rss_ratio"]:P0} of full); LoRA with gradient_checkpointing {r["smollm2_ppo_lora_checkpointing_iteration_seconds"]:F1} s, "
+                + $"peak RSS {r["smollm2_ppo_lora_checkpointing_peak_rss_mb"]:F0} MB");
         }
         finally
         {
@@ -70,18 +71,20 @@ public static partial class Bench
     }
 
     /// <summary>
-    /// <c>bench --lora-case full|lora|bf16</c> (bf16: full weights with bf16=true): PPO against the case's reward model from the base in <paramref name="dir"/>;
+    /// <c>bench --lora-case full|lora|lora_checkpointing|bf16</c> (bf16: full weights with bf16=true; lora_checkpointing: LoRA with
+    /// gradient_checkpointing=true): PPO against the case's reward model from the base in <paramref name="dir"/>;
     /// prints one JSON line: median iteration seconds (after the first), peak RSS, trainable parameters.
     /// </summary>
     public static void RunLoraCase(string mode, string dir, int iterations, TextWriter log)
     {
-        bool lora = mode == "lora";
+        bool lora = mode.StartsWith("lora", StringComparison.Ordinal);
         var prompts = Jsonl.ReadPrompts(Path.Combine(dir, "data", TaskData.PromptsFile)).Records;
         var reward = RewardModelScorer.Load(Path.Combine(dir, lora ? "rm-lora" : "rm-full"));
         var config = new PpoConfig
         {
             Iterations = iterations, BatchSize = 8, NumMiniBatches = 2, NumPpoEpochs = 1, ResponseLength = 16, CheckpointEvery = 1000,
             LoraR = lora ? BenchLora.R : 0, LoraAlpha = BenchLora.Alpha, LoraTargetModules = BenchLora.TargetModules, Bf16 = mode == "bf16",
+            GradientCheckpointing = mode == "lora_checkpointing",
         };
         var outDir = Path.Combine(dir, $"run-{mode}");
         using var trainer = PpoTrainer.FromRunDirectory(Path.Combine(dir, "base"), reward, prompts, config, TextWriter.Null);
