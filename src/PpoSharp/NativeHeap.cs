@@ -38,8 +38,8 @@ public static partial class NativeHeap
 
     /// <summary>
     /// Hands the heap's free pages back to the kernel (glibc's malloc_trim), where <see cref="KeepFreedMemory"/> is set:
-    /// called where a run moves from one kind of work to another (after loading, between a PPO rollout and its update),
-    /// so that what one phase freed, scattered between live blocks, does not add to the next phase's peak.
+    /// called between a PPO rollout and its update and after each optimizer step of the update, so that what one phase
+    /// freed, scattered between live blocks, does not add to the next one's peak.
     /// </summary>
     public static void Trim()
     {

@@ -50,7 +50,8 @@ internal static unsafe class DecodeAttention
         return y.transpose(1, 2);
     }
 
-    private static float* Pointer(Tensor t)
+    /// <summary>The address of an fp32 CPU tensor's first element (its storage's data, past its offset).</summary>
+    internal static float* Pointer(Tensor t)
     {
         using var storage = t.storage<float>();
         return (float*)storage.data_ptr() + t.storage_offset();

@@ -180,8 +180,9 @@ public static class Sampling
 
     /// <summary>
     /// Whether a one-share CPU generation runs its decode steps on one torch thread with the matrix products split over
-    /// the cores (<see cref="SmallMatmul.Parts"/>): weights and products in one dtype that <see cref="SmallMatmul"/> takes, and no more rows than it takes. A step's other operations are too small to share
-    /// out, and torch's second thread spun through them (<c>perf</c>: 40% of a batch-1 decode's samples).
+    /// the cores (<see cref="SmallMatmul.Parts"/>): weights and products in one dtype that <see cref="SmallMatmul"/>
+    /// takes, and no more rows than it takes. A step's other operations are too small to share out, and torch's second
+    /// thread spun through them (<c>perf</c>: 40% of a batch-1 decode's samples).
     /// </summary>
     private static bool SplitsProducts(Decoder model, Tensor prompts) =>
         prompts.device_type == DeviceType.CPU && prompts.shape[0] <= SmallMatmul.MaxRows && model.Embeddings.dtype is ScalarType.Float32 or ScalarType.BFloat16

@@ -30,10 +30,10 @@ internal static unsafe class SmallMatmul
     /// multiple of 8, a contiguous weight (N, K).
     /// </summary>
     public static bool Applies(Tensor x, Tensor weight) =>
-        x.device_type == TorchSharp.DeviceType.CPU && x.dtype == weight.dtype && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
+        !is_grad_enabled() && Avx.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported     // first: training's forward stops here
+        && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == weight.dtype && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
         && weight.dim() == 2 && x.shape[^1] == weight.shape[1] && weight.shape[1] % Vector256<float>.Count == 0
-        && x.numel() <= MaxRows * weight.shape[1] && weight.is_contiguous()
-        && Avx.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported && !is_grad_enabled();
+        && x.numel() <= MaxRows * weight.shape[1] && weight.is_contiguous();
 
     /// <summary>
     /// x (..., K), weight (N, K), bias (N) or none: y (..., N) in x's dtype. bf16 weights are widened to fp32 as they
@@ -46,7 +46,7 @@ internal static unsafe class SmallMatmul
         using var bc = bias?.to(ScalarType.Float32).contiguous();
         int k = (int)weight.shape[1], n = (int)weight.shape[0], m = (int)(xc.numel() / k);
         var y = empty([.. x.shape[..^1], n], ScalarType.Float32);
-        nint px = Pointer(xc), pw = WeightPointer(weight), pb = bc is null ? 0 : Pointer(bc), py = Pointer(y);
+        nint px = (nint)DecodeAttention.Pointer(xc), pw = WeightPointer(weight), pb = bc is null ? 0 : (nint)DecodeAttention.Pointer(bc), py = (nint)DecodeAttention.Pointer(y);
         int parts = Math.Min(Parts, n / 256 + 1);
         Action<int> part = weight.dtype == ScalarType.BFloat16
             ? i => Rows<Bf16Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
@@ -57,15 +57,9 @@ internal static unsafe class SmallMatmul
         using (y) return y.to(x.dtype);
     }
 
-    private static nint Pointer(Tensor t)
-    {
-        using var storage = t.storage<float>();
-        return (nint)((float*)storage.data_ptr() + t.storage_offset());
-    }
-
     private static nint WeightPointer(Tensor w)
     {
-        if (w.dtype == ScalarType.Float32) return Pointer(w);
+        if (w.dtype == ScalarType.Float32) return (nint)DecodeAttention.Pointer(w);
         fixed (byte* bits = w.bytes) return (nint)bits;            // a span over the tensor's own memory (bf16 has no storage type)
     }
 
