@@ -229,6 +229,7 @@ public class LoraTests(Xunit.Abstractions.ITestOutputHelper output)
         var shared = trainer.Actor.Base!;
         Assert.Same(shared, trainer.Reference);                                        // the reference is the base, adapters off
         Assert.Same(shared, trainer.Critic!.Backbone!.Base);                           // the critic adapts the same base
+        var adapterBefore = trainer.Actor.Adapter!.parameters().Select(p => p.detach().clone()).ToList();
         trainer.Iteration(0);
 
         var baseParams = shared.parameters().ToList();
@@ -238,7 +239,9 @@ public class LoraTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.DoesNotContain(baseParams, p => optimized.Contains(p.Handle));
         var expected = trainer.Actor.parameters().Concat(trainer.Critic.parameters()).Select(p => p.Handle).ToHashSet();
         Assert.Equal(expected, optimized);                                             // the adapters and the value head, nothing else
-        Assert.Contains(trainer.Actor.Adapter!.parameters(), p => p.grad is not null && p.grad.abs().sum().item<float>() > 0);
+        var adapter = trainer.Actor.Adapter!.parameters().ToList();
+        Assert.Contains(Enumerable.Range(0, adapter.Count), i => !adapter[i].allclose(adapterBefore[i], 0, 0));   // the adapters stepped
+        Assert.All(adapter, p => Assert.True(p.grad is null));                          // and their gradients were freed after it
     }
 
     private static (int Code, string Out, string Err) Cli(params string[] args)

@@ -72,6 +72,30 @@ public class PpoOptionTests
     }
 
     [Fact]
+    public void OwnBackboneCritic_IsClippedApartFromTheActor_AndNoGradientOutlivesItsStep()
+    {
+        // max_grad_norm 1e-4 clips every step. The actor's gradient is clipped on its own, so vf_coef 1 and vf_coef 1e4
+        // (a critic gradient 1e4 times larger) leave the same actor. Clipped jointly, the critic's norm would scale the
+        // actor's gradient down about 1e4 times, below AdamW's eps, and its step with it.
+        var weights = new List<float[]>[2];
+        foreach (var (vf, k) in new[] { ("1", 0), ("1e4", 1) })
+        {
+            using var trainer = Ppo(new EditDistance(), "max_grad_norm=1e-4", $"vf_coef={vf}");
+            var critic = trainer.Critic!.parameters().Select(q => Floats(q)).ToList();
+            var stats = trainer.Update(trainer.ComputeAdvantages(trainer.CollectRollouts(trainer.NextRolloutBatch())));
+            Assert.True(stats.GradNorm > 1e-4);
+            Assert.All(trainer.Actor.parameters().Concat(trainer.Critic!.parameters()), q => Assert.True(q.grad is null));   // set to none
+            weights[k] = trainer.Actor.parameters().Select(q => Floats(q)).ToList();
+            var after = trainer.Critic.parameters().Select(q => Floats(q)).ToList();
+            Assert.Contains(Enumerable.Range(0, after.Count), i => !after[i].SequenceEqual(critic[i]));           // the critic stepped too
+        }
+        using var initial = RunDirectory.LoadPolicyModel(Init);
+        var before = initial.parameters().Select(q => Floats(q)).ToList();
+        Assert.Contains(Enumerable.Range(0, before.Count), i => !before[i].SequenceEqual(weights[0][i]));      // the actor moved
+        for (int i = 0; i < weights[0].Count; i++) Assert.Equal(weights[0][i], weights[1][i]);
+    }
+
+    [Fact]
     public void TargetKl_StopsTheEpochsOnceTheirKlExceedsIt()
     {
         // 4 epochs of one minibatch each. Epoch 1 scores its minibatch before its only step, with the policy that sampled

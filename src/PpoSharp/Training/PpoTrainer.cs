@@ -476,6 +476,8 @@ public sealed partial class PpoTrainer : IDisposable
     /// <summary>
     /// Phase 3: <c>num_ppo_epochs</c> passes over the buffer in <c>num_mini_batches</c> shuffled minibatches, each
     /// minimising L = L^CLIP_loss + c1 L^value - c2 H (the notes' L^PPO, maximised); early stop on <c>target_kl</c>.
+    /// A critic with a backbone of its own takes its step after the actor's, each clipped to max_grad_norm on its own (as
+    /// OpenRLHF and verl do), so that one model's gradients are alive at a time; <c>grad_norm</c> is both together.
     /// </summary>
     public UpdateStats Update(Experience e)
     {
@@ -506,33 +508,35 @@ public sealed partial class PpoTrainer : IDisposable
                 var (policyLoss, ps) = PolicyLoss.Compute(logp, m.OldLogProbs, m.Advantages!, lossMask, policyLossOptions,
                     policyLossOptions.Beta > 0 ? m.RefLogProbs : null, isWeights: m.IsWeights);
                 var entropy = Masked.Mean(tokenEntropy!, lossMask);
-                Tensor loss, valueLoss;
-                double valueClipFrac;
-                if (_critic is not null)
+                var actorLoss = policyLoss - _config.EntCoef * entropy;
+                Tensor valueLoss, loss;
+                double valueClipFrac, gradNorm;
+                if (_critic is { Shared: false })
                 {
+                    // own backbone: the actor's backward and step first, so that its gradients and activations are gone before the critic's pass
+                    double actorNorm = Step(actorLoss, _actor);
                     var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
                     (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);
-                    loss = policyLoss + _config.VfCoef * valueLoss - _config.EntCoef * entropy;
+                    gradNorm = Math.Sqrt(actorNorm * actorNorm + Math.Pow(Step(_config.VfCoef * valueLoss, _critic), 2));
+                    loss = actorLoss + _config.VfCoef * valueLoss;
                 }
                 else
                 {
-                    (valueLoss, valueClipFrac) = (zeros(1), 0);                                       // no critic: no value loss
-                    loss = policyLoss - _config.EntCoef * entropy;
+                    if (_critic is not null)
+                    {
+                        var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N), from the actor's hidden states
+                        (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);
+                        loss = actorLoss + _config.VfCoef * valueLoss;
+                    }
+                    else (valueLoss, valueClipFrac, loss) = (zeros(1), 0, actorLoss);                // no critic: no value loss
+                    gradNorm = Step(loss, _actor, _critic);
                 }
-                if (LossFault != null) loss = LossFault(loss);
-
-                _optimizer.zero_grad();
-                loss.backward();
-                double gradNorm = nn.utils.clip_grad_norm_(_optimizer.parameters(), _config.MaxGradNorm);
                 if (!_guard.Allows(loss.item<float>(), gradNorm, steps + skipped + 1))
                 {
-                    _optimizer.zero_grad();                      // non-finite: skipped and counted
-                    skipped++;
+                    skipped++;                                           // non-finite: not applied (Step), counted
                     if (_guard.Exhausted) break;
                     continue;
                 }
-                _optimizer.step();
-                NativeHeap.Trim();                                   // the minibatch's activations and gradients' temporaries back
                 CpuThreads.Adapt();                                  // between minibatches: give cores back early
 
                 if (steps == 0) (firstRatioMean, firstRatioMax) = (ps.RatioMean, ps.RatioMax);
@@ -549,6 +553,24 @@ public sealed partial class PpoTrainer : IDisposable
         double Avg(int k) => steps == 0 ? double.NaN : sums[k] / steps;
         return new UpdateStats(Avg(0), Avg(1), Avg(2), Avg(3), Avg(4), Avg(5), Avg(6), sums[7], firstRatioMean, firstRatioMax, epochs, Avg(8), skipped,
             steps == 0 ? double.NaN : clipLow / steps, steps == 0 ? double.NaN : clipHigh / steps, (int)b);
+    }
+
+    /// <summary>
+    /// One optimizer step of <paramref name="models"/>: loss.backward(), their gradient norm clipped to max_grad_norm, and
+    /// AdamW's step when the loss and the norm are finite (else <see cref="NonFiniteGuard"/> counts it). The gradients are
+    /// then freed (PyTorch's zero_grad(set_to_none=True)), so that they take memory only within a step. Returns the norm
+    /// before clipping.
+    /// </summary>
+    private double Step(Tensor loss, params nn.Module?[] models)
+    {
+        if (LossFault != null) loss = LossFault(loss);
+        loss.backward();
+        var parameters = models.OfType<nn.Module>().SelectMany(model => model.parameters()).Where(q => q.requires_grad).ToList();
+        double norm = nn.utils.clip_grad_norm_(parameters, _config.MaxGradNorm);
+        if (double.IsFinite(loss.item<float>()) && double.IsFinite(norm)) _optimizer.step();   // steps the parameters with a gradient: these models'
+        foreach (var model in models) model?.zero_grad(set_to_none: true);
+        NativeHeap.Trim();                                           // the step's activations and gradients back
+        return norm;
     }
 
     /// <summary>Phase 4: the iteration's metrics row (flat snake_case keys); updates the adaptive KL controller.</summary>
