@@ -205,6 +205,7 @@ internal sealed class Norm : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         if (_kind == NormKind.LayerNorm) return functional.layer_norm(x, [x.shape[^1]], weight, bias, _eps);
+        if (RowKernels.Applies(x, weight)) return RowKernels.RmsNorm(x, weight, _eps);              // a decode step's few rows
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();     // (..., C)

@@ -66,6 +66,11 @@ internal sealed class DecoderBlock : Module
     {
         long b = x.shape[0], t = x.shape[1];
         var heads = Project(qkv, "qkv", x, lora, matmul).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
+        if (q_norm is null && rope is { } table && RowKernels.Applies(heads, table.Cos))
+        {
+            RowKernels.Rotate(heads, _heads + _kvHeads, table);                             // q and k heads in place (a decode step's own buffer)
+            rope = null;
+        }
         var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
         var k = heads.narrow(2, _heads, _kvHeads);                                          // (B, T, KV, hd)
         var v = heads.narrow(2, _heads + _kvHeads, _kvHeads);                               // (B, T, KV, hd)

@@ -32,35 +32,48 @@ internal static unsafe class SmallMatmul
     public static bool Applies(Tensor x, Tensor weight) =>
         !is_grad_enabled() && Avx.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported     // first: training's forward stops here
         && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == weight.dtype && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
-        && weight.dim() == 2 && x.shape[^1] == weight.shape[1] && weight.shape[1] % Vector256<float>.Count == 0
-        && x.numel() <= MaxRows * weight.shape[1] && weight.is_contiguous();
+        && weight.dim() == 2 && weight.size(1) is var k && x.size(-1) == k && k % Vector256<float>.Count == 0
+        && x.numel() <= MaxRows * k && weight.is_contiguous();                                  // size(i), not shape: no array per call
 
     /// <summary>
     /// x (..., K), weight (N, K), bias (N) or none: y (..., N) in x's dtype. bf16 weights are widened to fp32 as they
-    /// are read (half the bytes of fp32), the input rows once, and the sums (fp32) rounded to bf16 at the end, as
-    /// libtorch's bf16 products do.
+    /// are read (half the bytes of fp32), bf16 inputs and bias once into this thread's buffers, and the sums (fp32)
+    /// rounded to bf16 at the end, as libtorch's bf16 products do (here without two casts through libtorch per product).
     /// </summary>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
-        using var xc = x.to(ScalarType.Float32).contiguous();
-        using var bc = bias?.to(ScalarType.Float32).contiguous();
-        int k = (int)weight.shape[1], n = (int)weight.shape[0], m = (int)(xc.numel() / k);
-        var y = empty([.. x.shape[..^1], n], ScalarType.Float32);
-        nint px = (nint)DecodeAttention.Pointer(xc), pw = WeightPointer(weight), pb = bc is null ? 0 : (nint)DecodeAttention.Pointer(bc), py = (nint)DecodeAttention.Pointer(y);
-        int parts = Math.Min(Parts, n / 256 + 1);
-        Action<int> part = weight.dtype == ScalarType.BFloat16
-            ? i => Rows<Bf16Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
-            : i => Rows<Fp32Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
-        if (parts <= 1) part(0);
-        else SpinTeam.Shared.Run(parts, part);
-        if (x.dtype == ScalarType.Float32) return y;
-        using (y) return y.to(x.dtype);
+        int k = (int)weight.size(1), n = (int)weight.size(0), m = (int)(x.numel() / k);
+        bool bf16 = x.dtype == ScalarType.BFloat16;
+        using var xc = x.contiguous();
+        var y = empty([.. x.shape[..^1], n], x.dtype);
+        fixed (float* xs = bf16 ? Buffer(ref t_input, m * k) : null, ys = bf16 ? Buffer(ref t_output, m * n) : null,
+               bs = bias?.dtype == ScalarType.BFloat16 ? Buffer(ref t_bias, n) : null)
+        {
+            nint px = (nint)(bf16 ? Widen(RowKernels.Address(xc), xs, m * k) : (float*)RowKernels.Address(xc));
+            nint pb = bias is null ? 0 : (nint)(bs is null ? (float*)RowKernels.Address(bias) : Widen(RowKernels.Address(bias), bs, n));
+            nint py = (nint)(bf16 ? ys : (float*)RowKernels.Address(y)), pw = (nint)RowKernels.Address(weight);
+            int parts = Math.Min(Parts, n / 256 + 1);
+            Action<int> part = weight.dtype == ScalarType.BFloat16
+                ? i => Rows<Bf16Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
+                : i => Rows<Fp32Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
+            if (parts <= 1) part(0);
+            else SpinTeam.Shared.Run(parts, part);
+            if (bf16) RowKernels.Narrow(ys, (ushort*)RowKernels.Address(y), (long)m * n);
+        }
+        return y;
     }
 
-    private static nint WeightPointer(Tensor w)
+    [ThreadStatic] private static float[]? t_input, t_output, t_bias;
+
+    /// <summary>This thread's buffer of at least <paramref name="count"/> floats in <paramref name="slot"/>.</summary>
+    private static float[] Buffer(ref float[]? slot, long count) => slot is { } b && b.Length >= count ? b : slot = new float[count];
+
+    /// <summary>count bf16 values at <paramref name="source"/> as fp32 into <paramref name="target"/>; returns target.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float* Widen(byte* source, float* target, long count)
     {
-        if (w.dtype == ScalarType.Float32) return (nint)DecodeAttention.Pointer(w);
-        fixed (byte* bits = w.bytes) return (nint)bits;            // a span over the tensor's own memory (bf16 has no storage type)
+        for (long i = 0; i < count; i++) target[i] = RowKernels.FromBf16(((ushort*)source)[i]);
+        return target;
     }
 
     /// <summary>How a kernel reads eight weights as fp32: the JIT compiles one copy of the kernel per reader.</summary>
