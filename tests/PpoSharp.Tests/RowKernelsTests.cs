@@ -54,6 +54,28 @@ public class RowKernelsTests
         Assert.True(all.narrow(2, heads + kvHeads, kvHeads).equal(values).all().item<bool>());
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, 1, 1)]
+    [InlineData(ScalarType.BFloat16, 2, 3)]
+    public void KvCache_AppendRows_StoresWhatAppendStores(ScalarType dtype, int batch, int positions)
+    {
+        // Llama-style heads: 6 query heads, 2 key/value heads of size 8; two appends, the second after one position.
+        var spec = new DecoderSpec(VocabSize: 10, ContextLength: 16, NLayer: 1, NHead: 6, DModel: 48) { KvHeads = 2 };
+        using var plain = new KvCache(spec, batch, 8, dtype, CPU);
+        using var rows = new KvCache(spec, batch, 8, dtype, CPU);
+        using var _ = no_grad();
+        foreach (var t in new[] { 1, positions })
+        {
+            var heads = randn(batch, t, 6 + 2 * 2, 8).to(dtype);                                // (B, T, H+2KV, hd)
+            var expected = plain.Append(0, heads.narrow(2, 6, 2).transpose(1, 2), heads.narrow(2, 8, 2).transpose(1, 2));
+            var stored = rows.AppendRows(0, heads, 6);
+            Assert.Equal(expected.shape, stored.shape);
+            Assert.True(stored.equal(expected).all().item<bool>());
+            plain.Advance(t);
+            rows.Advance(t);
+        }
+    }
+
     [Fact]
     public void Applies_OnlyToAFewRows_WithoutAutograd_InOneDtype()
     {

@@ -66,9 +66,10 @@ internal sealed class DecoderBlock : Module
     {
         long b = x.shape[0], t = x.shape[1];
         var heads = Project(qkv, "qkv", x, lora, matmul).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
-        if (q_norm is null && rope is { } table && RowKernels.Applies(heads, table.Cos))
+        bool fewRows = q_norm is null && RowKernels.Applies(heads, rope?.Cos ?? heads);     // a decode step's own buffer: rotated in place, cached from
+        if (fewRows && rope is { } table)
         {
-            RowKernels.Rotate(heads, _heads + _kvHeads, table);                             // q and k heads in place (a decode step's own buffer)
+            RowKernels.Rotate(heads, _heads + _kvHeads, table);                             // the q and k heads
             rope = null;
         }
         var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
@@ -80,7 +81,7 @@ internal sealed class DecoderBlock : Module
         Tensor y;
         if (cache is not null)
         {
-            var kv = cache.Append(_layer, k.transpose(1, 2), v.transpose(1, 2));             // (2, B, KV, L, hd)
+            var kv = fewRows ? cache.AppendRows(_layer, heads, _heads) : cache.Append(_layer, k.transpose(1, 2), v.transpose(1, 2));   // (2, B, KV, L, hd)
             y = DecodeAttention.Applies(q, kv, mask) ? DecodeAttention.Forward(q, kv, mask)
                 : functional.scaled_dot_product_attention(q, Repeat(kv[0]), Repeat(kv[1]), attn_mask: mask, is_casual: causal);
         }

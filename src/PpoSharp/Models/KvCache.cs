@@ -27,6 +27,32 @@ public sealed class KvCache : IDisposable
         return _kv[layer].narrow(3, 0, Length + t);
     }
 
+    /// <summary>
+    /// <see cref="Append"/> straight from a decode step's projection buffer heads (B, T, H+2KV, hd) (the keys after the
+    /// <paramref name="queryHeads"/> query heads, then the values), one row of hd values at a time instead of four
+    /// libtorch copies and views per layer; contiguous, in the cache's dtype, on the CPU (else it calls Append).
+    /// </summary>
+    public unsafe Tensor AppendRows(int layer, Tensor heads, int queryHeads)
+    {
+        var cache = _kv[layer];                                                                  // (2, B, KV, Tmax, hd)
+        int kvHeads = (int)cache.size(2), hd = (int)cache.size(4), nh = queryHeads + 2 * kvHeads, size = (int)cache.element_size();
+        if (heads.dtype != cache.dtype || cache.device_type != TorchSharp.DeviceType.CPU || !heads.is_contiguous())
+            return Append(layer, heads.narrow(2, queryHeads, kvHeads).transpose(1, 2), heads.narrow(2, queryHeads + kvHeads, kvHeads).transpose(1, 2));
+        long b = heads.size(0), t = heads.size(1), tmax = Capacity;
+        if (Length + t > tmax) throw new InvalidOperationException($"KV cache full: {Length} + {t} > {tmax}");
+        byte* source = RowKernels.Address(heads), target = RowKernels.Address(cache);
+        for (long row = 0; row < b; row++)
+            for (long pos = 0; pos < t; pos++)
+                for (int part = 0; part < 2; part++)
+                    for (int h = 0; h < kvHeads; h++)
+                    {
+                        long from = ((row * t + pos) * nh + queryHeads + part * kvHeads + h) * hd;   // heads[row, pos, H + part KV + h]
+                        long to = (((part * b + row) * kvHeads + h) * tmax + Length + pos) * hd;     // cache[part, row, h, Length + pos]
+                        Buffer.MemoryCopy(source + from * size, target + to * size, (long)hd * size, (long)hd * size);
+                    }
+        return cache.narrow(3, 0, Length + t);
+    }
+
     /// <summary>Called once per forward, after every layer has appended <paramref name="t"/> positions.</summary>
     public void Advance(int t) => Length += t;
 

