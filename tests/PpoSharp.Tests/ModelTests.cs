@@ -86,6 +86,30 @@ public class ModelTests
         Assert.True(DecodeAttention.Forward(q, kv, mask).allclose(expected, rtol: 1e-4, atol: 1e-5));
     }
 
+    [Theory]
+    [InlineData(64, 48, false)]   // SmolLM2's head size, a short cache
+    [InlineData(24, 13, true)]
+    public void DecodeAttention_Bf16_EqualsSdpaInFp32OfTheSameValues_RoundedToBf16(int hd, int length, bool masked)
+    {
+        using var _ = no_grad();
+        manual_seed(hd * length);
+        long b = 2, h = 3;
+        var q = randn([b, 1, 3, h, hd]).permute(2, 0, 3, 1, 4)[0].to(ScalarType.BFloat16);   // (B, H, 1, hd), strided
+        var kv = randn([2, b, h, length + 5, hd]).to(ScalarType.BFloat16).narrow(3, 0, length);   // (2, B, H, L, hd), a view
+        Tensor? mask = null;
+        if (masked)
+        {
+            var keep = rand(b, length).gt(0.4).index_fill(1, tensor(length - 1L), true);
+            mask = zeros(b, 1, 1, length).masked_fill(keep.logical_not().view(b, 1, 1, length), double.NegativeInfinity).to(ScalarType.BFloat16);
+        }
+        var expected = nn.functional.scaled_dot_product_attention(q.to(ScalarType.Float32), kv[0].to(ScalarType.Float32), kv[1].to(ScalarType.Float32),
+            attn_mask: mask?.to(ScalarType.Float32));                                          // (B, H, 1, hd) in fp32
+        var y = DecodeAttention.Forward(q, kv, mask);
+        Assert.Equal(ScalarType.BFloat16, y.dtype);
+        var gap = (y.to(ScalarType.Float32) - expected).abs();
+        Assert.True(gap.le(expected.abs() * (1.0 / 128) + 1e-4).all().item<bool>(), $"max gap {gap.max().item<float>()}");   // bf16's half ulp
+    }
+
     [Fact]
     public void Hidden_InCachedChunks_EqualsOneForward()
     {

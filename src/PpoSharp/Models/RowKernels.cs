@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Models;
@@ -76,11 +78,13 @@ internal static unsafe class RowKernels
             }
     }
 
-    /// <summary>The address of a CPU tensor's first element (fp32 through its storage, other dtypes contiguous only).</summary>
+    /// <summary>The address of a CPU tensor's first element, also of a view (which the strides then walk).</summary>
     public static byte* Address(Tensor t)
     {
         if (t.dtype == ScalarType.Float32) return (byte*)DecodeAttention.Pointer(t);
-        fixed (byte* bits = t.bytes) return bits;                   // a span over the tensor's own memory (bf16 has no storage type)
+        if (t.is_contiguous()) fixed (byte* bits = t.bytes) return bits;   // a span over the tensor's own memory (bf16 has no storage type)
+        using var first = t.as_strided([1], [1], t.storage_offset());        // the first element alone: contiguous
+        fixed (byte* bits = first.bytes) return bits;
     }
 
     private static float Read(byte* p, long i, bool bf16) => bf16 ? FromBf16(((ushort*)p)[i]) : ((float*)p)[i];
@@ -108,4 +112,27 @@ internal static unsafe class RowKernels
         uint u = BitConverter.SingleToUInt32Bits(v);
         return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
     }
+}
+
+/// <summary>How a kernel reads a tensor's values as fp32: the JIT compiles one copy of the kernel per reader.</summary>
+internal unsafe interface IRowReader
+{
+    /// <summary>The values at index <paramref name="i"/> .. i + 7 of <paramref name="p"/>, as fp32.</summary>
+    static abstract Vector256<float> Load(void* p, long i);
+
+    /// <summary>The value at index <paramref name="i"/>, as fp32.</summary>
+    static abstract float Read(void* p, long i);
+}
+
+internal readonly unsafe struct Fp32Reader : IRowReader
+{
+    public static Vector256<float> Load(void* p, long i) => Vector256.Load((float*)p + i);
+    public static float Read(void* p, long i) => ((float*)p)[i];
+}
+
+/// <summary>bf16 is the upper half of an fp32: widen each 16-bit value and shift it up.</summary>
+internal readonly unsafe struct Bf16Reader : IRowReader
+{
+    public static Vector256<float> Load(void* p, long i) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)p + i), 16).AsSingle();
+    public static float Read(void* p, long i) => RowKernels.FromBf16(((ushort*)p)[i]);
 }

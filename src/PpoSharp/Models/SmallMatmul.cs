@@ -54,8 +54,8 @@ internal static unsafe class SmallMatmul
             nint py = (nint)(bf16 ? ys : (float*)RowKernels.Address(y)), pw = (nint)RowKernels.Address(weight);
             int parts = Math.Min(Parts, n / 256 + 1);
             Action<int> part = weight.dtype == ScalarType.BFloat16
-                ? i => Rows<Bf16Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
-                : i => Rows<Fp32Rows>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
+                ? i => Rows<Bf16Reader>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
+                : i => Rows<Fp32Reader>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
             if (parts <= 1) part(0);
             else SpinTeam.Shared.Run(parts, part);
             if (bf16) RowKernels.Narrow(ys, (ushort*)RowKernels.Address(y), (long)m * n);
@@ -76,31 +76,13 @@ internal static unsafe class SmallMatmul
         return target;
     }
 
-    /// <summary>How a kernel reads eight weights as fp32: the JIT compiles one copy of the kernel per reader.</summary>
-    private interface IWeightRows
-    {
-        /// <summary>The weights at index <paramref name="i"/> .. i + 7 of <paramref name="w"/>, as fp32.</summary>
-        static abstract Vector256<float> Load(void* w, long i);
-    }
-
-    private readonly struct Fp32Rows : IWeightRows
-    {
-        public static Vector256<float> Load(void* w, long i) => Vector256.Load((float*)w + i);
-    }
-
-    /// <summary>bf16 is the upper half of an fp32: widen each 16-bit value and shift it up.</summary>
-    private readonly struct Bf16Rows : IWeightRows
-    {
-        public static Vector256<float> Load(void* w, long i) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)w + i), 16).AsSingle();
-    }
-
     /// <summary>
     /// Output columns [<paramref name="from"/>, <paramref name="to"/>) of y (M, N), one weight row at a time: a single
     /// stream through memory (four rows read side by side streamed at 13 GB/s where one row at a time reached 21, as
     /// fast as a plain sum), against eight input rows at a time, then one (the weight row then comes from the L1 cache).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows<TW>(float* x, int m, int k, void* w, float* bias, float* y, int n, int from, int to) where TW : struct, IWeightRows
+    private static void Rows<TW>(float* x, int m, int k, void* w, float* bias, float* y, int n, int from, int to) where TW : struct, IRowReader
     {
         for (int j = from; j < to; j++)
         {
@@ -108,13 +90,13 @@ internal static unsafe class SmallMatmul
             float b = bias is null ? 0 : bias[j];
             int i = 0;
             for (; i + 8 <= m; i += 8) Dot8<TW>(x + i * k, k, w, wj, y + i * n + j, n, b);
-            for (; i < m; i++) y[i * n + j] = (typeof(TW) == typeof(Bf16Rows) && Wide && k % 16 == 0 ? DotBf16x16(x + i * k, (ushort*)w + wj, k) : Dot<TW>(x + i * k, w, wj, k)) + b;
+            for (; i < m; i++) y[i * n + j] = (typeof(TW) == typeof(Bf16Reader) && Wide && k % 16 == 0 ? DotBf16x16(x + i * k, (ushort*)w + wj, k) : Dot<TW>(x + i * k, w, wj, k)) + b;
         }
     }
 
     /// <summary>y[r * n] = x_r · w + b for eight input rows x_r (stride k) and one weight row w: eight independent sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot8<TW>(float* x, int k, void* w, long wi, float* y, int n, float b) where TW : struct, IWeightRows
+    private static void Dot8<TW>(float* x, int k, void* w, long wi, float* y, int n, float b) where TW : struct, IRowReader
     {
         float* x0 = x, x1 = x0 + k, x2 = x1 + k, x3 = x2 + k, x4 = x3 + k, x5 = x4 + k, x6 = x5 + k, x7 = x6 + k;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -147,7 +129,7 @@ internal static unsafe class SmallMatmul
 
     /// <summary>x · w over k (a multiple of 8): four independent sums over 32 columns at a time, then 8.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot<TW>(float* x, void* w, long wi, int k) where TW : struct, IWeightRows
+    private static float Dot<TW>(float* x, void* w, long wi, int k) where TW : struct, IRowReader
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         int c = 0;
