@@ -10,7 +10,8 @@ namespace PpoSharp.Models;
 /// <see cref="SmallMatmul.MaxRows"/>) on the CPU without autograd, in fp32 or bf16, as plain loops. In libtorch each is
 /// five to seven small ops: at SmolLM2's shape a norm took 15 us and a rotation 14 us, each called twice per layer and
 /// token, about 1.7 ms of a 28 ms batch-1 step. The arithmetic is <see cref="Norm"/>'s and <see cref="Rope"/>'s, rounded to
-/// the tensor's dtype wherever libtorch rounds (after each product and sum in bf16).
+/// the tensor's dtype wherever libtorch rounds (after each product and sum in bf16). The bf16 conversions and tensor
+/// addresses here serve <see cref="SmallMatmul"/>, <see cref="DecodeAttention"/> and <see cref="KvCache"/> too.
 /// </summary>
 internal static unsafe class RowKernels
 {
