@@ -71,13 +71,6 @@ internal static unsafe class DecodeAttention
         }
     }
 
-    /// <summary>The address of an fp32 CPU tensor's first element (its storage's data, past its offset).</summary>
-    internal static float* Pointer(Tensor t)
-    {
-        using var storage = t.storage<float>();
-        return (float*)storage.data_ptr() + t.storage_offset();
-    }
-
     /// <summary>s[j] = q · k_j / sqrt(hd) for keys k_j at element k + j * pos of <paramref name="kv"/>, eight keys at a time (their eight dot products reduced together).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scores<TR>(float* q, void* kv, long k, long pos, int hd, int length, float* s) where TR : struct, IRowReader

@@ -21,7 +21,7 @@ public sealed class KvCache : IDisposable
     public Tensor Append(int layer, Tensor keys, Tensor values)
     {
         long t = keys.shape[2];
-        if (Length + t > Capacity) throw new InvalidOperationException($"KV cache full: {Length} + {t} > {Capacity}");
+        CheckRoom(t);
         _kv[layer][0].narrow(2, Length, t).copy_(keys);
         _kv[layer][1].narrow(2, Length, t).copy_(values);
         return _kv[layer].narrow(3, 0, Length + t);
@@ -39,7 +39,7 @@ public sealed class KvCache : IDisposable
         if (heads.dtype != cache.dtype || cache.device_type != TorchSharp.DeviceType.CPU || !heads.is_contiguous())
             return Append(layer, heads.narrow(2, queryHeads, kvHeads).transpose(1, 2), heads.narrow(2, queryHeads + kvHeads, kvHeads).transpose(1, 2));
         long b = heads.size(0), t = heads.size(1), tmax = Capacity;
-        if (Length + t > tmax) throw new InvalidOperationException($"KV cache full: {Length} + {t} > {tmax}");
+        CheckRoom(t);
         byte* source = RowKernels.Address(heads), target = RowKernels.Address(cache);
         for (long row = 0; row < b; row++)
             for (long pos = 0; pos < t; pos++)
@@ -51,6 +51,11 @@ public sealed class KvCache : IDisposable
                         Buffer.MemoryCopy(source + from * size, target + to * size, (long)hd * size, (long)hd * size);
                     }
         return cache.narrow(3, 0, Length + t);
+    }
+
+    private void CheckRoom(long t)
+    {
+        if (Length + t > Capacity) throw new InvalidOperationException($"KV cache full: {Length} + {t} > {Capacity}");
     }
 
     /// <summary>Called once per forward, after every layer has appended <paramref name="t"/> positions.</summary>

@@ -82,13 +82,17 @@ internal static unsafe class RowKernels
     /// <summary>The address of a CPU tensor's first element, also of a view (which the strides then walk).</summary>
     public static byte* Address(Tensor t)
     {
-        if (t.dtype == ScalarType.Float32) return (byte*)DecodeAttention.Pointer(t);
+        if (t.dtype == ScalarType.Float32)
+        {
+            using var storage = t.storage<float>();                              // the storage's data, past the view's offset
+            return (byte*)((float*)storage.data_ptr() + t.storage_offset());
+        }
         if (t.is_contiguous()) fixed (byte* bits = t.bytes) return bits;   // a span over the tensor's own memory (bf16 has no storage type)
         using var first = t.as_strided([1], [1], t.storage_offset());        // the first element alone: contiguous
         fixed (byte* bits = first.bytes) return bits;
     }
 
-    private static float Read(byte* p, long i, bool bf16) => bf16 ? FromBf16(((ushort*)p)[i]) : ((float*)p)[i];
+    private static float Read(byte* p, long i, bool bf16) => bf16 ? Bf16Reader.Read(p, i) : Fp32Reader.Read(p, i);
 
     private static void Write(byte* p, long i, float v, bool bf16)
     {
@@ -99,6 +103,14 @@ internal static unsafe class RowKernels
     private static float Round(float v, bool bf16) => bf16 ? FromBf16(ToBf16(v)) : v;
 
     internal static float FromBf16(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+
+    /// <summary>count bf16 values at <paramref name="source"/> as fp32 into <paramref name="target"/>; returns target.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float* Widen(byte* source, float* target, long count)
+    {
+        for (long i = 0; i < count; i++) target[i] = Bf16Reader.Read(source, i);
+        return target;
+    }
 
     /// <summary>count fp32 values rounded to bf16 (<see cref="ToBf16"/>) into <paramref name="target"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

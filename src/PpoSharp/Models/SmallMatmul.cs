@@ -49,8 +49,8 @@ internal static unsafe class SmallMatmul
         fixed (float* xs = bf16 ? Buffer(ref t_input, m * k) : null, ys = bf16 ? Buffer(ref t_output, m * n) : null,
                bs = bias?.dtype == ScalarType.BFloat16 ? Buffer(ref t_bias, n) : null)
         {
-            nint px = (nint)(bf16 ? Widen(RowKernels.Address(xc), xs, m * k) : (float*)RowKernels.Address(xc));
-            nint pb = bias is null ? 0 : (nint)(bs is null ? (float*)RowKernels.Address(bias) : Widen(RowKernels.Address(bias), bs, n));
+            nint px = (nint)(bf16 ? RowKernels.Widen(RowKernels.Address(xc), xs, m * k) : (float*)RowKernels.Address(xc));
+            nint pb = bias is null ? 0 : (nint)(bs is null ? (float*)RowKernels.Address(bias) : RowKernels.Widen(RowKernels.Address(bias), bs, n));
             nint py = (nint)(bf16 ? ys : (float*)RowKernels.Address(y)), pw = (nint)RowKernels.Address(weight);
             int parts = Math.Min(Parts, n / 256 + 1);
             Action<int> part = weight.dtype == ScalarType.BFloat16
@@ -67,14 +67,6 @@ internal static unsafe class SmallMatmul
 
     /// <summary>This thread's buffer of at least <paramref name="count"/> floats in <paramref name="slot"/>.</summary>
     private static float[] Buffer(ref float[]? slot, long count) => slot is { } b && b.Length >= count ? b : slot = new float[count];
-
-    /// <summary>count bf16 values at <paramref name="source"/> as fp32 into <paramref name="target"/>; returns target.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float* Widen(byte* source, float* target, long count)
-    {
-        for (long i = 0; i < count; i++) target[i] = RowKernels.FromBf16(((ushort*)source)[i]);
-        return target;
-    }
 
     /// <summary>
     /// Output columns [<paramref name="from"/>, <paramref name="to"/>) of y (M, N), one weight row at a time: a single

@@ -509,28 +509,13 @@ public sealed partial class PpoTrainer : IDisposable
                     policyLossOptions.Beta > 0 ? m.RefLogProbs : null, isWeights: m.IsWeights);
                 var entropy = Masked.Mean(tokenEntropy!, lossMask);
                 var actorLoss = policyLoss - _config.EntCoef * entropy;
-                Tensor valueLoss, loss;
-                double valueClipFrac, gradNorm;
-                if (_critic is { Shared: false })
-                {
-                    // own backbone: the actor's backward and step first, so that its gradients and activations are gone before the critic's pass
-                    double actorNorm = Step(actorLoss, _actor);
-                    var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N)
-                    (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);
-                    gradNorm = Math.Sqrt(actorNorm * actorNorm + Math.Pow(Step(_config.VfCoef * valueLoss, _critic), 2));
-                    loss = actorLoss + _config.VfCoef * valueLoss;
-                }
-                else
-                {
-                    if (_critic is not null)
-                    {
-                        var values = _critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n);   // (M, N), from the actor's hidden states
-                        (valueLoss, valueClipFrac) = ValueLoss.Compute(values, m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);
-                        loss = actorLoss + _config.VfCoef * valueLoss;
-                    }
-                    else (valueLoss, valueClipFrac, loss) = (zeros(1), 0, actorLoss);                // no critic: no value loss
-                    gradNorm = Step(loss, _actor, _critic);
-                }
+                // A critic with its own backbone: the actor steps first, so that its gradients and activations are gone before the critic's pass.
+                bool apart = _critic is { Shared: false };
+                double actorNorm = apart ? Step(actorLoss, _actor) : 0;
+                var (valueLoss, valueClipFrac) = _critic is null ? (zeros(1), 0)                      // no critic: no value loss
+                    : ValueLoss.Compute(_critic.Values(hidden, m.Sequences, positions, m.AttentionMask, p - 1, n), m.OldValues!, m.Returns!, m.ResponseMask, _config.CliprangeValue);   // V: (M, N)
+                var loss = _critic is null ? actorLoss : actorLoss + _config.VfCoef * valueLoss;
+                double gradNorm = apart ? Math.Sqrt(actorNorm * actorNorm + Math.Pow(Step(_config.VfCoef * valueLoss, _critic), 2)) : Step(loss, _actor, _critic);
                 if (!_guard.Allows(loss.item<float>(), gradNorm, steps + skipped + 1))
                 {
                     skipped++;                                           // non-finite: not applied (Step), counted
