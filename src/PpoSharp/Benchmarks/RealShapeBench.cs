@@ -33,15 +33,7 @@ public static partial class Bench
         (r["smollm2_train_tokens_per_second"], r["smollm2_train_mfu"]) = (RealTrainTokens / trainSeconds, trainMfu);
         log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128: {RealTrainTokens / trainSeconds:F0} tokens/s, MFU {trainMfu:F2}");
         model.eval();
-        foreach (int b in new[] { 1, 16 })
-        {
-            double flops = b * RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0);
-            var (seconds, mfu) = limit.Measure(() => RealGenerate(model, b), flops, quick ? 1 : 2);
-            (r[$"smollm2_generate_tokens_per_second_b{b}"], r[$"smollm2_generate_mfu_b{b}"]) = (b * RealNewTokens / seconds, mfu);
-            log.WriteLine($"bench: SmolLM2-135M shape, generate batch {b}, {RealNewTokens} new tokens: {b * RealNewTokens / seconds:F1} tokens/s, MFU {mfu:F3}");
-        }
-        r["smollm2_decode_b1_roofline_fraction"] = (double)r["smollm2_weights_mb"] * 1048576 * (double)r["smollm2_generate_tokens_per_second_b1"] / ((double)r["memory_gbps"] * 1e9);
-        log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode at {r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes x tokens/s / measured bandwidth)");
+        DecodeFigures(r, model, n, limit, quick, log);
         model.train();
         TrainVariant(r, model, "checkpointing", m => m.GradientCheckpointing = true, trainFlops, limit, quick, log);
         r["smollm2_bf16"] = CpuHasBf16;
@@ -61,6 +53,30 @@ public static partial class Bench
     }
 
     private const int RealTrainTokens = 4 * 128, RealNewTokens = 32;
+
+    /// <summary>
+    /// Decode at batch 1 and 16 after one warm-up generation (the first pays one-off costs: the KV cache's and the
+    /// products' buffers, the helper thread, the JIT's tiers; it ran at 35-42 tokens/s where the next ones ran at 53-58).
+    /// Batch 1 is the median of several runs, each right after a bandwidth measurement, so that the roofline fraction
+    /// divides by the bandwidth of its own moment: on this shared host the bandwidth drifts by a third within minutes.
+    /// </summary>
+    private static void DecodeFigures(Dictionary<string, object> r, Decoder model, long n, PairedLimit limit, bool quick, TextWriter log)
+    {
+        RealGenerate(model, 1);
+        double bytes = (double)r["smollm2_weights_mb"] * 1048576;
+        var runs = Enumerable.Range(0, quick ? 3 : 5).Select(_ => (Gbps: MemoryGbps(), Seconds: RealGenerate(model, 1))).ToList();
+        double seconds = Median(runs.Select(x => x.Seconds).ToList());
+        r["smollm2_generate_tokens_per_second_b1"] = RealNewTokens / seconds;
+        r["smollm2_generate_mfu_b1"] = RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0) / seconds / 1e9 / Median(limit.Gemms);
+        r["smollm2_decode_b1_memory_gbps"] = Median(runs.Select(x => x.Gbps).ToList());
+        r["smollm2_decode_b1_roofline_fraction"] = Median(runs.Select(x => bytes * RealNewTokens / x.Seconds / (x.Gbps * 1e9)).ToList());
+        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 1, {RealNewTokens} new tokens: {RealNewTokens / seconds:F1} tokens/s (median of {runs.Count}), "
+            + $"{r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes x tokens/s / the bandwidth measured just before each run, median {r["smollm2_decode_b1_memory_gbps"]:F1} GB/s)");
+        double flops = 16 * RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0);
+        var (b16, mfu) = limit.Measure(() => RealGenerate(model, 16), flops, quick ? 1 : 2);
+        (r["smollm2_generate_tokens_per_second_b16"], r["smollm2_generate_mfu_b16"]) = (16 * RealNewTokens / b16, mfu);
+        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 16, {RealNewTokens} new tokens: {16 * RealNewTokens / b16:F1} tokens/s, MFU {mfu:F3}");
+    }
 
     /// <summary>The SFT step at SmolLM2's shape once more with <paramref name="set"/> applied to the model (then undone): tokens/s and MFU under smollm2_train_*_{name}.</summary>
     private static void TrainVariant(Dictionary<string, object> r, Decoder model, string name, Action<Decoder> set, double flops, PairedLimit limit, bool quick, TextWriter log)
