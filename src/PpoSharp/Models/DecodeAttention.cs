@@ -18,7 +18,7 @@ namespace PpoSharp.Models;
 /// </summary>
 internal static unsafe class DecodeAttention
 {
-    /// <summary>Whether <see cref="Forward"/> applies: one query, fp32 or bf16 alike on the CPU, no autograd, one thread, head size a multiple of 8.</summary>
+    /// <summary>Whether <see cref="Forward(Tensor, Tensor, Tensor?)"/> applies: one query, fp32 or bf16 alike on the CPU, no autograd, one thread, head size a multiple of 8.</summary>
     public static bool Applies(Tensor q, Tensor kv, Tensor? mask) =>
         q.size(2) == 1 && q.device_type == TorchSharp.DeviceType.CPU && q.dtype is ScalarType.Float32 or ScalarType.BFloat16 && kv.dtype == q.dtype
         && (mask is null || mask.dtype == q.dtype)
@@ -34,27 +34,50 @@ internal static unsafe class DecodeAttention
     {
         int b = (int)q.size(0), heads = (int)q.size(1), hd = (int)q.size(3);
         var y = empty([b, 1, heads, hd], q.dtype);
-        if (q.dtype == ScalarType.Float32) Attend<Fp32Reader>(q, kv, mask, (float*)RowKernels.Address(y));
-        else
-        {
-            fixed (float* buffer = new float[(long)b * heads * hd])             // bf16: fp32 sums, rounded once at the end
-            {
-                Attend<Bf16Reader>(q, kv, mask, buffer);
-                RowKernels.Narrow(buffer, (ushort*)RowKernels.Address(y), (long)b * heads * hd);
-            }
-        }
+        var keys = new KvView(RowKernels.Address(kv), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), (int)kv.size(2), (int)kv.size(3));
+        var m = mask is null ? default : new MaskView(RowKernels.Address(mask), mask.stride(0), mask.stride(3));
+        Forward(RowKernels.Address(q), q.stride(0), q.stride(1), b, heads, hd, keys, m, RowKernels.Address(y), q.dtype == ScalarType.BFloat16);
         return y.transpose(1, 2);
     }
 
-    /// <summary>Every (row, head) of <see cref="Forward"/> into y (B, 1, H, hd) in fp32.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Attend<TR>(Tensor q, Tensor kv, Tensor? mask, float* py) where TR : struct, IRowReader
+    /// <summary>Keys and values in memory: element strides of the part (keys, values), row, key/value head and position; the heads and positions stored.</summary>
+    public readonly struct KvView(byte* data, long part, long row, long head, long pos, int heads, int length)
     {
-        int b = (int)q.size(0), heads = (int)q.size(1), hd = (int)q.size(3), length = (int)kv.size(3);
-        int group = heads / (int)kv.size(2);
-        byte* pq = RowKernels.Address(q), pkv = RowKernels.Address(kv), pmask = mask is null ? null : RowKernels.Address(mask);
-        long qRow = q.stride(0), qHead = q.stride(1), kvPart = kv.stride(0), kvRow = kv.stride(1), kvHead = kv.stride(2), pos = kv.stride(3);
-        long maskRow = mask?.stride(0) ?? 0, maskPos = mask?.stride(3) ?? 0;
+        public readonly byte* Data = data;
+        public readonly long Part = part, Row = row, Head = head, Pos = pos;
+        public readonly int Heads = heads, Length = length;
+    }
+
+    /// <summary>An additive mask of 0 and -inf in memory (none where Data is null): element strides of a row and a position.</summary>
+    public readonly struct MaskView(byte* data, long row, long pos)
+    {
+        public readonly byte* Data = data;
+        public readonly long Row = row, Pos = pos;
+    }
+
+    /// <summary>
+    /// <see cref="Forward(Tensor, Tensor, Tensor?)"/> on raw memory: queries at element row * qRow + head * qHead of
+    /// <paramref name="pq"/>, y (B, 1, H, hd) contiguous at <paramref name="py"/>, all in one dtype (bf16 where <paramref name="bf16"/>).
+    /// </summary>
+    public static void Forward(byte* pq, long qRow, long qHead, int b, int heads, int hd, KvView kv, MaskView mask, byte* py, bool bf16)
+    {
+        if (!bf16)
+        {
+            Attend<Fp32Reader>(pq, qRow, qHead, b, heads, hd, kv, mask, (float*)py);
+            return;
+        }
+        fixed (float* buffer = new float[(long)b * heads * hd])                 // bf16: fp32 sums, rounded once at the end
+        {
+            Attend<Bf16Reader>(pq, qRow, qHead, b, heads, hd, kv, mask, buffer);
+            RowKernels.Narrow(buffer, (ushort*)py, (long)b * heads * hd);
+        }
+    }
+
+    /// <summary>Every (row, head) of <see cref="Forward(Tensor, Tensor, Tensor?)"/> into y (B, 1, H, hd) in fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Attend<TR>(byte* pq, long qRow, long qHead, int b, int heads, int hd, KvView kv, MaskView mask, float* py) where TR : struct, IRowReader
+    {
+        int length = kv.Length, group = heads / kv.Heads;
         Span<float> buffer = length + hd <= 4096 ? stackalloc float[length + hd] : new float[length + hd];
         fixed (float* scores = buffer)
         {
@@ -63,10 +86,10 @@ internal static unsafe class DecodeAttention
                 for (int head = 0; head < heads; head++)
                 {
                     for (int c = 0; c < hd; c++) query[c] = TR.Read(pq, row * qRow + head * qHead + c);
-                    long k = row * kvRow + head / group * kvHead;               // element index of key 0 of this head
-                    Scores<TR>(query, pkv, k, pos, hd, length, scores);
-                    Softmax<TR>(scores, pmask, row * maskRow, maskPos, length);
-                    Mix<TR>(pkv, k + kvPart, pos, hd, length, scores, py + ((long)row * heads + head) * hd);
+                    long k = row * kv.Row + head / group * kv.Head;             // element index of key 0 of this head
+                    Scores<TR>(query, kv.Data, k, kv.Pos, hd, length, scores);
+                    Softmax<TR>(scores, mask.Data, row * mask.Row, mask.Pos, length);
+                    Mix<TR>(kv.Data, k + kv.Part, kv.Pos, hd, length, scores, py + ((long)row * heads + head) * hd);
                 }
         }
     }

@@ -202,6 +202,9 @@ internal sealed class Norm : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>An RMSNorm's weight and epsilon, for kernels that apply it to raw rows; null for a LayerNorm.</summary>
+    public (Tensor Weight, double Eps)? Rms => _kind == NormKind.RmsNorm ? (weight, _eps) : null;
+
     public override Tensor forward(Tensor x)
     {
         if (_kind == NormKind.LayerNorm) return functional.layer_norm(x, [x.shape[^1]], weight, bias, _eps);

@@ -8,7 +8,7 @@ namespace PpoSharp.Models;
 /// One pre-norm block: x + attn(attn_norm(x)), then x + mlp(mlp_norm(x)). q, k and v come from one fused projection
 /// (H + 2 KV heads of hd), so a step runs one matrix product for all three; a key/value head serves H / KV query heads.
 /// </summary>
-internal sealed class DecoderBlock : Module
+internal sealed partial class DecoderBlock : Module
 {
     private readonly Norm attn_norm, mlp_norm;
     private readonly Norm? q_norm, k_norm;
@@ -37,6 +37,7 @@ internal sealed class DecoderBlock : Module
     /// </summary>
     public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora, ScalarType? matmul = null)
     {
+        if (lora is null && matmul is null && cache is not null && rope is { } table && Steps(x, mask, cache, table)) return Step(x, mask, cache, table);
         x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, matmul);    // (B, T, C)
         return x + Mlp(mlp_norm.forward(x), lora, matmul);                                   // (B, T, C)
     }

@@ -15,6 +15,9 @@ public sealed class KvCache : IDisposable
         _kv = Enumerable.Range(0, spec.NLayer).Select(_ => zeros([2, batch, spec.KvHeadCount, maxLength, spec.HeadDim], dtype, device)).ToArray();
 
     public int Length { get; private set; }
+
+    /// <summary>The dtype the keys and values are stored in.</summary>
+    public ScalarType Dtype => _kv[0].dtype;
     public long Capacity => _kv[0].shape[3];
 
     /// <summary>Stores keys and values (B, KV, T, hd) after the current length; returns a view of all stored (2, B, KV, Length+T, hd).</summary>
@@ -35,12 +38,24 @@ public sealed class KvCache : IDisposable
     public unsafe Tensor AppendRows(int layer, Tensor heads, int queryHeads)
     {
         var cache = _kv[layer];                                                                  // (2, B, KV, Tmax, hd)
-        int kvHeads = (int)cache.size(2), hd = (int)cache.size(4), nh = queryHeads + 2 * kvHeads, size = (int)cache.element_size();
+        int kvHeads = (int)cache.size(2);
         if (heads.dtype != cache.dtype || cache.device_type != TorchSharp.DeviceType.CPU || !heads.is_contiguous())
             return Append(layer, heads.narrow(2, queryHeads, kvHeads).transpose(1, 2), heads.narrow(2, queryHeads + kvHeads, kvHeads).transpose(1, 2));
-        long b = heads.size(0), t = heads.size(1), tmax = Capacity;
+        AppendRows(layer, RowKernels.Address(heads), heads.size(0), heads.size(1), queryHeads);
+        return cache.narrow(3, 0, Length + heads.size(1));
+    }
+
+    /// <summary>
+    /// <see cref="AppendRows(int, Tensor, int)"/> from raw memory: heads (B, T, H+2KV, hd) contiguous in the cache's dtype;
+    /// returns where the layer's keys and values are, the new positions included.
+    /// </summary>
+    internal unsafe DecodeAttention.KvView AppendRows(int layer, byte* source, long b, long t, int queryHeads)
+    {
+        var cache = _kv[layer];                                                                  // (2, B, KV, Tmax, hd)
+        int kvHeads = (int)cache.size(2), hd = (int)cache.size(4), nh = queryHeads + 2 * kvHeads, size = (int)cache.element_size();
+        long tmax = Capacity;
         CheckRoom(t);
-        byte* source = RowKernels.Address(heads), target = RowKernels.Address(cache);
+        byte* target = RowKernels.Address(cache);
         for (long row = 0; row < b; row++)
             for (long pos = 0; pos < t; pos++)
                 for (int part = 0; part < 2; part++)
@@ -50,7 +65,7 @@ public sealed class KvCache : IDisposable
                         long to = (((part * b + row) * kvHeads + h) * tmax + Length + pos) * hd;     // cache[part, row, h, Length + pos]
                         Buffer.MemoryCopy(source + from * size, target + to * size, (long)hd * size, (long)hd * size);
                     }
-        return cache.narrow(3, 0, Length + t);
+        return new(target, b * kvHeads * tmax * hd, kvHeads * tmax * hd, tmax * hd, hd, kvHeads, (int)(Length + t));
     }
 
     private void CheckRoom(long t)

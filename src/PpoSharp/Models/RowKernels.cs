@@ -27,14 +27,17 @@ internal static unsafe class RowKernels
     /// RMSNorm over the last dimension (C) of x (..., C) with weight (C): weight · cast(x₃₂ / sqrt(mean(x₃₂²) + eps)), the
     /// statistics in fp32 as Hugging Face's Llama computes them.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
     {
-        int c = (int)x.size(-1);
-        long rows = x.numel() / c;
-        bool bf16 = x.dtype == ScalarType.BFloat16;
         var y = empty_like(x);
-        byte* px = Address(x), pw = Address(weight), py = Address(y);
+        RmsNorm(Address(x), Address(weight), Address(y), x.numel() / x.size(-1), (int)x.size(-1), eps, x.dtype == ScalarType.BFloat16);
+        return y;
+    }
+
+    /// <summary><see cref="RmsNorm(Tensor, Tensor, double)"/> on raw rows: x and y (rows, C), weight (C), all fp32 or all bf16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RmsNorm(byte* px, byte* pw, byte* py, long rows, int c, double eps, bool bf16)
+    {
         for (long r = 0; r < rows; r++)
         {
             float sum = 0;
@@ -50,20 +53,21 @@ internal static unsafe class RowKernels
                 Write(py, r * c + i, Read(pw, i, bf16) * normed, bf16);
             }
         }
-        return y;
     }
 
     /// <summary>
     /// Rotates, in place, the first <paramref name="count"/> heads of each position of heads (B, T, NH, hd) by the tables
     /// cos and sin (B, T, 1, hd): x' = x cos + rotate_half(x) sin, rotate_half(x) = (-x₂, x₁).
     /// </summary>
+    public static void Rotate(Tensor heads, int count, (Tensor Cos, Tensor Sin) table) =>
+        Rotate(Address(heads), heads.size(0) * heads.size(1), (int)heads.size(2), (int)heads.size(3), count, Address(table.Cos), Address(table.Sin),
+            heads.dtype == ScalarType.BFloat16);
+
+    /// <summary><see cref="Rotate(Tensor, int, ValueTuple{Tensor, Tensor})"/> on raw rows: heads (positions, NH, hd), tables (positions, hd).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Rotate(Tensor heads, int count, (Tensor Cos, Tensor Sin) table)
+    public static void Rotate(byte* p, long positions, int nh, int hd, int count, byte* pc, byte* ps, bool bf16)
     {
-        long positions = heads.size(0) * heads.size(1);
-        int nh = (int)heads.size(2), hd = (int)heads.size(3), half = hd / 2;
-        bool bf16 = heads.dtype == ScalarType.BFloat16;
-        byte* p = Address(heads), pc = Address(table.Cos), ps = Address(table.Sin);
+        int half = hd / 2;
         for (long t = 0; t < positions; t++)
             for (int h = 0; h < count; h++)
             {
@@ -79,6 +83,49 @@ internal static unsafe class RowKernels
             }
     }
 
+    /// <summary>y = a + b over <paramref name="count"/> values (y may be a or b), rounded to the dtype as libtorch's add rounds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Add(byte* a, byte* b, byte* y, long count, bool bf16)
+    {
+        for (long i = 0; i < count; i++) Write(y, i, Read(a, i, bf16) + Read(b, i, bf16), bf16);
+    }
+
+    /// <summary>
+    /// g = silu(g) u over <paramref name="count"/> values, silu(v) = v / (1 + e^-v) rounded to the dtype before the
+    /// product, as libtorch's two ops round (SwiGLU's gate times up).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void SiluTimes(byte* g, byte* u, long count, bool bf16)
+    {
+        long i = 0;
+        Span<float> lanes = stackalloc float[8];
+        for (; i + 8 <= count; i += 8)
+        {
+            var v = bf16 ? Bf16Reader.Load(g, i) : Fp32Reader.Load(g, i);
+            var silu = v / (Vector256<float>.One + Vector256.Exp(-v));
+            var product = (bf16 ? RoundBf16(silu) : silu) * (bf16 ? Bf16Reader.Load(u, i) : Fp32Reader.Load(u, i));
+            if (!bf16) product.Store((float*)g + i);
+            else
+            {
+                product.CopyTo(lanes);
+                for (int j = 0; j < 8; j++) ((ushort*)g)[i + j] = ToBf16(lanes[j]);
+            }
+        }
+        for (; i < count; i++)
+        {
+            float v = Read(g, i, bf16);
+            Write(g, i, Round(v / (1 + MathF.Exp(-v)), bf16) * Read(u, i, bf16), bf16);
+        }
+    }
+
+    /// <summary>Eight fp32 values rounded to bf16 (to nearest even, as <see cref="ToBf16"/>) and back.</summary>
+    private static Vector256<float> RoundBf16(Vector256<float> v)
+    {
+        var bits = v.AsUInt32();
+        var rounded = bits + Vector256.Create(0x7FFFu) + ((bits >> 16) & Vector256<uint>.One);
+        return (rounded & Vector256.Create(0xFFFF0000u)).AsSingle();
+    }
+
     /// <summary>The address of a CPU tensor's first element, also of a view (which the strides then walk).</summary>
     public static byte* Address(Tensor t)
     {
@@ -92,15 +139,15 @@ internal static unsafe class RowKernels
         fixed (byte* bits = first.bytes) return bits;
     }
 
-    private static float Read(byte* p, long i, bool bf16) => bf16 ? Bf16Reader.Read(p, i) : Fp32Reader.Read(p, i);
+    internal static float Read(byte* p, long i, bool bf16) => bf16 ? Bf16Reader.Read(p, i) : Fp32Reader.Read(p, i);
 
-    private static void Write(byte* p, long i, float v, bool bf16)
+    internal static void Write(byte* p, long i, float v, bool bf16)
     {
         if (bf16) ((ushort*)p)[i] = ToBf16(v);
         else ((float*)p)[i] = v;
     }
 
-    private static float Round(float v, bool bf16) => bf16 ? FromBf16(ToBf16(v)) : v;
+    internal static float Round(float v, bool bf16) => bf16 ? FromBf16(ToBf16(v)) : v;
 
     internal static float FromBf16(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
 

@@ -43,24 +43,34 @@ internal static unsafe class SmallMatmul
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
         int k = (int)weight.size(1), n = (int)weight.size(0), m = (int)(x.numel() / k);
-        bool bf16 = x.dtype == ScalarType.BFloat16;
         using var xc = x.contiguous();
         var y = empty([.. x.shape[..^1], n], x.dtype);
+        Product(RowKernels.Address(xc), m, weight, bias, RowKernels.Address(y), x.dtype == ScalarType.BFloat16);
+        return y;
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> on raw rows: x (M, K) at <paramref name="px"/> into y (M, N) at <paramref name="py"/>, both
+    /// contiguous in the weight's dtype (bf16 where <paramref name="bf16"/>), for callers that keep a step's rows in their
+    /// own buffers (<see cref="DecoderBlock"/>'s fused decode step).
+    /// </summary>
+    public static void Product(byte* px, int m, Tensor weight, Tensor? bias, byte* py, bool bf16)
+    {
+        int k = (int)weight.size(1), n = (int)weight.size(0);
         fixed (float* xs = bf16 ? Buffer(ref t_input, m * k) : null, ys = bf16 ? Buffer(ref t_output, m * n) : null,
                bs = bias?.dtype == ScalarType.BFloat16 ? Buffer(ref t_bias, n) : null)
         {
-            nint px = (nint)(bf16 ? RowKernels.Widen(RowKernels.Address(xc), xs, m * k) : (float*)RowKernels.Address(xc));
+            nint x32 = (nint)(bf16 ? RowKernels.Widen(px, xs, m * k) : (float*)px);
             nint pb = bias is null ? 0 : (nint)(bs is null ? (float*)RowKernels.Address(bias) : RowKernels.Widen(RowKernels.Address(bias), bs, n));
-            nint py = (nint)(bf16 ? ys : (float*)RowKernels.Address(y)), pw = (nint)RowKernels.Address(weight);
+            nint y32 = (nint)(bf16 ? ys : (float*)py), pw = (nint)RowKernels.Address(weight);
             int parts = Math.Min(Parts, n / 256 + 1);
             Action<int> part = weight.dtype == ScalarType.BFloat16
-                ? i => Rows<Bf16Reader>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts)
-                : i => Rows<Fp32Reader>((float*)px, m, k, (void*)pw, (float*)pb, (float*)py, n, n * i / parts, n * (i + 1) / parts);
+                ? i => Rows<Bf16Reader>((float*)x32, m, k, (void*)pw, (float*)pb, (float*)y32, n, n * i / parts, n * (i + 1) / parts)
+                : i => Rows<Fp32Reader>((float*)x32, m, k, (void*)pw, (float*)pb, (float*)y32, n, n * i / parts, n * (i + 1) / parts);
             if (parts <= 1) part(0);
             else SpinTeam.Shared.Run(parts, part);
-            if (bf16) RowKernels.Narrow(ys, (ushort*)RowKernels.Address(y), (long)m * n);
+            if (bf16) RowKernels.Narrow(ys, (ushort*)py, (long)m * n);
         }
-        return y;
     }
 
     [ThreadStatic] private static float[]? t_input, t_output, t_bias;
