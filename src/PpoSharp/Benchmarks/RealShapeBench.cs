@@ -28,7 +28,7 @@ public static partial class Bench
         r["smollm2_weights_mb"] = model.parameters().Sum(p => p.numel() * p.element_size()) / 1048576.0;   // fp32; AdamW keeps two more copies
         double trainFlops = RealTrainTokens * TrainFlopsPerToken(n, model.Config, 128);
         var (step, optimizer) = TrainStep(model, 4, 128);
-        var (trainSeconds, trainMfu) = limit.Measure(step, trainFlops, quick ? 1 : 2);
+        var (trainSeconds, trainMfu) = limit.Measure(step, trainFlops, TrainPairs(quick));
         optimizer.Dispose();
         (r["smollm2_train_tokens_per_second"], r["smollm2_train_mfu"]) = (RealTrainTokens / trainSeconds, trainMfu);
         log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128: {RealTrainTokens / trainSeconds:F0} tokens/s, MFU {trainMfu:F2}");
@@ -54,24 +54,40 @@ public static partial class Bench
 
     private const int RealTrainTokens = 4 * 128, RealNewTokens = 32;
 
+    /// <summary>Timed SFT steps at this shape, each after its GEMM: the median of three (five in a full run), as one step drifted by 10-20% from the next.</summary>
+    private static int TrainPairs(bool quick) => quick ? 3 : 5;
+
     /// <summary>
     /// Decode at batch 1 and 16 after one warm-up generation (the first pays one-off costs: the KV cache's and the
     /// products' buffers, the helper thread, the JIT's tiers; it ran at 35-42 tokens/s where the next ones ran at 53-58).
-    /// Batch 1 is the median of several runs, each right after a bandwidth measurement, so that the roofline fraction
-    /// divides by the bandwidth of its own moment: on this shared host the bandwidth drifts by a third within minutes.
+    /// Batch 1 is the median of several rounds. Each round measures the bandwidth, then generates 32 tokens (the
+    /// end-to-end figure, the 16-token prompt's prefill included), then 8 and 40: the difference of the last two is
+    /// 32 decode steps alone, the figure the roofline (weight bytes per token over bandwidth) bounds. The fraction divides
+    /// by the run's bandwidth (memory_gbps, measured first); the paired fraction by each round's own. On this shared
+    /// virtual machine the two differ: the bandwidth read 33 GB/s at a run's start and 48-58 in its rounds, where the
+    /// decode's own weights streamed at 29-33.
     /// </summary>
     private static void DecodeFigures(Dictionary<string, object> r, Decoder model, long n, PairedLimit limit, bool quick, TextWriter log)
     {
         RealGenerate(model, 1);
         double bytes = (double)r["smollm2_weights_mb"] * 1048576;
-        var runs = Enumerable.Range(0, quick ? 3 : 5).Select(_ => (Gbps: MemoryGbps(), Seconds: RealGenerate(model, 1))).ToList();
-        double seconds = Median(runs.Select(x => x.Seconds).ToList());
+        var rounds = Enumerable.Range(0, quick ? 3 : 5).Select(_ =>
+        {
+            double gbps = MemoryGbps(), seconds = RealGenerate(model, 1);
+            return (Gbps: gbps, Seconds: seconds, Step: (RealGenerate(model, 1, 40) - RealGenerate(model, 1, 8)) / 32);
+        }).ToList();
+        double seconds = Median(rounds.Select(x => x.Seconds).ToList()), step = Median(rounds.Select(x => x.Step).ToList());
         r["smollm2_generate_tokens_per_second_b1"] = RealNewTokens / seconds;
         r["smollm2_generate_mfu_b1"] = RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0) / seconds / 1e9 / Median(limit.Gemms);
-        r["smollm2_decode_b1_memory_gbps"] = Median(runs.Select(x => x.Gbps).ToList());
-        r["smollm2_decode_b1_roofline_fraction"] = Median(runs.Select(x => bytes * RealNewTokens / x.Seconds / (x.Gbps * 1e9)).ToList());
-        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 1, {RealNewTokens} new tokens: {RealNewTokens / seconds:F1} tokens/s (median of {runs.Count}), "
-            + $"{r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes x tokens/s / the bandwidth measured just before each run, median {r["smollm2_decode_b1_memory_gbps"]:F1} GB/s)");
+        r["smollm2_decode_b1_tokens_per_second"] = 1 / step;
+        r["smollm2_decode_b1_memory_gbps"] = Median(rounds.Select(x => x.Gbps).ToList());
+        r["smollm2_decode_b1_roofline_fraction"] = bytes / step / ((double)r["memory_gbps"] * 1e9);
+        r["smollm2_decode_b1_roofline_fraction_paired"] = Median(rounds.Select(x => bytes / x.Step / (x.Gbps * 1e9)).ToList());
+        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 1, {RealNewTokens} new tokens: {RealNewTokens / seconds:F1} tokens/s with the prompt's prefill, "
+            + $"{1 / step:F1} decode steps/s alone (medians of {rounds.Count})");
+        log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode at {r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes / step time / "
+            + $"the run's bandwidth, {r["memory_gbps"]:F1} GB/s); {r["smollm2_decode_b1_roofline_fraction_paired"]:P0} against the bandwidth measured in each round "
+            + $"(median {r["smollm2_decode_b1_memory_gbps"]:F1} GB/s)");
         double flops = 16 * RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0);
         var (b16, mfu) = limit.Measure(() => RealGenerate(model, 16), flops, quick ? 1 : 2);
         (r["smollm2_generate_tokens_per_second_b16"], r["smollm2_generate_mfu_b16"]) = (16 * RealNewTokens / b16, mfu);
@@ -83,19 +99,19 @@ public static partial class Bench
     {
         set(model);
         var (step, optimizer) = TrainStep(model, 4, 128);
-        var (seconds, mfu) = limit.Measure(step, flops, quick ? 1 : 2);
+        var (seconds, mfu) = limit.Measure(step, flops, TrainPairs(quick));
         optimizer.Dispose();
         (model.GradientCheckpointing, model.MatmulDtype) = (false, null);
         (r[$"smollm2_train_tokens_per_second_{name}"], r[$"smollm2_train_mfu_{name}"]) = (RealTrainTokens / seconds, mfu);
         log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128 with {name}: {RealTrainTokens / seconds:F0} tokens/s, MFU {mfu:F2} (fp32 GEMM)");
     }
 
-    /// <summary>Seconds to sample <see cref="RealNewTokens"/> tokens after 16-token prompts.</summary>
-    private static double RealGenerate(Decoder model, int batch)
+    /// <summary>Seconds to sample <paramref name="newTokens"/> tokens after 16-token prompts.</summary>
+    private static double RealGenerate(Decoder model, int batch, int newTokens = RealNewTokens)
     {
         using var scope = NewDisposeScope();
         var prompts = randint(0, model.Config.VocabSize, [batch, PromptTokens]);
         var mask = ones(batch, PromptTokens, ScalarType.Bool);
-        return Time(() => Sampling.Generate(model, prompts, mask, new SamplingOptions(RealNewTokens), new SpecialTokenIds(0, []), new Generator(1)).Dispose());
+        return Time(() => Sampling.Generate(model, prompts, mask, new SamplingOptions(newTokens), new SpecialTokenIds(0, []), new Generator(1)).Dispose());
     }
 }
