@@ -76,6 +76,29 @@ public class RowKernelsTests
         }
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public unsafe void Add_AndSiluTimes_EqualLibtorchsOps(ScalarType dtype)
+    {
+        manual_seed(5);
+        bool bf16 = dtype == ScalarType.BFloat16;
+        var (a, b) = ((randn(3, 40) * 3).to(dtype), (randn(3, 40) * 3).to(dtype));
+        var sum = empty_like(a);
+        RowKernels.Add(RowKernels.Address(a), RowKernels.Address(b), RowKernels.Address(sum), 120, bf16);
+        Assert.True(sum.equal(a + b).all().item<bool>());                                                  // one rounding, as libtorch's add
+        var (gate, up) = ((randn(3, 48) * 4).to(dtype), randn(3, 48).to(dtype));
+        var expected = nn.functional.silu(gate) * up;                                      // (3, 48), rounded after each op in bf16
+        var product = gate.clone();
+        RowKernels.SiluTimes(RowKernels.Address(product), RowKernels.Address(up), 144, bf16);
+        var gap = (product.to(ScalarType.Float32) - expected.to(ScalarType.Float32)).abs();
+        // Another exponential than libtorch's (an ulp in fp32); in bf16 that can move a rounding by one step, rarely.
+        double relative = bf16 ? 1.0 / 128 : 1e-6;
+        Assert.True(gap.le(expected.to(ScalarType.Float32).abs() * relative + 1e-7).all().item<bool>(), $"max gap {gap.max().item<float>()}");
+        if (bf16) Assert.True(product.eq(expected).to(ScalarType.Float32).mean().item<float>() > 0.95);
+        Assert.Throws<ArgumentException>(() => RowKernels.SiluTimes(RowKernels.Address(product), RowKernels.Address(up), 7, bf16));
+    }
+
     [Fact]
     public void Applies_OnlyToAFewRows_WithoutAutograd_InOneDtype()
     {

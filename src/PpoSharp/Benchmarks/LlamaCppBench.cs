@@ -34,12 +34,12 @@ public static partial class Bench
                 RealGenerate(model, 1);                                                  // warm-up: the first generation pays one-off costs
                 foreach (int b in new[] { 1, 16 })
                 {
-                    int runs = b == 1 ? 3 : 1;                                           // batch 1 is short and noisy: the median of three
-                    double ours = b * RealNewTokens / Median(Enumerable.Range(0, runs).Select(_ => RealGenerate(model, b)).ToList());
-                    double theirs = Median(Enumerable.Range(0, runs).Select(_ => LlamaCppTokensPerSecond(path, b)).ToList());
+                    // Batch 1 is short and noisy: three back-to-back pairs, the median of each side and of the pair ratios.
+                    var pairs = Enumerable.Range(0, b == 1 ? 3 : 1).Select(_ => (Ours: b * RealNewTokens / RealGenerate(model, b), Theirs: LlamaCppTokensPerSecond(path, b))).ToList();
+                    double ours = Median(pairs.Select(p => p.Ours).ToList()), theirs = Median(pairs.Select(p => p.Theirs).ToList());
                     (r[$"smollm2_ours_tokens_per_second_b{b}{suffix}"], r[$"smollm2_llamacpp_tokens_per_second_b{b}{suffix}"]) = (ours, theirs);
-                    r[$"smollm2_generate_ratio_to_llamacpp_b{b}{suffix}"] = ours / theirs;
-                    log.WriteLine($"bench: SmolLM2-135M shape {GgufExport.OptionName(type)}, batch {b}: PpoSharp {ours:F1} tokens/s, llama.cpp {theirs:F1} tokens/s, ratio {ours / theirs:F2}");
+                    r[$"smollm2_generate_ratio_to_llamacpp_b{b}{suffix}"] = Median(pairs.Select(p => p.Ours / p.Theirs).ToList());
+                    log.WriteLine($"bench: SmolLM2-135M shape {GgufExport.OptionName(type)}, batch {b}: PpoSharp {ours:F1} tokens/s, llama.cpp {theirs:F1} tokens/s, ratio {r[$"smollm2_generate_ratio_to_llamacpp_b{b}{suffix}"]:F2}");
                 }
             }
         }

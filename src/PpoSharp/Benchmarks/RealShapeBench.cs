@@ -58,8 +58,8 @@ public static partial class Bench
     private static int TrainPairs(bool quick) => quick ? 3 : 5;
 
     /// <summary>
-    /// Decode at batch 1 and 16 after one warm-up generation (the first pays one-off costs: the KV cache's and the
-    /// products' buffers, the helper thread, the JIT's tiers; it ran at 35-42 tokens/s where the next ones ran at 53-58).
+    /// Decode at batch 1 and 16, after one warm-up generation at batch 1 (the first pays one-off costs: the KV cache's and
+    /// the products' buffers, the helper thread, the JIT's tiers; it ran at 35-42 tokens/s where the next ones ran 53-58).
     /// Batch 1 is the median of several rounds. Each round measures the bandwidth, then generates 32 tokens (the
     /// end-to-end figure, the 16-token prompt's prefill included), then 8 and 40: the difference of the last two is
     /// 32 decode steps alone, the figure the roofline (weight bytes per token over bandwidth) bounds. The fraction divides
@@ -70,28 +70,39 @@ public static partial class Bench
     private static void DecodeFigures(Dictionary<string, object> r, Decoder model, long n, PairedLimit limit, bool quick, TextWriter log)
     {
         RealGenerate(model, 1);
-        double bytes = (double)r["smollm2_weights_mb"] * 1048576;
         var rounds = Enumerable.Range(0, quick ? 3 : 5).Select(_ =>
         {
             double gbps = MemoryGbps(), seconds = RealGenerate(model, 1);
             return (Gbps: gbps, Seconds: seconds, Step: (RealGenerate(model, 1, 40) - RealGenerate(model, 1, 8)) / 32);
         }).ToList();
-        double seconds = Median(rounds.Select(x => x.Seconds).ToList()), step = Median(rounds.Select(x => x.Step).ToList());
+        double seconds = Median(rounds.Select(x => x.Seconds).ToList());
         r["smollm2_generate_tokens_per_second_b1"] = RealNewTokens / seconds;
-        r["smollm2_generate_mfu_b1"] = RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0) / seconds / 1e9 / Median(limit.Gemms);
-        r["smollm2_decode_b1_tokens_per_second"] = 1 / step;
-        r["smollm2_decode_b1_memory_gbps"] = Median(rounds.Select(x => x.Gbps).ToList());
-        r["smollm2_decode_b1_roofline_fraction"] = bytes / step / ((double)r["memory_gbps"] * 1e9);
-        r["smollm2_decode_b1_roofline_fraction_paired"] = Median(rounds.Select(x => bytes / x.Step / (x.Gbps * 1e9)).ToList());
-        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 1, {RealNewTokens} new tokens: {RealNewTokens / seconds:F1} tokens/s with the prompt's prefill, "
-            + $"{1 / step:F1} decode steps/s alone (medians of {rounds.Count})");
-        log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode at {r["smollm2_decode_b1_roofline_fraction"]:P0} of the bandwidth roofline (weight bytes / step time / "
-            + $"the run's bandwidth, {r["memory_gbps"]:F1} GB/s); {r["smollm2_decode_b1_roofline_fraction_paired"]:P0} against the bandwidth measured in each round "
-            + $"(median {r["smollm2_decode_b1_memory_gbps"]:F1} GB/s)");
+        r["smollm2_generate_mfu_b1"] = RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0) / seconds / 1e9 / Median(limit.Gemms);   // the run's GEMM so far
+        log.WriteLine($"bench: SmolLM2-135M shape, generate batch 1, {RealNewTokens} new tokens: {RealNewTokens / seconds:F1} tokens/s with the prompt's prefill (median of {rounds.Count})");
+        DecodeSteps(r, rounds.Where(x => x.Step > 0).Select(x => (x.Gbps, x.Step)).ToList(), log);   // a difference of two timings: a stall can make it negative
         double flops = 16 * RealNewTokens * GenerateFlopsPerToken(n, model.Config, PromptTokens + RealNewTokens / 2.0);
         var (b16, mfu) = limit.Measure(() => RealGenerate(model, 16), flops, quick ? 1 : 2);
         (r["smollm2_generate_tokens_per_second_b16"], r["smollm2_generate_mfu_b16"]) = (16 * RealNewTokens / b16, mfu);
         log.WriteLine($"bench: SmolLM2-135M shape, generate batch 16, {RealNewTokens} new tokens: {16 * RealNewTokens / b16:F1} tokens/s, MFU {mfu:F3}");
+    }
+
+    /// <summary>Batch-1 decode steps alone and their roofline fractions from (bandwidth, seconds a step) rounds; null where no round gave a positive step time.</summary>
+    private static void DecodeSteps(Dictionary<string, object> r, List<(double Gbps, double Step)> rounds, TextWriter log)
+    {
+        string[] keys = ["smollm2_decode_b1_tokens_per_second", "smollm2_decode_b1_memory_gbps", "smollm2_decode_b1_roofline_fraction", "smollm2_decode_b1_roofline_fraction_paired"];
+        foreach (var key in keys) r[key] = null!;
+        if (rounds.Count == 0)
+        {
+            log.WriteLine("bench: batch-1 decode steps not measured: every round timed 8 new tokens no faster than 40 (a busy host)");
+            return;
+        }
+        double bytes = (double)r["smollm2_weights_mb"] * 1048576, step = Median(rounds.Select(x => x.Step).ToList());
+        r[keys[0]] = 1 / step;
+        r[keys[1]] = Median(rounds.Select(x => x.Gbps).ToList());
+        r[keys[2]] = bytes / step / ((double)r["memory_gbps"] * 1e9);
+        r[keys[3]] = Median(rounds.Select(x => bytes / x.Step / (x.Gbps * 1e9)).ToList());
+        log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode {1 / step:F1} steps/s alone, {r[keys[2]]:P0} of the bandwidth roofline (weight bytes / step time / "
+            + $"the run's bandwidth, {r["memory_gbps"]:F1} GB/s); {r[keys[3]]:P0} against the bandwidth measured in each round (median {r[keys[1]]:F1} GB/s)");
     }
 
     /// <summary>The SFT step at SmolLM2's shape once more with <paramref name="set"/> applied to the model (then undone): tokens/s and MFU under smollm2_train_*_{name}.</summary>

@@ -35,8 +35,7 @@ internal static unsafe class DecodeAttention
         int b = (int)q.size(0), heads = (int)q.size(1), hd = (int)q.size(3);
         var y = empty([b, 1, heads, hd], q.dtype);
         var keys = new KvView(RowKernels.Address(kv), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), (int)kv.size(2), (int)kv.size(3));
-        var m = mask is null ? default : new MaskView(RowKernels.Address(mask), mask.stride(0), mask.stride(3));
-        Forward(RowKernels.Address(q), q.stride(0), q.stride(1), b, heads, hd, keys, m, RowKernels.Address(y), q.dtype == ScalarType.BFloat16);
+        Forward(RowKernels.Address(q), q.stride(0), q.stride(1), b, heads, hd, keys, MaskView.Of(mask), RowKernels.Address(y), q.dtype == ScalarType.BFloat16);
         return y.transpose(1, 2);
     }
 
@@ -53,6 +52,9 @@ internal static unsafe class DecodeAttention
     {
         public readonly byte* Data = data;
         public readonly long Row = row, Pos = pos;
+
+        /// <summary>The view of a mask (B, 1, 1, L) or none.</summary>
+        public static MaskView Of(Tensor? mask) => mask is null ? default : new(RowKernels.Address(mask), mask.stride(0), mask.stride(3));
     }
 
     /// <summary>
@@ -66,12 +68,15 @@ internal static unsafe class DecodeAttention
             Attend<Fp32Reader>(pq, qRow, qHead, b, heads, hd, kv, mask, (float*)py);
             return;
         }
-        fixed (float* buffer = new float[(long)b * heads * hd])                 // bf16: fp32 sums, rounded once at the end
+        long count = (long)b * heads * hd;
+        fixed (float* buffer = t_sums is { } t && t.Length >= count ? t : t_sums = new float[count])   // bf16: fp32 sums, rounded once at the end
         {
             Attend<Bf16Reader>(pq, qRow, qHead, b, heads, hd, kv, mask, buffer);
-            RowKernels.Narrow(buffer, (ushort*)py, (long)b * heads * hd);
+            RowKernels.Narrow(buffer, (ushort*)py, count);
         }
     }
+
+    [ThreadStatic] private static float[]? t_sums;
 
     /// <summary>Every (row, head) of <see cref="Forward(Tensor, Tensor, Tensor?)"/> into y (B, 1, H, hd) in fp32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

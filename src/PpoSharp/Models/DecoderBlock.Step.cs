@@ -1,4 +1,3 @@
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace PpoSharp.Models;
@@ -15,23 +14,26 @@ internal sealed unsafe partial class DecoderBlock
     [ThreadStatic] private static byte[]? t_step;
     [ThreadStatic] private static long t_steps;
 
+    [ThreadStatic] private static bool t_unfused;
+
     /// <summary>How many fused block steps this thread has run (a diagnostic: tests check that the fused path was taken).</summary>
     internal static long StepsOnThisThread => t_steps;
 
-    /// <summary>
-    /// Whether <see cref="Step"/> applies to x (B, 1, C): the block is Llama-style without q/k norms; a decode step on one
-    /// torch thread without autograd, on the CPU, every weight in x's dtype (fp32 or bf16) and contiguous, at most
-    /// <see cref="SmallMatmul.MaxRows"/> rows; the mask and tables in x's dtype too.
-    /// </summary>
-    private bool Steps(Tensor x, Tensor? mask, KvCache cache, (Tensor Cos, Tensor Sin) rope) =>
-        gate is not null && q_norm is null && attn_norm.Rms is { } norm && mlp_norm.Rms is not null && x.size(1) == 1 && _headDim % 8 == 0
-        && get_num_threads() == 1 && RowKernels.Applies(x, norm.Weight) && RowKernels.Applies(x, rope.Cos) && RowKernels.Applies(x, rope.Sin)
-        && SmallMatmul.Applies(x, qkv.weight!) && Small(@out, x) && Small(gate, x) && Small(up, x) && Small(down, x)
-        && cache.Dtype == x.dtype && (mask is null || mask.dtype == x.dtype);
+    /// <summary>Runs this thread's decode steps block by block through the same kernels instead (tests compare the two).</summary>
+    internal static bool Unfused { get => t_unfused; set => t_unfused = value; }
 
-    /// <summary>Whether a projection's weight (and bias) suit <see cref="SmallMatmul.Product"/> for rows in x's dtype.</summary>
-    private static bool Small(Linear linear, Tensor x) =>
-        linear.weight!.dtype == x.dtype && linear.weight.is_contiguous() && linear.weight.size(1) % 8 == 0 && (linear.bias is null || linear.bias.dtype == x.dtype);
+    /// <summary>
+    /// Whether <see cref="Step"/> takes x (B, 1, C): a Llama-style block without q/k norms; a decode step on one torch
+    /// thread without autograd, on the CPU with AVX2 and FMA, at most <see cref="SmallMatmul.MaxRows"/> rows; every
+    /// weight and bias, the tables, the mask (B, 1, 1, L) over the cache and the new position, and the cache in x's dtype
+    /// (fp32 or bf16), the cache of x's batch; the weights contiguous with widths a multiple of 8.
+    /// </summary>
+    private bool Fuses(Tensor x, Tensor? mask, KvCache cache, (Tensor Cos, Tensor Sin) rope) =>
+        !t_unfused && gate is not null && q_norm is null && attn_norm.Rms is { } first && mlp_norm.Rms is { } second && x.size(1) == 1 && _headDim % 8 == 0
+        && get_num_threads() == 1 && RowKernels.Applies(x, first.Weight) && RowKernels.Applies(x, second.Weight)
+        && RowKernels.Applies(x, rope.Cos) && RowKernels.Applies(x, rope.Sin) && SmallMatmul.Applies(x, qkv.weight!)
+        && new[] { qkv, @out, gate, up, down }.All(l => SmallMatmul.Suits(l.weight!, l.bias, x.dtype))
+        && cache.Holds(x) && (mask is null || mask.dtype == x.dtype && mask.size(-1) == cache.Length + 1);
 
     /// <summary>The block on a decode step's rows x (B, 1, C): y (B, 1, C), the new keys and values stored in the cache.</summary>
     private Tensor Step(Tensor x, Tensor? mask, KvCache cache, (Tensor Cos, Tensor Sin) rope)
@@ -41,7 +43,6 @@ internal sealed unsafe partial class DecoderBlock
         int m = (int)x.size(0), c = (int)x.size(2), hd = _headDim, nh = _heads + 2 * _kvHeads, width = (int)up.weight!.size(0);
         long size = bf16 ? 2 : 4, elements = (long)m * (2 * c + nh * hd + _heads * hd + 2 * width);
         var y = empty_like(x);                                                                 // (B, 1, C)
-        var keys = mask is null ? default : new DecodeAttention.MaskView(RowKernels.Address(mask), mask.stride(0), mask.stride(3));
         byte[] buffer = t_step is { } b && b.LongLength >= elements * size ? b : t_step = new byte[elements * size];
         fixed (byte* start = buffer)
         {
@@ -52,7 +53,7 @@ internal sealed unsafe partial class DecoderBlock
             SmallMatmul.Product(h, m, qkv.weight!, qkv.bias, heads, bf16);
             RowKernels.Rotate(heads, m, nh, hd, _heads + _kvHeads, RowKernels.Address(rope.Cos), RowKernels.Address(rope.Sin), bf16);
             var kv = cache.AppendRows(_layer, heads, m, 1, _heads);
-            DecodeAttention.Forward(heads, (long)nh * hd, hd, m, _heads, hd, kv, keys, att, bf16);
+            DecodeAttention.Forward(heads, (long)nh * hd, hd, m, _heads, hd, kv, DecodeAttention.MaskView.Of(mask), att, bf16);
             SmallMatmul.Product(att, m, @out.weight!, @out.bias, o, bf16);
             RowKernels.Add(px, o, py, (long)m * c, bf16);                                      // y = x + attn
             RowKernels.RmsNorm(py, RowKernels.Address(mlp_norm.Rms!.Value.Weight), h, m, c, mlp_norm.Rms.Value.Eps, bf16);

@@ -16,8 +16,6 @@ public sealed class KvCache : IDisposable
 
     public int Length { get; private set; }
 
-    /// <summary>The dtype the keys and values are stored in.</summary>
-    public ScalarType Dtype => _kv[0].dtype;
     public long Capacity => _kv[0].shape[3];
 
     /// <summary>Stores keys and values (B, KV, T, hd) after the current length; returns a view of all stored (2, B, KV, Length+T, hd).</summary>
@@ -52,21 +50,25 @@ public sealed class KvCache : IDisposable
     internal unsafe DecodeAttention.KvView AppendRows(int layer, byte* source, long b, long t, int queryHeads)
     {
         var cache = _kv[layer];                                                                  // (2, B, KV, Tmax, hd)
-        int kvHeads = (int)cache.size(2), hd = (int)cache.size(4), nh = queryHeads + 2 * kvHeads, size = (int)cache.element_size();
-        long tmax = Capacity;
+        if (b != cache.size(1)) throw new ArgumentException($"{b} rows for a KV cache of {cache.size(1)}");
         CheckRoom(t);
-        byte* target = RowKernels.Address(cache);
+        int kvHeads = (int)cache.size(2), hd = (int)cache.size(4), nh = queryHeads + 2 * kvHeads, size = (int)cache.element_size();
+        var view = new DecodeAttention.KvView(RowKernels.Address(cache), cache.stride(0), cache.stride(1), cache.stride(2), cache.stride(3), kvHeads, (int)(Length + t));
         for (long row = 0; row < b; row++)
             for (long pos = 0; pos < t; pos++)
                 for (int part = 0; part < 2; part++)
                     for (int h = 0; h < kvHeads; h++)
                     {
                         long from = ((row * t + pos) * nh + queryHeads + part * kvHeads + h) * hd;   // heads[row, pos, H + part KV + h]
-                        long to = (((part * b + row) * kvHeads + h) * tmax + Length + pos) * hd;     // cache[part, row, h, Length + pos]
-                        Buffer.MemoryCopy(source + from * size, target + to * size, (long)hd * size, (long)hd * size);
+                        long to = part * view.Part + row * view.Row + h * view.Head + (Length + pos) * view.Pos;   // cache[part, row, h, Length + pos]
+                        Buffer.MemoryCopy(source + from * size, view.Data + to * size, (long)hd * size, (long)hd * size);
                     }
-        return new(target, b * kvHeads * tmax * hd, kvHeads * tmax * hd, tmax * hd, hd, kvHeads, (int)(Length + t));
+        return view;
     }
+
+    /// <summary>Whether this cache stores <paramref name="x"/>'s rows (B, ...): its batch, dtype, and the CPU.</summary>
+    internal bool Holds(Tensor x) =>
+        _kv[0].size(1) == x.size(0) && _kv[0].dtype == x.dtype && _kv[0].device_type == TorchSharp.DeviceType.CPU;
 
     private void CheckRoom(long t)
     {

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 namespace PpoSharp.Models;
 
 /// <summary>
-/// RMSNorm and rotary embeddings of a decode step's few rows (batch x new positions at most
-/// <see cref="SmallMatmul.MaxRows"/>) on the CPU without autograd, in fp32 or bf16, as plain loops. In libtorch each is
+/// RMSNorm, rotary embeddings, residual adds and SwiGLU's gate of a decode step's few rows (batch x new positions at
+/// most <see cref="SmallMatmul.MaxRows"/>) on the CPU without autograd, in fp32 or bf16, as plain loops, on tensors or
+/// (for <see cref="DecoderBlock"/>'s fused step) on raw rows. In libtorch each is
 /// five to seven small ops: at SmolLM2's shape a norm took 15 us and a rotation 14 us, each called twice per layer and
 /// token, about 1.7 ms of a 28 ms batch-1 step. The arithmetic is <see cref="Norm"/>'s and <see cref="Rope"/>'s, rounded to
 /// the tensor's dtype wherever libtorch rounds (after each product and sum in bf16). The bf16 conversions and tensor
@@ -91,39 +92,20 @@ internal static unsafe class RowKernels
     }
 
     /// <summary>
-    /// g = silu(g) u over <paramref name="count"/> values, silu(v) = v / (1 + e^-v) rounded to the dtype before the
-    /// product, as libtorch's two ops round (SwiGLU's gate times up).
+    /// g = silu(g) u over <paramref name="count"/> values (a multiple of 8), silu(v) = v / (1 + e^-v) rounded to the dtype
+    /// before the product, as libtorch's two ops round (SwiGLU's gate times up).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SiluTimes(byte* g, byte* u, long count, bool bf16)
     {
-        long i = 0;
-        Span<float> lanes = stackalloc float[8];
-        for (; i + 8 <= count; i += 8)
+        if (count % 8 != 0) throw new ArgumentException($"SiluTimes takes a multiple of 8 values (got {count})");
+        float* silu = stackalloc float[8];
+        for (long i = 0; i < count; i += 8)
         {
             var v = bf16 ? Bf16Reader.Load(g, i) : Fp32Reader.Load(g, i);
-            var silu = v / (Vector256<float>.One + Vector256.Exp(-v));
-            var product = (bf16 ? RoundBf16(silu) : silu) * (bf16 ? Bf16Reader.Load(u, i) : Fp32Reader.Load(u, i));
-            if (!bf16) product.Store((float*)g + i);
-            else
-            {
-                product.CopyTo(lanes);
-                for (int j = 0; j < 8; j++) ((ushort*)g)[i + j] = ToBf16(lanes[j]);
-            }
+            (v / (Vector256<float>.One + Vector256.Exp(-v))).Store(silu);
+            for (int j = 0; j < 8; j++) Write(g, i + j, Round(silu[j], bf16) * Read(u, i + j, bf16), bf16);
         }
-        for (; i < count; i++)
-        {
-            float v = Read(g, i, bf16);
-            Write(g, i, Round(v / (1 + MathF.Exp(-v)), bf16) * Read(u, i, bf16), bf16);
-        }
-    }
-
-    /// <summary>Eight fp32 values rounded to bf16 (to nearest even, as <see cref="ToBf16"/>) and back.</summary>
-    private static Vector256<float> RoundBf16(Vector256<float> v)
-    {
-        var bits = v.AsUInt32();
-        var rounded = bits + Vector256.Create(0x7FFFu) + ((bits >> 16) & Vector256<uint>.One);
-        return (rounded & Vector256.Create(0xFFFF0000u)).AsSingle();
     }
 
     /// <summary>The address of a CPU tensor's first element, also of a view (which the strides then walk).</summary>
@@ -139,15 +121,15 @@ internal static unsafe class RowKernels
         fixed (byte* bits = first.bytes) return bits;
     }
 
-    internal static float Read(byte* p, long i, bool bf16) => bf16 ? Bf16Reader.Read(p, i) : Fp32Reader.Read(p, i);
+    private static float Read(byte* p, long i, bool bf16) => bf16 ? Bf16Reader.Read(p, i) : Fp32Reader.Read(p, i);
 
-    internal static void Write(byte* p, long i, float v, bool bf16)
+    private static void Write(byte* p, long i, float v, bool bf16)
     {
         if (bf16) ((ushort*)p)[i] = ToBf16(v);
         else ((float*)p)[i] = v;
     }
 
-    internal static float Round(float v, bool bf16) => bf16 ? FromBf16(ToBf16(v)) : v;
+    private static float Round(float v, bool bf16) => bf16 ? FromBf16(ToBf16(v)) : v;
 
     internal static float FromBf16(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
 

@@ -30,10 +30,14 @@ internal static unsafe class SmallMatmul
     /// multiple of 8, a contiguous weight (N, K).
     /// </summary>
     public static bool Applies(Tensor x, Tensor weight) =>
-        !is_grad_enabled() && Avx.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported     // first: training's forward stops here
-        && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == weight.dtype && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
-        && weight.dim() == 2 && weight.size(1) is var k && x.size(-1) == k && k % Vector256<float>.Count == 0
-        && x.numel() <= MaxRows * k && weight.is_contiguous();                                  // size(i), not shape: no array per call
+        !is_grad_enabled() && Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported    // first: training's forward stops here
+        && x.device_type == TorchSharp.DeviceType.CPU && Suits(weight, null, x.dtype)
+        && x.size(-1) == weight.size(1) && x.numel() <= MaxRows * weight.size(1);              // size(i), not shape: no array per call
+
+    /// <summary>Whether a weight (N, K) and bias (N) or none suit <see cref="Product"/> for rows in <paramref name="dtype"/>: that dtype (fp32 or bf16), contiguous, K a multiple of 8.</summary>
+    public static bool Suits(Tensor weight, Tensor? bias, ScalarType dtype) =>
+        weight.dtype == dtype && dtype is ScalarType.Float32 or ScalarType.BFloat16 && weight.dim() == 2
+        && weight.size(1) % Vector256<float>.Count == 0 && weight.is_contiguous() && (bias is null || bias.dtype == dtype);
 
     /// <summary>
     /// x (..., K), weight (N, K), bias (N) or none: y (..., N) in x's dtype. bf16 weights are widened to fp32 as they
@@ -51,8 +55,8 @@ internal static unsafe class SmallMatmul
 
     /// <summary>
     /// <see cref="Forward"/> on raw rows: x (M, K) at <paramref name="px"/> into y (M, N) at <paramref name="py"/>, both
-    /// contiguous in the weight's dtype (bf16 where <paramref name="bf16"/>), for callers that keep a step's rows in their
-    /// own buffers (<see cref="DecoderBlock"/>'s fused decode step).
+    /// contiguous, bf16 where <paramref name="bf16"/> and else fp32 (the weight's dtype, <see cref="Suits"/>), for callers
+    /// that keep a step's rows in their own buffers (<see cref="DecoderBlock"/>'s fused decode step).
     /// </summary>
     public static void Product(byte* px, int m, Tensor weight, Tensor? bias, byte* py, bool bf16)
     {
