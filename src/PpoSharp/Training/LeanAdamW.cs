@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 namespace PpoSharp.Training;
 
 /// <summary>
-/// TorchSharp's AdamW with the same update, state and checkpoint format, stepping each parameter in a dispose scope of
-/// its own. TorchSharp's step keeps every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole
+/// TorchSharp's AdamW with the same update, state and checkpoint format, stepping each parameter on its own: in one pass
+/// over its memory on the CPU (<see cref="AdamWKernel"/>), else in a dispose scope of its own. TorchSharp's step keeps every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole
 /// step ends: twice the trained weights' bytes at once, 2.2 GB of the 8.4 GB peak of a full-weight PPO at SmolLM2-135M's
 /// shape (actor and critic). Here at most one parameter's temporaries are alive.
 /// </summary>
@@ -25,7 +25,8 @@ public sealed class LeanAdamW : AdamW
 
     /// <summary>
     /// One AdamW step (Loshchilov and Hutter 2019, decoupled decay): θ ← θ(1 - lr λ); m ← β₁m + (1-β₁)g; v ← β₂v + (1-β₂)g²;
-    /// θ ← θ - lr / (1-β₁ᵗ) · m / (sqrt(v) / sqrt(1-β₂ᵗ) + ε), in TorchSharp's order of operations (bit-identical).
+    /// θ ← θ - lr / (1-β₁ᵗ) · m / (sqrt(v) / sqrt(1-β₂ᵗ) + ε), in TorchSharp's order of operations: fp32 CPU parameters
+    /// in one pass (<see cref="AdamWKernel"/>, within an ulp of TorchSharp's step), others through libtorch's ops (bit-identical).
     /// </summary>
     public override Tensor step(Func<Tensor>? closure = null)
     {
@@ -44,8 +45,14 @@ public sealed class LeanAdamW : AdamW
                 var state = (State)_state[p.Handle];
                 state.step += 1;
                 double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value;
-                p.mul_(1 - lr * o.weight_decay!.Value);
                 double correction1 = 1 - Math.Pow(beta1, state.step), correction2 = 1 - Math.Pow(beta2, state.step);
+                if (AdamWKernel.Applies(p, grad, state.exp_avg, state.exp_avg_sq))
+                {
+                    AdamWKernel.Step(p, grad, state.exp_avg, state.exp_avg_sq, new((float)(1 - lr * o.weight_decay!.Value), (float)beta1, (float)(1 - beta1),
+                        (float)beta2, (float)(1 - beta2), (float)Math.Sqrt(correction2), (float)o.eps!.Value, (float)(-lr / correction1)));
+                    continue;
+                }
+                p.mul_(1 - lr * o.weight_decay!.Value);
                 state.exp_avg.mul_(beta1).add_(grad, alpha: 1 - beta1);
                 state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
                 var denom = (state.exp_avg_sq.sqrt() / Math.Sqrt(correction2)).add_(o.eps!.Value);
