@@ -48,6 +48,7 @@ public static partial class Bench
             double seconds = RealGenerate(model, 16);
             r["smollm2_generate_tokens_per_second_b16_bf16"] = 16 * RealNewTokens / seconds;
             log.WriteLine($"bench: SmolLM2-135M shape, bf16 generate batch 16: {16 * RealNewTokens / seconds:F1} tokens/s");
+            Bf16DecodeSteps(r, model, quick, log);
         }
         r["smollm2_peak_rss_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
     }
@@ -73,7 +74,7 @@ public static partial class Bench
         var rounds = Enumerable.Range(0, quick ? 3 : 5).Select(_ =>
         {
             double gbps = MemoryGbps(), seconds = RealGenerate(model, 1);
-            return (Gbps: gbps, Seconds: seconds, Step: (RealGenerate(model, 1, 40) - RealGenerate(model, 1, 8)) / 32);
+            return (Gbps: gbps, Seconds: seconds, Step: DecodeStepSeconds(model));
         }).ToList();
         double seconds = Median(rounds.Select(x => x.Seconds).ToList());
         r["smollm2_generate_tokens_per_second_b1"] = RealNewTokens / seconds;
@@ -84,6 +85,20 @@ public static partial class Bench
         var (b16, mfu) = limit.Measure(() => RealGenerate(model, 16), flops, quick ? 1 : 2);
         (r["smollm2_generate_tokens_per_second_b16"], r["smollm2_generate_mfu_b16"]) = (16 * RealNewTokens / b16, mfu);
         log.WriteLine($"bench: SmolLM2-135M shape, generate batch 16, {RealNewTokens} new tokens: {16 * RealNewTokens / b16:F1} tokens/s, MFU {mfu:F3}");
+    }
+
+    /// <summary>Seconds of one batch-1 decode step alone: a 40-token generation less an 8-token one, over 32 (negative if a stall hit the shorter one).</summary>
+    private static double DecodeStepSeconds(Decoder model) => (RealGenerate(model, 1, 40) - RealGenerate(model, 1, 8)) / 32;
+
+    /// <summary>Batch-1 decode steps alone with bf16 weights (after a warm-up), and their speed-up over fp32's; null where not measured.</summary>
+    private static void Bf16DecodeSteps(Dictionary<string, object> r, Decoder model, bool quick, TextWriter log)
+    {
+        RealGenerate(model, 1);
+        var steps = Enumerable.Range(0, quick ? 3 : 5).Select(_ => DecodeStepSeconds(model)).Where(x => x > 0).ToList();
+        r["smollm2_decode_b1_tokens_per_second_bf16"] = steps.Count == 0 ? null! : 1 / Median(steps);
+        r["smollm2_decode_b1_bf16_step_speedup"] = steps.Count == 0 || r["smollm2_decode_b1_tokens_per_second"] is not double fp32 ? null! : 1 / Median(steps) / fp32;
+        if (r["smollm2_decode_b1_bf16_step_speedup"] is double speedup)
+            log.WriteLine($"bench: SmolLM2-135M shape, batch-1 decode with bf16 weights {1 / Median(steps):F1} steps/s alone, {speedup:F2}x fp32's");
     }
 
     /// <summary>Batch-1 decode steps alone and their roofline fractions from (bandwidth, seconds a step) rounds; null where no round gave a positive step time.</summary>
