@@ -158,11 +158,11 @@ public static partial class Bench
         return (seconds, mfu, flops);
     }
 
-    /// <summary>A timed forward + backward + AdamW step on random ids (batch, length), after one warm-up step; and its optimizer, to dispose.</summary>
+    /// <summary>A timed forward + backward + AdamW step (the trainers' <see cref="Training.LeanAdamW"/>) on random ids (batch, length), after one warm-up step; and its optimizer, to dispose.</summary>
     private static (Func<double> Step, IDisposable Optimizer) TrainStep(Decoder model, int batch, int length)
     {
         model.train();
-        var optimizer = optim.AdamW(model.parameters(), lr: 1e-5);
+        var optimizer = Training.Optimization.AdamW(model, lr: 1e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.99);   // the trainers' optimizer
         var ids = randint(0, model.Config.VocabSize, [batch, length]);               // (B, T)
         var targets = ids.roll(-1, 1);
         double Step() => Time(() =>
