@@ -53,6 +53,38 @@ public class DecodeStepTests
         AssertClose(expected, fused, dtype == ScalarType.Float32 ? 1e-5 : 0.02);
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void FusedStep_WithALoraView_EqualsTheBlockByBlockKernels_AndLibtorchsOps(ScalarType dtype)
+    {
+        manual_seed(21);
+        using var model = RandomModel(Spec(true), dtype);
+        using var view = LoraModels.NewView(model, new LoraSettings(8, 16, 0, ""));            // every projection, q, k and v apart
+        using (no_grad())
+            foreach (var p in view.Adapter!.parameters()) p.copy_(randn_like(p) * 0.1);        // B is 0 as initialised: give it weight
+        view.Adapter!.to(dtype);
+        view.eval();
+        var ids = randint(0, 64, [3, 5]);
+        var mask = ones(3, 5, ScalarType.Bool);
+        mask[2, ..3] = false;
+        Tensor expected, blockByBlock, fused, plain;
+        using (enable_grad()) expected = OneThread(() => Decode(view, ids, mask));
+        long before = DecoderBlock.StepsOnThisThread;
+        using (no_grad())
+        {
+            DecoderBlock.Unfused = true;
+            try { blockByBlock = OneThread(() => Decode(view, ids, mask)); }
+            finally { DecoderBlock.Unfused = false; }
+            fused = OneThread(() => Decode(view, ids, mask));
+            plain = OneThread(() => Decode(model, ids, mask));
+        }
+        Assert.Equal(2 * 2 * 3, DecoderBlock.StepsOnThisThread - before);                   // the view's steps and the base's
+        Assert.True((fused - plain).abs().max().to(ScalarType.Float32).item<float>() > 0.1);   // the adapters count
+        AssertClose(blockByBlock, fused, dtype == ScalarType.Float32 ? 1e-6 : 1.0 / 256);        // 3e-7 and none seen
+        AssertClose(expected, fused, dtype == ScalarType.Float32 ? 1e-5 : 0.02);                 // 4e-7 and 1.3% seen
+    }
+
     private static void AssertClose(Tensor expected, Tensor actual, double relative)
     {
         var gap = (actual.to(ScalarType.Float32) - expected.to(ScalarType.Float32)).abs().max().item<float>();
@@ -101,7 +133,7 @@ public class DecodeStepTests
     }
 
     [Fact]
-    public void FusedStep_LeavesOtherBlocksLoraBf16ProductsAutogradAndTorchThreadsToTheBlockByBlockPath()
+    public void FusedStep_LeavesOtherBlocksNarrowOrDroppingLoraBf16ProductsAutogradAndTorchThreadsToTheBlockByBlockPath()
     {
         var ids = randint(0, 64, [1, 4]);
         var mask = ones(1, 4, ScalarType.Bool);
@@ -117,9 +149,12 @@ public class DecodeStepTests
             }
         using var llama = new Decoder(Spec(false));
         llama.eval();
-        using var view = LoraModels.NewView(llama, new LoraSettings(8, 16, 0, ""));
-        view.eval();
-        using (no_grad()) OneThread(() => Decode(view, ids, mask));                      // a LoRA view
+        using var narrow = LoraModels.NewView(llama, new LoraSettings(4, 16, 0, ""));
+        narrow.eval();
+        using (no_grad()) OneThread(() => Decode(narrow, ids, mask));                    // a LoRA view of r 4 (not a multiple of 8)
+        using var dropping = LoraModels.NewView(llama, new LoraSettings(8, 16, 0.1, ""));
+        dropping.train();
+        using (no_grad()) OneThread(() => Decode(dropping, ids, mask));                  // LoRA dropout at work
         llama.MatmulDtype = ScalarType.BFloat16;                                          // bf16 products of fp32 weights
         using (no_grad()) OneThread(() => Decode(llama, ids, mask));
         llama.MatmulDtype = null;

@@ -37,8 +37,8 @@ internal sealed partial class DecoderBlock : Module
     /// </summary>
     public Tensor Forward(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora, ScalarType? matmul = null)
     {
-        if (lora is null && matmul is null && cache is not null && rope is { } table && Fuses(x, mask, cache, table))
-            return Step(x, mask, cache, table);                                              // a decode step in one pass
+        if (matmul is null && cache is not null && rope is { } table && Fuses(x, mask, cache, table, lora))
+            return Step(x, mask, cache, table, lora);                                        // a decode step in one pass
         x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, matmul);    // (B, T, C)
         return x + Mlp(mlp_norm.forward(x), lora, matmul);                                   // (B, T, C)
     }

@@ -70,6 +70,12 @@ internal sealed class LoraLinear : Module<Tensor, Tensor>
     public Parameter A => lora_A.weight!;
     public Parameter B => lora_B.weight!;
 
+    /// <summary>alpha / r.</summary>
+    public double Scaling => _scaling;
+
+    /// <summary>Whether dropout changes the input now (a rate above 0, in training mode).</summary>
+    public bool DropsOut => _dropout > 0 && training;
+
     /// <summary>The adapter's share of the output (..., out) for input (..., in).</summary>
     public override Tensor forward(Tensor x) =>
         lora_B.forward(lora_A.forward(_dropout > 0 ? functional.dropout(x, _dropout, training) : x)) * _scaling;
@@ -174,6 +180,32 @@ public sealed class LoraAdapter : Module
         }
         if (at < width) parts.Add(zeros([.. lead, width - at], y.dtype, y.device));
         return y + cat(parts, -1);                                            // (..., out)
+    }
+
+    /// <summary>
+    /// Whether <see cref="AddRows"/> serves this adapter for rows in <paramref name="dtype"/>: r a multiple of 8, no
+    /// dropout at work, every A and B in that dtype, contiguous, on the CPU.
+    /// </summary>
+    internal bool AddsRows(ScalarType dtype) =>
+        Settings.R % 8 == 0 && sites.All(s => !s.DropsOut && s.A.device_type == DeviceType.CPU
+            && SmallMatmul.Suits(s.A, null, dtype) && SmallMatmul.Suits(s.B, null, dtype));
+
+    /// <summary>
+    /// <see cref="Add"/> on a decode step's raw rows: y (M, width) at <paramref name="py"/> gains the adapters of
+    /// <paramref name="module"/> in <paramref name="layer"/> for input x (M, in) at <paramref name="px"/>, each rounded as
+    /// libtorch rounds it (B A x, then its scaling, then the sum); <paramref name="scratch"/> holds M (r + out) values.
+    /// </summary>
+    internal unsafe void AddRows(int layer, string module, byte* px, int m, byte* py, int width, bool bf16, byte* scratch)
+    {
+        if (!_byModule.TryGetValue((layer, module), out var ids)) return;
+        int size = bf16 ? 2 : 4;
+        byte* t = scratch, u = scratch + (long)m * Settings.R * size;
+        foreach (var i in ids)
+        {
+            SmallMatmul.Product(px, m, sites[i].A, null, t, bf16);                          // (M, r)
+            SmallMatmul.Product(t, m, sites[i].B, null, u, bf16);                           // (M, rows)
+            RowKernels.AddScaled(u, (int)Sites[i].Rows, sites[i].Scaling, py + Sites[i].Offset * size, width, m, bf16);
+        }
     }
 
     /// <summary>Adds each site's (alpha / r) B A into the weights of <paramref name="target"/> (a full decoder of the same base shape).</summary>

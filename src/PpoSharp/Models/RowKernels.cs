@@ -92,6 +92,18 @@ internal static unsafe class RowKernels
     }
 
     /// <summary>
+    /// y[r, j] += cast(u[r, j] scale) for <paramref name="m"/> rows of u (M, cols) into the first cols of each row of y
+    /// (row stride <paramref name="width"/>): a LoRA adapter's scaled share added to its slice of a projection's output.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AddScaled(byte* u, int cols, double scale, byte* y, int width, int m, bool bf16)
+    {
+        for (long r = 0; r < m; r++)
+            for (long j = 0; j < cols; j++)
+                Write(y, r * width + j, Read(y, r * width + j, bf16) + Round(Read(u, r * cols + j, bf16) * (float)scale, bf16), bf16);
+    }
+
+    /// <summary>
     /// g = silu(g) u over <paramref name="count"/> values (a multiple of 8), silu(v) = v / (1 + e^-v) rounded to the dtype
     /// before the product, as libtorch's two ops round (SwiGLU's gate times up).
     /// </summary>
