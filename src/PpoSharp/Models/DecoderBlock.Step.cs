@@ -24,13 +24,14 @@ internal sealed unsafe partial class DecoderBlock
 
     /// <summary>
     /// Whether <see cref="Step"/> takes x (B, 1, C): a Llama-style block without q/k norms, and a LoRA adapter, if any,
-    /// that <see cref="LoraAdapter.AddsRows"/> serves; a decode step on one torch
-    /// thread without autograd, on the CPU with AVX2 and FMA, at most <see cref="SmallMatmul.MaxRows"/> rows; every
-    /// weight and bias, the tables, the mask (B, 1, 1, L) over the cache and the new position, and the cache in x's dtype
-    /// (fp32 or bf16), the cache of x's batch; the weights contiguous with widths a multiple of 8.
+    /// that <see cref="LoraAdapter.AddsRows"/> serves; a decode step on one torch thread without autograd, on the CPU
+    /// with AVX2 and FMA, at most <see cref="SmallMatmul.MaxRows"/> rows; every weight and bias, the tables, the mask
+    /// (B, 1, 1, L) over the cache and the new position, and the cache in x's dtype (fp32 or bf16), the cache of x's
+    /// batch; the weights contiguous with widths a multiple of 8.
     /// </summary>
     private bool Fuses(Tensor x, Tensor? mask, KvCache cache, (Tensor Cos, Tensor Sin) rope, LoraAdapter? lora) =>
-        !t_unfused && (lora is null || lora.AddsRows(x.dtype)) && gate is not null && q_norm is null && attn_norm.Rms is { } first && mlp_norm.Rms is { } second && x.size(1) == 1 && _headDim % 8 == 0
+        !t_unfused && (lora is null || lora.AddsRows(x.dtype)) && gate is not null && q_norm is null && attn_norm.Rms is { } first
+        && mlp_norm.Rms is { } second && x.size(1) == 1 && _headDim % 8 == 0
         && get_num_threads() == 1 && RowKernels.Applies(x, first.Weight) && RowKernels.Applies(x, second.Weight)
         && RowKernels.Applies(x, rope.Cos) && RowKernels.Applies(x, rope.Sin) && SmallMatmul.Applies(x, qkv.weight!)
         && new[] { qkv, @out, gate, up, down }.All(l => SmallMatmul.Suits(l.weight!, l.bias, x.dtype))

@@ -160,12 +160,8 @@ internal static unsafe class RowKernels
         for (long i = 0; i < count; i++) target[i] = ToBf16(source[i]);
     }
 
-    /// <summary>fp32 to bf16, rounding to nearest even (libtorch's rounding; NaN does not occur here).</summary>
-    internal static ushort ToBf16(float v)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(v);
-        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
+    /// <summary>fp32 to bf16, rounding to nearest even as libtorch does (one formula with the GGUF writer's).</summary>
+    private static ushort ToBf16(float v) => Export.GgmlEncoding.ToBf16(v);
 }
 
 /// <summary>How a kernel reads a tensor's values as fp32: the JIT compiles one copy of the kernel per reader.</summary>

@@ -6,8 +6,8 @@ namespace PpoSharp.Training;
 
 /// <summary>
 /// TorchSharp's AdamW with the same update, state and checkpoint format, stepping each parameter on its own: in one pass
-/// over its memory on the CPU (<see cref="AdamWKernel"/>), else in a dispose scope of its own. TorchSharp's step keeps every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole
-/// step ends: twice the trained weights' bytes at once, 2.2 GB of the 8.4 GB peak of a full-weight PPO at SmolLM2-135M's
+/// over its memory on the CPU (<see cref="AdamWKernel"/>), else in a dispose scope of its own. TorchSharp's step keeps
+/// every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole step ends: twice the trained weights' bytes at once, 2.2 GB of the 8.4 GB peak of a full-weight PPO at SmolLM2-135M's
 /// shape (actor and critic). Here at most one parameter's temporaries are alive.
 /// </summary>
 public sealed class LeanAdamW : AdamW
