@@ -63,6 +63,87 @@ public class Bf16Tests
         Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
     }
 
+    /// <summary>
+    /// Llama-style blocks (rotary positions, grouped-query attention, SwiGLU, Qwen3's q/k norms) with bf16 products, so
+    /// that attention and the KV cache run in bf16 while the residual stream stays fp32: hidden states stay fp32 and
+    /// near fp32's; a cached decode, in a bf16 cache or an fp32 one, gives the full forward's; the loss is within 1% of
+    /// fp32's and the gradients point the same way.
+    /// </summary>
+    [Fact]
+    public void MatmulDtype_Bf16_LlamaBlocks_CachedDecodeMatchesFullForward_LossNearFp32()
+    {
+        manual_seed(7);
+        using var model = new Decoder(new DecoderSpec(64, 32, 2, 4, 32)
+        {
+            KvHeads = 2, Intermediate = 48, Norm = NormKind.RmsNorm, Positions = PositionKind.Rope, Mlp = MlpKind.SwiGlu, TiedHead = true, QkNorm = true,
+        });
+        var ids = randint(0, 64, [2, 6], generator: new Generator(4));
+        using (no_grad())
+        {
+            var fp32 = model.Hidden(ids);                                                 // (2, 6, C)
+            model.MatmulDtype = ScalarType.BFloat16;
+            Assert.Equal(ScalarType.BFloat16, model.ActivationDtype);
+            var whole = model.Hidden(ids);                                                // (2, 6, C)
+            Assert.Equal(ScalarType.Float32, whole.dtype);
+            double gap = (whole - fp32).abs().max().item<float>(), scale = fp32.abs().max().item<float>();
+            Assert.InRange(gap, 1e-6 * scale, 0.05 * scale);                              // bf16's rounding, not fp32's
+            foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
+            {
+                using var cache = new KvCache(model.Config, 2, 6, dtype, CPU);
+                var first = model.Hidden(ids.narrow(1, 0, 2), cache: cache);            // (2, 2, C)
+                var rest = model.Hidden(ids.narrow(1, 2, 4), cache: cache);             // (2, 4, C) after 2 cached positions
+                Assert.True(cat([first, rest], 1).allclose(whole, rtol: 1e-2, atol: 1e-2 * scale), $"{dtype} cache");
+            }
+        }
+        model.train();
+        var targets = randint(0, 64, [2, 6], generator: new Generator(5));
+        (double Loss, Tensor Grad) Run(ScalarType? matmul)
+        {
+            model.MatmulDtype = matmul;
+            model.zero_grad();
+            var loss = SftTrainer.Loss(model, ids, targets);
+            loss.backward();
+            return (loss.item<float>(), cat(model.parameters().Select(p => p.grad!.flatten()).ToList()).clone());
+        }
+        var (l32, g32) = Run(null);
+        var (l16, g16) = Run(ScalarType.BFloat16);
+        Assert.True(Math.Abs(l16 - l32) < 0.01 * l32, $"fp32 {l32} bf16 {l16}");
+        double cosine = (g32 * g16).sum().item<float>() / (g32.norm().item<float>() * g16.norm().item<float>());
+        Assert.True(cosine > 0.99, $"cosine {cosine}");
+    }
+
+    /// <summary>A LoRA view with bf16 products: its adapters take the bf16 activations in fp32, so the loss is within 1% of fp32's and the adapters' gradients are fp32 and point the same way.</summary>
+    [Fact]
+    public void MatmulDtype_Bf16_LoraView_LossNearFp32_AdapterGradientsFp32AndAligned()
+    {
+        manual_seed(8);
+        using var model = new Decoder(new DecoderSpec(64, 32, 2, 4, 32)
+        {
+            KvHeads = 2, Intermediate = 48, Norm = NormKind.RmsNorm, Positions = PositionKind.Rope, Mlp = MlpKind.SwiGlu, TiedHead = true,
+        });
+        using var view = LoraModels.NewView(model, new LoraSettings(8, 16, 0, LoraSettings.AllLinear));
+        view.train();
+        using (no_grad()) foreach (var (name, p) in view.named_parameters().Where(x => x.name.Contains("lora_B"))) p.normal_(0, 0.1);
+        var ids = randint(0, 64, [2, 6], generator: new Generator(4));
+        var targets = randint(0, 64, [2, 6], generator: new Generator(5));
+        var trained = view.parameters().Where(p => p.requires_grad).ToList();
+        (double Loss, Tensor Grad) Run(ScalarType? matmul)
+        {
+            view.MatmulDtype = matmul;
+            view.zero_grad();
+            var loss = SftTrainer.Loss(view, ids, targets);
+            loss.backward();
+            Assert.All(trained, p => Assert.Equal(ScalarType.Float32, p.grad!.dtype));
+            return (loss.item<float>(), cat(trained.Select(p => p.grad!.flatten()).ToList()).clone());
+        }
+        var (l32, g32) = Run(null);
+        var (l16, g16) = Run(ScalarType.BFloat16);
+        Assert.NotEqual(l32, l16);
+        Assert.True(Math.Abs(l16 - l32) < 0.01 * l32, $"fp32 {l32} bf16 {l16}");
+        double cosine = (g32 * g16).sum().item<float>() / (g32.norm().item<float>() * g16.norm().item<float>());
+        Assert.True(cosine > 0.99, $"cosine {cosine}");
+    }
+
     [Fact]
     public void DefaultVariable_SetsTheDefault_NotASetKey_AndRejectsOtherValues()
     {

@@ -39,15 +39,20 @@ internal sealed partial class DecoderBlock : Module
     {
         if (matmul is null && cache is not null && rope is { } table && Fuses(x, mask, cache, table, lora))
             return Step(x, mask, cache, table, lora);                                        // a decode step in one pass
+        if (matmul is { } t && t != x.dtype)              // bf16: residual stream and norms in x's dtype, all between products in t
+        {
+            x = x + Attention(attn_norm.forward(x).to(t), mask, causal, cache, rope, lora, matmul).to(x.dtype);   // (B, T, C)
+            return x + Mlp(mlp_norm.forward(x).to(t), lora, matmul).to(x.dtype);                                   // (B, T, C)
+        }
         x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, matmul);    // (B, T, C)
         return x + Mlp(mlp_norm.forward(x), lora, matmul);                                   // (B, T, C)
     }
 
-    /// <summary>A projection's output, plus the adapter's share where it targets this one; in the matmul dtype, cast back, when one is set.</summary>
+    /// <summary>A projection's output, plus the adapter's share where it targets this one; with a matmul dtype, x is in it and so is the output.</summary>
     private Tensor Project(Linear linear, string name, Tensor x, LoraAdapter? lora, ScalarType? matmul)
     {
-        var y = matmul is { } t && t != x.dtype
-            ? functional.linear(x.to(t), linear.weight!.to(t), linear.bias?.to(t)).to(x.dtype)   // (..., out) from bf16 products
+        var y = matmul is { } t && t != linear.weight!.dtype
+            ? functional.linear(x, linear.weight!.to(t), linear.bias?.to(t))                 // (..., out) in t, from a cast of the fp32 weights
             : SmallMatmul.Applies(x, linear.weight!) ? SmallMatmul.Forward(x, linear.weight!, linear.bias)   // a decode step's few rows
             : linear.forward(x);
         return lora is null ? y : lora.Add(_layer, name, x, y);
@@ -77,7 +82,7 @@ internal sealed partial class DecoderBlock : Module
         var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
         var k = heads.narrow(2, _heads, _kvHeads);                                          // (B, T, KV, hd)
         var v = heads.narrow(2, _heads + _kvHeads, _kvHeads);                               // (B, T, KV, hd)
-        if (q_norm is not null) (q, k) = (q_norm.forward(q), k_norm!.forward(k));
+        if (q_norm is not null) (q, k) = (q_norm.forward(q).to(v.dtype), k_norm!.forward(k).to(v.dtype));   // fp32 weights would promote bf16 heads
         if (rope is { } r) (q, k) = (Rope.Apply(q, r), Rope.Apply(k, r));
         q = q.transpose(1, 2);                                                              // (B, H, T, hd)
         Tensor y;

@@ -25,7 +25,8 @@ public sealed class KvCache : IDisposable
         CheckRoom(t);
         _kv[layer][0].narrow(2, Length, t).copy_(keys);
         _kv[layer][1].narrow(2, Length, t).copy_(values);
-        return _kv[layer].narrow(3, 0, Length + t);
+        var stored = _kv[layer].narrow(3, 0, Length + t);
+        return stored.dtype == keys.dtype ? stored : stored.to(keys.dtype);              // a cache kept in another dtype than the attention's
     }
 
     /// <summary>

@@ -168,6 +168,8 @@ public sealed class LoraAdapter : Module
     internal Tensor Add(int layer, string module, Tensor x, Tensor y)
     {
         if (!_byModule.TryGetValue((layer, module), out var ids)) return y;
+        var own = sites[ids[0]].A.dtype;                                     // bf16 activations: the adapters work in their fp32
+        if (x.dtype != own) return Add(layer, module, x.to(own), y.to(own)).to(y.dtype);
         long width = y.shape[^1], at = 0;
         if (ids.Length == 1 && Sites[ids[0]].Rows == width) return y + sites[ids[0]].forward(x);
         var parts = new List<Tensor>();
