@@ -64,10 +64,10 @@ public class Bf16Tests
     }
 
     /// <summary>
-    /// Llama-style blocks (rotary positions, grouped-query attention, SwiGLU, Qwen3's q/k norms) with bf16 products, so
-    /// that attention and the KV cache run in bf16 while the residual stream stays fp32: hidden states stay fp32 and
-    /// near fp32's; a cached decode, in a bf16 cache or an fp32 one, gives the full forward's; the loss is within 1% of
-    /// fp32's and the gradients point the same way.
+    /// Llama-style blocks (rotary positions, grouped-query attention, SwiGLU, Qwen3's q/k norms) with bf16 products,
+    /// whose MLP activations stay in bf16 while attention and the residual stream stay fp32: hidden states are fp32 and
+    /// near fp32's; a cached decode gives the full forward's; the loss is within 1% of fp32's and the gradients point
+    /// the same way.
     /// </summary>
     [Fact]
     public void MatmulDtype_Bf16_LlamaBlocks_CachedDecodeMatchesFullForward_LossNearFp32()
@@ -82,18 +82,14 @@ public class Bf16Tests
         {
             var fp32 = model.Hidden(ids);                                                 // (2, 6, C)
             model.MatmulDtype = ScalarType.BFloat16;
-            Assert.Equal(ScalarType.BFloat16, model.ActivationDtype);
             var whole = model.Hidden(ids);                                                // (2, 6, C)
             Assert.Equal(ScalarType.Float32, whole.dtype);
             double gap = (whole - fp32).abs().max().item<float>(), scale = fp32.abs().max().item<float>();
             Assert.InRange(gap, 1e-6 * scale, 0.05 * scale);                              // bf16's rounding, not fp32's
-            foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
-            {
-                using var cache = new KvCache(model.Config, 2, 6, dtype, CPU);
-                var first = model.Hidden(ids.narrow(1, 0, 2), cache: cache);            // (2, 2, C)
-                var rest = model.Hidden(ids.narrow(1, 2, 4), cache: cache);             // (2, 4, C) after 2 cached positions
-                Assert.True(cat([first, rest], 1).allclose(whole, rtol: 1e-2, atol: 1e-2 * scale), $"{dtype} cache");
-            }
+            using var cache = new KvCache(model.Config, 2, 6, ScalarType.Float32, CPU);
+            var first = model.Hidden(ids.narrow(1, 0, 2), cache: cache);                 // (2, 2, C)
+            var rest = model.Hidden(ids.narrow(1, 2, 4), cache: cache);                  // (2, 4, C) after 2 cached positions
+            Assert.True(cat([first, rest], 1).allclose(whole, rtol: 1e-3, atol: 1e-3 * scale));
         }
         model.train();
         var targets = randint(0, 64, [2, 6], generator: new Generator(5));

@@ -118,7 +118,7 @@ public class DecodeStepTests
     {
         long b = ids.shape[0], p = ids.shape[1];
         bool padded = !mask.all().item<bool>();
-        using var cache = new KvCache(model.Config, b, p + 3, model.ActivationDtype, CPU);
+        using var cache = new KvCache(model.Config, b, p + 3, model.Embeddings.dtype, CPU);
         var positions = Sampling.PositionIds(mask);
         model.Hidden(ids, positions, padded ? mask : null, cache);
         var keys = cat([mask, ones(b, 3, ScalarType.Bool)], 1);

@@ -85,10 +85,10 @@ public sealed class Decoder : Module<Tensor, Tensor>
         if (past + t > Config.ContextLength && positions is null)
             throw new ArgumentException($"sequence of {past + t} tokens exceeds context_length {Config.ContextLength}");
         positions ??= arange(past, past + t, dtype: int64, device: ids.device).unsqueeze(0).expand(b, t);   // (B, T)
-        var mask = AttentionMask(b, t, past, keyMask, matmul ?? embed.weight!.dtype, ids.device);               // (B, 1, T, L) or none
+        var mask = AttentionMask(b, t, past, keyMask, embed.weight!.dtype, ids.device);               // (B, 1, T, L) or none
         var x = embed.forward(ids);                                                                     // (B, T, C)
         if (pos_embed is not null) x = x + pos_embed.forward(positions);
-        (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), matmul ?? x.dtype);                // (B, T, 1, hd) x2
+        (Tensor, Tensor)? rope = _invFreq is null ? null : Rope.Tables(positions, tensor(_invFreq, device: ids.device), x.dtype);                // (B, T, 1, hd) x2
         bool causal = mask is null && t > 1;
         for (int i = 0; i < layers.Count; i++)
         {
@@ -109,15 +109,13 @@ public sealed class Decoder : Module<Tensor, Tensor>
 
     /// <summary>
     /// TRL's bf16 for fp32 weights, as transformers runs under torch.autocast: the dtype of the blocks' and the LM head's
-    /// matrix products (with a cast copy of the weights; the gradients flow back to the fp32 weights) and of what lies
-    /// between them inside a block: rotary positions, attention (libtorch's CPU kernel keeps scores and softmax in fp32),
-    /// SwiGLU's product and the KV cache. The residual stream, norms, log-softmax and LoRA's adapters stay in the
-    /// weights' dtype. Null: everything in the weights' dtype. Set on the model that is called.
+    /// matrix products (with a cast copy of the weights; the gradients flow back to the fp32 weights) and of the MLP's
+    /// activations between its products. The residual stream, norms, attention with its rotary positions and KV cache,
+    /// log-softmax and LoRA's adapters stay in the weights' dtype (attention in bf16 was slower: libtorch's bf16 kernel
+    /// took a demo model's SFT from 31 to 20 thousand tokens/s). Null: everything in the weights' dtype. Set on the model
+    /// that is called.
     /// </summary>
     public ScalarType? MatmulDtype { get; set; }
-
-    /// <summary>The dtype of the activations between products, of attention and of the KV cache: <see cref="MatmulDtype"/> where set, else the weights'.</summary>
-    public ScalarType ActivationDtype => MatmulDtype ?? Embeddings.dtype;
 
     /// <summary>Block <paramref name="i"/> under <see cref="Checkpoint"/>: every tensor it reads is an input, its trainable weights included.</summary>
     private Tensor Checkpointed(int i, Tensor x, Tensor? mask, bool causal, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? adapter, ScalarType? matmul)

@@ -39,20 +39,20 @@ internal sealed partial class DecoderBlock : Module
     {
         if (matmul is null && cache is not null && rope is { } table && Fuses(x, mask, cache, table, lora))
             return Step(x, mask, cache, table, lora);                                        // a decode step in one pass
-        if (matmul is { } t && t != x.dtype)              // bf16: residual stream and norms in x's dtype, all between products in t
+        if (matmul is not { } t)
         {
-            x = x + Attention(attn_norm.forward(x).to(t), mask, causal, cache, rope, lora, matmul).to(x.dtype);   // (B, T, C)
-            return x + Mlp(mlp_norm.forward(x).to(t), lora, matmul).to(x.dtype);                                   // (B, T, C)
+            x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, null);   // (B, T, C)
+            return x + Mlp(mlp_norm.forward(x), lora, null);                                 // (B, T, C)
         }
-        x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, matmul);    // (B, T, C)
-        return x + Mlp(mlp_norm.forward(x), lora, matmul);                                   // (B, T, C)
+        x = x + Attention(attn_norm.forward(x), mask, causal, cache, rope, lora, t).to(x.dtype);   // (B, T, C); the residual stream in x's dtype
+        return x + Mlp(mlp_norm.forward(x).to(t), lora, t).to(x.dtype);                     // one cast for gate and up; SwiGLU's product in t
     }
 
-    /// <summary>A projection's output, plus the adapter's share where it targets this one; with a matmul dtype, x is in it and so is the output.</summary>
+    /// <summary>A projection's output, plus the adapter's share where it targets this one; in the matmul dtype when one is set (with an adapter, in x's).</summary>
     private Tensor Project(Linear linear, string name, Tensor x, LoraAdapter? lora, ScalarType? matmul)
     {
         var y = matmul is { } t && t != linear.weight!.dtype
-            ? functional.linear(x, linear.weight!.to(t), linear.bias?.to(t))                 // (..., out) in t, from a cast of the fp32 weights
+            ? functional.linear(x.to(t), linear.weight!.to(t), linear.bias?.to(t))          // (..., out) in t, from a cast of the fp32 weights
             : SmallMatmul.Applies(x, linear.weight!) ? SmallMatmul.Forward(x, linear.weight!, linear.bias)   // a decode step's few rows
             : linear.forward(x);
         return lora is null ? y : lora.Add(_layer, name, x, y);
@@ -72,7 +72,8 @@ internal sealed partial class DecoderBlock : Module
     private Tensor Attention(Tensor x, Tensor? mask, bool causal, KvCache? cache, (Tensor Cos, Tensor Sin)? rope, LoraAdapter? lora, ScalarType? matmul)
     {
         long b = x.shape[0], t = x.shape[1];
-        var heads = Project(qkv, "qkv", x, lora, matmul).view(b, t, _heads + 2 * _kvHeads, _headDim);              // (B, T, H+2KV, hd)
+        var projected = Project(qkv, "qkv", x, lora, matmul);
+        var heads = (matmul is null ? projected : projected.to(x.dtype)).view(b, t, _heads + 2 * _kvHeads, _headDim);   // (B, T, H+2KV, hd) in x's dtype
         bool fewRows = q_norm is null && RowKernels.Applies(heads, rope?.Cos ?? heads);     // a decode step's own buffer: rotated in place, cached from
         if (fewRows && rope is { } table)
         {
@@ -82,7 +83,7 @@ internal sealed partial class DecoderBlock : Module
         var q = heads.narrow(2, 0, _heads);                                                 // (B, T, H, hd)
         var k = heads.narrow(2, _heads, _kvHeads);                                          // (B, T, KV, hd)
         var v = heads.narrow(2, _heads + _kvHeads, _kvHeads);                               // (B, T, KV, hd)
-        if (q_norm is not null) (q, k) = (q_norm.forward(q).to(v.dtype), k_norm!.forward(k).to(v.dtype));   // fp32 weights would promote bf16 heads
+        if (q_norm is not null) (q, k) = (q_norm.forward(q), k_norm!.forward(k));
         if (rope is { } r) (q, k) = (Rope.Apply(q, r), Rope.Apply(k, r));
         q = q.transpose(1, 2);                                                              // (B, H, T, hd)
         Tensor y;

@@ -25,8 +25,7 @@ public sealed class KvCache : IDisposable
         CheckRoom(t);
         _kv[layer][0].narrow(2, Length, t).copy_(keys);
         _kv[layer][1].narrow(2, Length, t).copy_(values);
-        var stored = _kv[layer].narrow(3, 0, Length + t);
-        return stored.dtype == keys.dtype ? stored : stored.to(keys.dtype);              // a cache kept in another dtype than the attention's
+        return _kv[layer].narrow(3, 0, Length + t);
     }
 
     /// <summary>

@@ -163,13 +163,13 @@ public sealed class LoraAdapter : Module
 
     /// <summary>
     /// y (..., out) of projection <paramref name="module"/> in <paramref name="layer"/>, for input x (..., in), plus the
-    /// adapters on its rows: a slice without one adds zeros.
+    /// adapters on its rows: a slice without one adds zeros. The adapters compute in their own dtype; the sum is in x's.
     /// </summary>
     internal Tensor Add(int layer, string module, Tensor x, Tensor y)
     {
         if (!_byModule.TryGetValue((layer, module), out var ids)) return y;
-        var own = sites[ids[0]].A.dtype;                                     // bf16 activations: the adapters work in their fp32
-        if (x.dtype != own) return Add(layer, module, x.to(own), y.to(own)).to(y.dtype);
+        var own = sites[ids[0]].A.dtype;                                     // bf16 activations or products: the adapters work in
+        if (x.dtype != own || y.dtype != own) return Add(layer, module, x.to(own), y.to(own)).to(x.dtype);   // their fp32; the sum in x's dtype
         long width = y.shape[^1], at = 0;
         if (ids.Length == 1 && Sites[ids[0]].Rows == width) return y + sites[ids[0]].forward(x);
         var parts = new List<Tensor>();

@@ -202,7 +202,7 @@ public static class Sampling
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         long b = prompts.shape[0], p = prompts.shape[1], n = o.MaxNewTokens;
-        using var cache = useCache ? new KvCache(model.Config, b, p + n, model.ActivationDtype, prompts.device) : null;
+        using var cache = useCache ? new KvCache(model.Config, b, p + n, model.Embeddings.dtype, prompts.device) : null;
 
         // Every generated position is a real key (a finished row's pads are never read back), so the key mask of the
         // whole run is known up front; step s attends to its first P + s + 1 columns. An unpadded batch needs none.

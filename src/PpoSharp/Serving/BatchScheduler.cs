@@ -168,7 +168,7 @@ public sealed class BatchScheduler : IDisposable
         var device = Devices.DeviceOf(model);
         var (prompts, promptMask) = Sampling.LeftPad([.. states.Select(s => s.Job.Prompt)], special.Pad, device);   // (B, P)
         long p = prompts.shape[1];
-        using var cache = new KvCache(model.Config, b, p + n, model.ActivationDtype, device);
+        using var cache = new KvCache(model.Config, b, p + n, model.Embeddings.dtype, device);
         var allKeys = cat([promptMask, ones(b, n, ScalarType.Bool, device)], 1);                                     // (B, P + N)
         bool padded = !promptMask.all().item<bool>();
         var positions = Sampling.PositionIds(promptMask);                                                             // (B, P)
