@@ -108,7 +108,7 @@ public sealed class Decoder : Module<Tensor, Tensor>
     public bool GradientCheckpointing { get; set; }
 
     /// <summary>
-    /// TRL's bf16 for fp32 weights, as transformers runs under torch.autocast: the dtype of the blocks' and the LM head's
+    /// TRL's bf16 for fp32 weights: the dtype of the blocks' and the LM head's
     /// matrix products (with a cast copy of the weights; the gradients flow back to the fp32 weights) and of the MLP's
     /// activations between its products. The residual stream, norms, attention with its rotary positions and KV cache,
     /// log-softmax and LoRA's adapters stay in the weights' dtype (attention in bf16 was slower: libtorch's bf16 kernel

@@ -16,10 +16,11 @@ public abstract record ComputeKeys
     public bool GradientCheckpointing { get; init; }
 
     /// <summary>
-    /// TRL's bf16: the decoder's matrix products (forward and backward) and the activations between them in bfloat16
-    /// from fp32 master weights, which the optimizer and its AdamW moments keep in fp32; the residual stream, norms,
-    /// attention's softmax, log-probs, losses, advantages and the value head stay fp32. Default (null): <see cref="DefaultVariable"/> where it is set, else on where the device computes
-    /// bf16 fast (a GPU, or a CPU with AVX512-BF16 or AMX), else off.
+    /// TRL's bf16: the decoder's matrix products (forward and backward) and the MLP's activations between them in
+    /// bfloat16 from fp32 master weights, which the optimizer and its AdamW moments keep in fp32; the residual stream,
+    /// norms, attention, log-probs, losses, advantages and the value head stay fp32. Default (null):
+    /// <see cref="DefaultVariable"/> where it is set, else on where the device computes bf16 fast (a GPU, or a CPU with
+    /// AVX512-BF16 or AMX), else off.
     /// </summary>
     public bool? Bf16 { get; init; }
 
