@@ -78,16 +78,19 @@ public static partial class Bench
     /// This host's throughput drifts by up to 2x within minutes (other tenants), so every MFU is the median of paired
     /// ratios: a workload's FLOP/s over the GEMM FLOP/s measured just before it. gemm_gflops is the median of those GEMMs.
     /// </summary>
-    private sealed class PairedLimit
+    private sealed class PairedLimit(ScalarType dtype = ScalarType.Float32)
     {
         public List<double> Gemms { get; } = [];
+
+        /// <summary>The dtype of its GEMMs: fp32, or bf16 for the bf16 workloads' MFU.</summary>
+        public ScalarType Dtype => dtype;
 
         /// <summary>Median seconds and median MFU over <paramref name="pairs"/> (GEMM, workload) pairs.</summary>
         public (double Seconds, double Mfu) Measure(Func<double> seconds, double flops, int pairs)
         {
             var runs = Enumerable.Range(0, pairs).Select(_ =>
             {
-                Gemms.Add(Gemm(1024, 5, warmSeconds: 0.05));
+                Gemms.Add(Gemm(1024, 5, warmSeconds: 0.05, dtype: dtype));
                 double t = seconds();
                 return (Seconds: t, Mfu: flops / t / 1e9 / Gemms[^1]);
             }).ToList();

@@ -41,8 +41,9 @@ public static partial class Bench
         if (!CpuHasBf16) log.WriteLine("bench: bf16 training not timed: this CPU has no AVX512-BF16 or AMX (libtorch's bf16 matmuls are far slower than fp32 here)");
         else
         {
-            TrainVariant(r, model, "bf16", m => m.MatmulDtype = ScalarType.BFloat16, trainFlops, limit, quick, log);
-            r["smollm2_train_mfu_bf16"] = trainFlops / (RealTrainTokens / (double)r["smollm2_train_tokens_per_second_bf16"]) / ((double)r["gemm_gflops_bf16"] * 1e9);   // against the bf16 GEMM
+            var bf16 = new PairedLimit(ScalarType.BFloat16);                                  // MFU against a bf16 GEMM timed just before each step
+            TrainVariant(r, model, "bf16", m => m.MatmulDtype = ScalarType.BFloat16, trainFlops, bf16, quick, log);
+            r["gemm_gflops_bf16"] = Median([(double)r["gemm_gflops_bf16"], .. bf16.Gemms]);   // with the one at the run's start
             model.eval();
             model.to(ScalarType.BFloat16);
             double seconds = RealGenerate(model, 16);
@@ -129,7 +130,7 @@ public static partial class Bench
         optimizer.Dispose();
         (model.GradientCheckpointing, model.MatmulDtype) = (false, null);
         (r[$"smollm2_train_tokens_per_second_{name}"], r[$"smollm2_train_mfu_{name}"]) = (RealTrainTokens / seconds, mfu);
-        log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128 with {name}: {RealTrainTokens / seconds:F0} tokens/s, MFU {mfu:F2} (fp32 GEMM)");
+        log.WriteLine($"bench: SmolLM2-135M shape, train batch 4 x 128 with {name}: {RealTrainTokens / seconds:F0} tokens/s, MFU {mfu:F2} ({(limit.Dtype == ScalarType.BFloat16 ? "bf16" : "fp32")} GEMM)");
     }
 
     /// <summary>Seconds to sample <paramref name="newTokens"/> tokens after 16-token prompts.</summary>
