@@ -108,12 +108,11 @@ public sealed class Decoder : Module<Tensor, Tensor>
     public bool GradientCheckpointing { get; set; }
 
     /// <summary>
-    /// TRL's bf16 for fp32 weights: the dtype of the blocks' and the LM head's
-    /// matrix products (with a cast copy of the weights; the gradients flow back to the fp32 weights) and of the MLP's
-    /// activations between its products. The residual stream, norms, attention with its rotary positions and KV cache,
-    /// log-softmax and LoRA's adapters stay in the weights' dtype (attention in bf16 was slower: libtorch's bf16 kernel
-    /// took a demo model's SFT from 31 to 20 thousand tokens/s). Null: everything in the weights' dtype. Set on the model
-    /// that is called.
+    /// TRL's bf16 for fp32 weights: the dtype of the blocks' and the LM head's matrix products (with a cast copy of the
+    /// weights; the gradients flow back to the fp32 weights) and of the MLP's activations between its products. The
+    /// residual stream, norms, attention with its rotary positions and KV cache, log-softmax and LoRA's adapters stay in
+    /// the weights' dtype (attention in bf16 was slower: libtorch's bf16 kernel took a demo model's SFT from 31 to 20
+    /// thousand tokens/s). Null: everything in the weights' dtype. Set on the model that is called.
     /// </summary>
     public ScalarType? MatmulDtype { get; set; }
 
