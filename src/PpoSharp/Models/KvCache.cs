@@ -37,7 +37,7 @@ public sealed class KvCache : IDisposable
     {
         var cache = _kv[layer];                                                                  // (2, B, KV, Tmax, hd)
         int kvHeads = (int)cache.size(2);
-        if (heads.dtype != cache.dtype || cache.device_type != TorchSharp.DeviceType.CPU || !heads.is_contiguous())
+        if (!Holds(heads) || !heads.is_contiguous())
             return Append(layer, heads.narrow(2, queryHeads, kvHeads).transpose(1, 2), heads.narrow(2, queryHeads + kvHeads, kvHeads).transpose(1, 2));
         AppendRows(layer, RowKernels.Address(heads), heads.size(0), heads.size(1), queryHeads);
         return cache.narrow(3, 0, Length + heads.size(1));

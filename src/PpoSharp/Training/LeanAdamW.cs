@@ -7,8 +7,9 @@ namespace PpoSharp.Training;
 /// <summary>
 /// TorchSharp's AdamW with the same update, state and checkpoint format, stepping each parameter on its own: in one pass
 /// over its memory on the CPU (<see cref="AdamWKernel"/>), else in a dispose scope of its own. TorchSharp's step keeps
-/// every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole step ends: twice the trained weights' bytes at once, 2.2 GB of the 8.4 GB peak of a full-weight PPO at SmolLM2-135M's
-/// shape (actor and critic). Here at most one parameter's temporaries are alive.
+/// every parameter's temporaries (sqrt(v) and its bias-corrected copy) until the whole step ends: twice the trained
+/// weights' bytes at once, 2.2 GB of the 8.4 GB peak of a full-weight PPO at SmolLM2-135M's shape (actor and critic).
+/// Here at most one parameter's temporaries are alive.
 /// </summary>
 public sealed class LeanAdamW : AdamW
 {
@@ -46,17 +47,18 @@ public sealed class LeanAdamW : AdamW
                 state.step += 1;
                 double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value;
                 double correction1 = 1 - Math.Pow(beta1, state.step), correction2 = 1 - Math.Pow(beta2, state.step);
+                double decay = 1 - lr * o.weight_decay!.Value, stepSize = -lr / correction1;
                 if (AdamWKernel.Applies(p, grad, state.exp_avg, state.exp_avg_sq))
                 {
-                    AdamWKernel.Step(p, grad, state.exp_avg, state.exp_avg_sq, new((float)(1 - lr * o.weight_decay!.Value), (float)beta1, (float)(1 - beta1),
-                        (float)beta2, (float)(1 - beta2), (float)Math.Sqrt(correction2), (float)o.eps!.Value, (float)(-lr / correction1)));
+                    AdamWKernel.Step(p, grad, state.exp_avg, state.exp_avg_sq, new((float)decay, (float)beta1, (float)(1 - beta1),
+                        (float)beta2, (float)(1 - beta2), (float)Math.Sqrt(correction2), (float)o.eps!.Value, (float)stepSize));
                     continue;
                 }
-                p.mul_(1 - lr * o.weight_decay!.Value);
+                p.mul_(decay);
                 state.exp_avg.mul_(beta1).add_(grad, alpha: 1 - beta1);
                 state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
                 var denom = (state.exp_avg_sq.sqrt() / Math.Sqrt(correction2)).add_(o.eps!.Value);
-                p.addcdiv_(state.exp_avg, denom, value: -lr / correction1);
+                p.addcdiv_(state.exp_avg, denom, value: stepSize);
             }
         }
         return loss!;
